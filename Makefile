@@ -1,0 +1,63 @@
+# Everything installs into project-local virtualenvs from pinned constraints:
+#   .venv      Apache Airflow 3 (the main line): lint, type-check, tests, demo, benchmarks
+#   .venv-af2  Apache Airflow 2.11 on the oldest Python we support: the tests again
+# Only a Python 3.10+ with venv and access to PyPI is needed; uv (pinned) is bootstrapped with pip.
+
+PYTHON ?= python3
+# The Airflow 2.11 line runs on Python 3.10 when there is one (our floor), else on $(PYTHON).
+PYTHON_AIRFLOW2 ?= $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(PYTHON); do \
+	$$p -c 'import sys; assert sys.version_info >= (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+UV_VERSION := 0.13.8
+EXTRAS := dev,parquet
+
+.PHONY: help setup setup-airflow2 demo test test-airflow3 test-airflow2 lint bench constraints clean
+
+help:
+	@echo "make demo      run the daily export against the emulator"
+	@echo "make test      lint, type-check and run the tests on Airflow 3 and Airflow 2.11"
+	@echo "make bench     run the benchmark (see benchmarks/README.md)"
+
+.venv/.installed: pyproject.toml constraints/airflow-3.txt
+	$(PYTHON) -m venv .venv
+	.venv/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	.venv/bin/uv pip install --quiet --python .venv/bin/python -c constraints/airflow-3.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+.venv-af2/.installed: pyproject.toml constraints/airflow-2.txt
+	$(PYTHON_AIRFLOW2) -m venv .venv-af2
+	.venv-af2/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	.venv-af2/bin/uv pip install --quiet --python .venv-af2/bin/python -c constraints/airflow-2.txt -e '.[$(EXTRAS)]'
+	touch $@
+
+setup: .venv/.installed
+
+setup-airflow2: .venv-af2/.installed
+
+demo: setup
+	.venv/bin/python scripts/demo.py
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+test-airflow3: lint
+	.venv/bin/python -m pytest
+
+test-airflow2: setup-airflow2
+	.venv-af2/bin/python -m pytest
+
+test: test-airflow3 test-airflow2
+
+bench: setup
+	.venv/bin/python -m benchmarks
+
+# Re-resolve the pins (needs PyPI). Edit constraints/*.in to move an Airflow line.
+constraints: setup
+	.venv/bin/uv pip compile --quiet --no-header --python-version 3.11 --all-extras \
+		pyproject.toml constraints/airflow-3.in -o constraints/airflow-3.txt
+	.venv/bin/uv pip compile --quiet --no-header --python-version 3.10 --all-extras \
+		pyproject.toml constraints/airflow-2.in -o constraints/airflow-2.txt
+
+clean:
+	rm -rf .venv .venv-af2 .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

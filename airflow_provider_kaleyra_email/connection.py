@@ -1,0 +1,183 @@
+"""
+How an Airflow connection becomes the settings the hook and the trigger use.
+
+Pure functions of the connection's fields, so the sync hook (``get_connection``) and the
+trigger (``get_async_connection``) read a connection the same way.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow_provider_kaleyra_email import validation
+from airflow_provider_kaleyra_email.api import DEFAULT_BASE_URL, MAX_PAGE_SIZE, REGION_BASE_URLS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_RETRIES = 5
+#: We ask for the API's largest page, not its default of 50: half the round trips.
+DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
+#: Pages in flight at once after the first. Four hides most of the latency while keeping a
+#: rate-limited account well inside its budget; the hook lowers it by itself on HTTP 429.
+DEFAULT_MAX_CONCURRENCY = 4
+MAX_CONCURRENCY = 32
+MAX_RETRIES = 20
+
+#: Extras we read. Airflow 2's connection form may store them as ``extra__kaleyra_email__<name>``.
+KNOWN_EXTRAS = (
+    "region",
+    "timezone",
+    "timeout",
+    "max_retries",
+    "page_size",
+    "max_concurrency",
+    "allow_insecure_http",
+)
+_FORM_PREFIX = "extra__kaleyra_email__"
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """Everything a client needs from the connection, checked once. ``repr`` leaves the key out."""
+
+    base_url: str
+    sid: str
+    api_key: str = field(repr=False)
+    timezone: str = "UTC"
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    page_size: int = DEFAULT_PAGE_SIZE
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+
+
+def config_from_connection(
+    *,
+    conn_id: str,
+    login: str | None,
+    password: str | None,
+    host: str | None,
+    port: int | None,
+    schema: str | None,
+    extra: Mapping[str, Any],
+) -> ConnectionConfig:
+    """Check the connection's fields and extras and return its settings."""
+    extras = _normalized_extras(extra, conn_id=conn_id)
+    sid = (login or "").strip()
+    if not sid:
+        raise ValueError(f"Connection {conn_id!r} has no account SID: put it in the login field.")
+    if not password:
+        raise ValueError(f"Connection {conn_id!r} has no API key: put it in the password field.")
+    allow_http = validation.boolean(
+        extras.get("allow_insecure_http", False), parameter="Connection extra allow_insecure_http"
+    )
+    base_url = base_url_from_fields(
+        host=host, port=port, schema=schema, region=extras.get("region"), allow_insecure_http=allow_http
+    )
+    timezone = extras.get("timezone") or "UTC"
+    validation.account_timezone(timezone, parameter="Connection extra timezone")
+    return ConnectionConfig(
+        base_url=base_url,
+        sid=sid,
+        api_key=password,
+        timezone=str(timezone).strip(),
+        timeout=validation.positive_number(
+            extras.get("timeout", DEFAULT_TIMEOUT), parameter="Connection extra timeout"
+        ),
+        max_retries=validation.int_in_range(
+            extras.get("max_retries", DEFAULT_MAX_RETRIES),
+            parameter="Connection extra max_retries",
+            low=0,
+            high=MAX_RETRIES,
+        ),
+        page_size=validation.page_size(
+            extras.get("page_size", DEFAULT_PAGE_SIZE), parameter="Connection extra page_size"
+        ),
+        max_concurrency=validation.int_in_range(
+            extras.get("max_concurrency", DEFAULT_MAX_CONCURRENCY),
+            parameter="Connection extra max_concurrency",
+            low=1,
+            high=MAX_CONCURRENCY,
+        ),
+    )
+
+
+def _normalized_extras(extra: Mapping[str, Any], *, conn_id: str) -> dict[str, Any]:
+    """Extras by their short names; empty form fields count as unset; unknown names are logged."""
+    extras: dict[str, Any] = {}
+    for key, value in extra.items():
+        name = key[len(_FORM_PREFIX) :] if key.startswith(_FORM_PREFIX) else key
+        if value is None or value == "":
+            continue
+        extras[name] = value
+    unknown = sorted(set(extras) - set(KNOWN_EXTRAS))
+    if unknown:
+        log.warning(
+            "Connection %r has extras this provider does not read: %s (known: %s).",
+            conn_id,
+            ", ".join(unknown),
+            ", ".join(KNOWN_EXTRAS),
+        )
+    return extras
+
+
+def is_loopback_host(hostname: str | None) -> bool:
+    if not hostname:
+        return False
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url_from_fields(
+    *, host: str | None, port: int | None, schema: str | None, region: Any, allow_insecure_http: bool
+) -> str:
+    """
+    The base URL from the connection's ``host`` (with ``port``/``schema``) or its ``region``.
+
+    ``host`` may be a full URL (``https://api.kaleyra.io``) or a bare host name, whose scheme
+    then comes from ``schema`` (default ``https``). An explicit host wins over ``region``. Plain
+    ``http`` is refused unless the host is loopback (the emulator) or the connection sets
+    ``allow_insecure_http``, because the API key travels in a header.
+    """
+    region_key = validation.region(region)
+    host = (host or "").strip()
+    if not host:
+        url = REGION_BASE_URLS[region_key] if region_key else DEFAULT_BASE_URL
+    elif "://" in host:
+        url = host
+    else:
+        scheme = (schema or "").strip().lower() or "https"
+        url = f"{scheme}://{host}"
+    try:
+        parts = urlsplit(url)
+        url_port = parts.port
+    except ValueError:
+        raise ValueError(f"Connection host={host!r} is not a valid URL.") from None
+    if port and url_port is None:
+        url = f"{parts.scheme}://{parts.netloc}:{port}{parts.path}"
+        parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError(f"Connection host={host!r} is not an http(s) URL; use e.g. {DEFAULT_BASE_URL!r}.")
+    if parts.username or parts.password:
+        raise ValueError(
+            "Connection host must not carry credentials; put the SID in login and the API key in password."
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"Connection host={url!r} must not carry a query or a fragment.")
+    if parts.scheme == "http" and not (allow_insecure_http or is_loopback_host(parts.hostname)):
+        raise ValueError(
+            f"Connection host={url!r} uses plain http, which would send the API key unencrypted. "
+            "Use https, or set the connection extra allow_insecure_http=true if you really mean it."
+        )
+    return url.rstrip("/")

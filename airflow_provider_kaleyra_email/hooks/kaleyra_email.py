@@ -1,0 +1,723 @@
+"""The hook: one authenticated ``requests.Session`` to the Kaleyra Email API, with paging and retries."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import msgspec
+import requests
+from airflow.providers.common.compat.sdk import BaseHook
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from airflow_provider_kaleyra_email import __version__, api, validation
+from airflow_provider_kaleyra_email._paging import (
+    AdaptiveConcurrency,
+    FetchStats,
+    Progress,
+    RecentKeys,
+    SnapshotCoverage,
+    ordered_concurrent_map,
+)
+from airflow_provider_kaleyra_email.connection import (
+    MAX_CONCURRENCY,
+    MAX_RETRIES,
+    ConnectionConfig,
+    config_from_connection,
+)
+from airflow_provider_kaleyra_email.exceptions import (
+    KaleyraEmailAPIError,
+    KaleyraEmailRetriesExhaustedError,
+)
+
+__all__ = ["KaleyraEmailAPIError", "KaleyraEmailHook", "KaleyraEmailRetriesExhaustedError"]
+
+#: A Retry-After longer than this is capped, so one odd header cannot park a task for hours.
+MAX_RETRY_AFTER_SECONDS = 300.0
+#: Keys remembered for de-duplication (see ``RecentKeys``): about 4 MB whatever the day's size.
+DEDUP_WINDOW_ROWS = 20_000
+
+_json_decoder = msgspec.json.Decoder()
+
+
+class _TransientError(Exception):
+    """A failure worth retrying. It never leaves the hook: the caller sees what tenacity made of it."""
+
+    def __init__(
+        self,
+        description: str,
+        *,
+        status_code: int | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(description)
+        self.description = description
+        self.status_code = status_code
+        self.error_code = error_code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class _LogsQuery:
+    params: tuple[tuple[str, str], ...]
+    page_size: int
+    label: str
+
+
+class KaleyraEmailHook(BaseHook):
+    """
+    Talks to the Kaleyra Email API: message stats, summary stats and logs.
+
+    Callers get plain dict rows and never see pages. Retryable failures (429 with its
+    ``Retry-After``, 5xx, timeouts, dropped connections, unreadable bodies) are retried with
+    exponential backoff and jitter; anything else raises :class:`KaleyraEmailAPIError`.
+
+    :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
+    :param timeout: seconds to wait for each response (default: connection extra, else 30).
+    :param max_retries: retries after the first attempt (default: connection extra, else 5).
+    :param page_size: rows per request, 1 to 100 (default: connection extra, else 100).
+    :param max_concurrency: log pages fetched at once (default: connection extra, else 4).
+    :param retry_wait_initial: backoff scale in seconds: retry ``n`` waits a random time up to
+        ``retry_wait_initial * 2**n``, capped at ``retry_wait_max``.
+    :param retry_wait_max: longest backoff in seconds.
+    """
+
+    conn_name_attr = "kaleyra_email_conn_id"
+    default_conn_name = "kaleyra_email_default"
+    conn_type = "kaleyra_email"
+    hook_name = "Kaleyra Email"
+
+    def __init__(
+        self,
+        kaleyra_email_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        page_size: int | None = None,
+        max_concurrency: int | None = None,
+        retry_wait_initial: float = 1.0,
+        retry_wait_max: float = 60.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kaleyra_email_conn_id = kaleyra_email_conn_id
+        # Checked here, but applied over the connection's settings lazily: no connection lookup
+        # (and so no secrets backend call) happens until the first request.
+        self._overrides: dict[str, Any] = {}
+        if timeout is not None:
+            self._overrides["timeout"] = validation.positive_number(timeout, parameter="timeout")
+        if max_retries is not None:
+            self._overrides["max_retries"] = validation.int_in_range(
+                max_retries, parameter="max_retries", low=0, high=MAX_RETRIES
+            )
+        if page_size is not None:
+            self._overrides["page_size"] = validation.page_size(page_size)
+        if max_concurrency is not None:
+            self._overrides["max_concurrency"] = validation.int_in_range(
+                max_concurrency, parameter="max_concurrency", low=1, high=MAX_CONCURRENCY
+            )
+        self.retry_wait_initial = validation.positive_number(
+            retry_wait_initial, parameter="retry_wait_initial"
+        )
+        self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
+        #: What the most recent ``iter_logs``/``iter_summary_stats`` did, for summaries and tests.
+        self.last_fetch: FetchStats | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
+
+    # ----------------------------------------------------------------------------------------
+    # Connection
+    # ----------------------------------------------------------------------------------------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form for Airflow 2.11 to 3.1; 3.2+ reads ``conn-fields`` from provider info."""
+        from airflow_provider_kaleyra_email.provider_info import UI_FIELD_BEHAVIOUR
+
+        return {
+            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Named extra fields for Airflow 2.11 to 3.1, whose web server has wtforms."""
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+        from wtforms.validators import NumberRange, Optional
+
+        from airflow_provider_kaleyra_email.provider_info import CONN_FIELDS
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            label, description = lazy_gettext(spec["label"]), spec["description"]
+            if spec["schema"]["type"] == ["integer", "null"]:
+                bounds = NumberRange(min=spec["schema"].get("minimum"), max=spec["schema"].get("maximum"))
+                widgets[name] = IntegerField(
+                    label,
+                    description=description,
+                    validators=[Optional(), bounds],
+                    widget=BS3TextFieldWidget(),
+                )
+            else:
+                widgets[name] = StringField(label, description=description, widget=BS3TextFieldWidget())
+        return widgets
+
+    @cached_property
+    def config(self) -> ConnectionConfig:
+        """The connection's settings, read and checked once, with this hook's overrides applied."""
+        # Airflow registers the connection's password with its secrets masker as it loads it.
+        conn = self.get_connection(self.kaleyra_email_conn_id)
+        config = config_from_connection(
+            conn_id=self.kaleyra_email_conn_id,
+            login=conn.login,
+            password=conn.password,
+            host=conn.host,
+            port=conn.port,
+            schema=conn.schema,
+            extra=conn.extra_dejson,
+        )
+        if self._overrides:
+            config = ConnectionConfig(**{**_config_fields(config), **self._overrides})
+        return config
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One session per hook: connections are reused across pages and threads."""
+        session = requests.Session()
+        session.headers.update(
+            {
+                api.API_KEY_HEADER: self.config.api_key,
+                "Accept": "application/json",
+                "User-Agent": f"airflow-provider-kaleyra-email/{__version__}",
+            }
+        )
+        adapter = HTTPAdapter(
+            pool_connections=1, pool_maxsize=max(4, self.config.max_concurrency), max_retries=0
+        )
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    @cached_property
+    def _concurrency(self) -> AdaptiveConcurrency:
+        return AdaptiveConcurrency(self.config.max_concurrency, log=self.log)
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        """The account's time zone, in which the API reads and writes dates."""
+        return ZoneInfo(self.config.timezone)
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+            del self.__dict__["session"]
+
+    # ----------------------------------------------------------------------------------------
+    # Public API
+    # ----------------------------------------------------------------------------------------
+
+    def get_message_stats(self, message_id: str) -> dict[str, Any]:
+        """
+        One message with its ``recipients`` (each with ``status``, ``delivery_datetime``,
+        ``error_code``, ``error_message``).
+
+        :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
+        """
+        message_id = validation.message_id(message_id)
+        path = api.message_stats_path(self.config.sid, message_id)
+        body = self._call("GET", path)
+        messages = self._data(body, endpoint=f"GET {path}")
+        if not messages or not isinstance(messages[0], Mapping):
+            raise KaleyraEmailAPIError(
+                endpoint=f"GET {path}",
+                status_code=HTTPStatus.NOT_FOUND,
+                error_code=None,
+                message=f"no message with id {message_id!r} in the response",
+            )
+        message = dict(messages[0])
+        if not isinstance(message.get("recipients"), list):
+            message["recipients"] = []
+        return message
+
+    def iter_logs(
+        self,
+        from_date: str | date | datetime | None = None,
+        to_date: str | date | datetime | None = None,
+        *,
+        to_mail: str | None = None,
+        message_id: str | None = None,
+        search: str | list[str] | tuple[str, ...] | None = None,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """
+        Every log row matching the filters, exactly once, newest first, across all pages.
+
+        Arguments are checked now, before any request; the rows come as you iterate. After the
+        first page the hook knows ``total`` and fetches the remaining pages ``max_concurrency``
+        at a time, keeping only a few pages in memory.
+
+        :param from_date: first day (inclusive) in the account's time zone.
+        :param to_date: last day (inclusive) in the account's time zone.
+        :param to_mail: only mail to this recipient.
+        :param message_id: only this message.
+        :param search: a term, or a list of terms that must all match (status, from, to or
+            template name; case-insensitive).
+        :param page_size: rows per request, 1 to 100.
+        """
+        query = self._logs_query(
+            from_date, to_date, to_mail=to_mail, message_id=message_id, search=search, page_size=page_size
+        )
+        return self._iter_log_rows(query)
+
+    def iter_summary_stats(
+        self,
+        from_date: str | date | datetime | None = None,
+        to_date: str | date | datetime | None = None,
+        *,
+        page_size: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """
+        One flat row per day, ``{"date": ..., <every metric the API sent>}``.
+
+        The endpoint gives no ``total``, so pages are fetched one after another until one
+        comes back shorter than ``page_size``. A page holds up to 100 days, so even a year is
+        four requests; concurrency would buy nothing here.
+        """
+        start, end = validation.date_range(from_date, to_date, tz=self.timezone)
+        size = self._page_size(page_size)
+        params = _date_params(start, end)
+        return self._iter_summary_rows(params, size)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated request (today's summary stats, one row), without retries."""
+        try:
+            config = self.config
+        except Exception as exc:
+            return False, f"Connection {self.kaleyra_email_conn_id!r} is not usable: {self._scrub(str(exc))}"
+        today = datetime.now(self.timezone).date()
+        path = api.summary_stats_path(config.sid)
+        params = {**_date_params(today, today), "page": "1", "limit": "1"}
+        try:
+            response = self.session.get(
+                config.base_url + path, params=params, timeout=config.timeout, allow_redirects=False
+            )
+            self._interpret(response, endpoint=f"GET {path}")
+        except requests.Timeout:
+            return False, f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
+        except requests.ConnectionError as exc:
+            return False, f"Cannot reach {config.base_url}: {_reason(exc)}."
+        except KaleyraEmailAPIError as exc:
+            if exc.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+                return False, (
+                    f"Kaleyra rejected the credentials (HTTP {exc.status_code}): {exc.message}. "
+                    "Check the account SID (login) and the API key (password)."
+                )
+            return False, str(exc)
+        except _TransientError as exc:
+            return False, f"{config.base_url} answered, but not usefully: {exc.description}."
+        return True, f"Connected to {config.base_url} as account {config.sid}."
+
+    # ----------------------------------------------------------------------------------------
+    # Paging
+    # ----------------------------------------------------------------------------------------
+
+    def _logs_query(
+        self,
+        from_date: Any,
+        to_date: Any,
+        *,
+        to_mail: Any,
+        message_id: Any,
+        search: Any,
+        page_size: Any,
+    ) -> _LogsQuery:
+        start, end = validation.date_range(from_date, to_date, tz=self.timezone)
+        params = list(_date_params(start, end).items())
+        if to_mail is not None:
+            params.append(("toMail", validation.email_address(to_mail, parameter="to_mail")))
+        if message_id is not None:
+            params.append(("messageId", validation.message_id(message_id)))
+        params.extend(("search", term) for term in validation.search_terms(search))
+        label = f"logs {start or '…'}..{end or '…'}"
+        return _LogsQuery(params=tuple(params), page_size=self._page_size(page_size), label=label)
+
+    def _page_size(self, page_size: Any) -> int:
+        return self.config.page_size if page_size is None else validation.page_size(page_size)
+
+    def _iter_log_rows(self, query: _LogsQuery) -> Iterator[dict[str, Any]]:
+        path = api.logs_path(self.config.sid)
+        stats = FetchStats(endpoint=query.label)
+        self.last_fetch = stats
+        progress = Progress(stats, self.log)
+        recent = RecentKeys(DEDUP_WINDOW_ROWS)
+
+        def fetch(page: int) -> tuple[int, list[Any], int | None]:
+            body = self._get_page(path, query.params, page, query.page_size)
+            return page, self._data(body, endpoint=f"GET {path}"), api.envelope_total(body)
+
+        _, rows, total = fetch(1)
+        stats.total = total
+        yield from self._unique(rows, recent, stats)
+        progress.page_done()
+        if total is None:
+            # No total to plan with: walk forward until a short page. Sequential forward paging
+            # never skips a row when new mail arrives at the head; it only sees some twice.
+            page = 1
+            while len(rows) == query.page_size:
+                page += 1
+                _, rows, _ = fetch(page)
+                yield from self._unique(rows, recent, stats)
+                progress.page_done()
+            self._log_finished(progress.finish())
+            return
+
+        stats.pages_expected = api.page_count(total, query.page_size)
+        self.log.info("%s: %s rows in %s pages", query.label, f"{total:,}", stats.pages_expected)
+        coverage = SnapshotCoverage(total, query.page_size)
+        coverage.add(1, len(rows), total)
+        pages = ordered_concurrent_map(
+            fetch,
+            range(2, stats.pages_expected + 1),
+            concurrency=self.config.max_concurrency,
+            lookahead=2 * self.config.max_concurrency,
+        )
+        for page, rows, page_total in pages:
+            coverage.add(page, len(rows), page_total)
+            yield from self._unique(rows, recent, stats)
+            progress.page_done()
+        yield from self._fill_gaps(coverage, fetch, recent, stats, progress)
+        self._log_finished(progress.finish())
+
+    def _fill_gaps(
+        self,
+        coverage: SnapshotCoverage,
+        fetch: Any,
+        recent: RecentKeys,
+        stats: FetchStats,
+        progress: Progress,
+    ) -> Iterator[dict[str, Any]]:
+        """
+        Fetch again the rows that moved between pages while we listed them.
+
+        Mail that arrives during a listing pushes every row down; a page fetched after the push
+        misses rows that slid into a page fetched before it. Each response's ``total`` says how
+        far rows have moved, so we know which positions of the first page's listing no page
+        covered, and fetch them where they are now.
+        """
+        budget = 2 * len(coverage.gaps()) + 10
+        while coverage.gaps() and budget > 0:
+            budget -= 1
+            page = coverage.page_now_holding(coverage.gaps()[0][0])
+            _, rows, page_total = fetch(page)
+            if not rows:
+                break
+            coverage.add(page, len(rows), page_total)
+            yield from self._unique(rows, recent, stats)
+            progress.page_done()
+        missing = coverage.missing()
+        if missing:
+            self.log.warning(
+                "%s: %d rows of the %s listed at the start moved out of reach while paging "
+                "(statuses changing under a status search, or deletions); run again to pick them up.",
+                stats.endpoint,
+                missing,
+                f"{coverage.total:,}",
+            )
+
+    def _iter_summary_rows(self, params: dict[str, str], page_size: int) -> Iterator[dict[str, Any]]:
+        path = api.summary_stats_path(self.config.sid)
+        stats = FetchStats(
+            endpoint=f"summary stats {params.get('start_date', '…')}..{params.get('end_date', '…')}"
+        )
+        self.last_fetch = stats
+        progress = Progress(stats, self.log)
+        page = 0
+        days: list[Any] = [None] * page_size
+        while len(days) == page_size:
+            page += 1
+            days = self._data(
+                self._get_page(path, tuple(params.items()), page, page_size), endpoint=f"GET {path}"
+            )
+            for day in days:
+                if isinstance(day, Mapping):
+                    stats.rows += 1
+                    yield api.flatten_day(day)
+            progress.page_done()
+        self._log_finished(progress.finish())
+
+    def _unique(self, rows: list[Any], recent: RecentKeys, stats: FetchStats) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            if not isinstance(row, dict):
+                continue
+            if recent.add(api.log_row_key(row)):
+                stats.rows += 1
+                yield row
+            else:
+                stats.duplicates += 1
+
+    def _log_finished(self, stats: FetchStats) -> None:
+        total = ""
+        if stats.total is not None:
+            verdict = "matches" if stats.total == stats.rows else "differs from"
+            total = f"; {stats.rows:,} {verdict} the API's total of {stats.total:,}"
+        self.log.info(
+            "%s: %s rows in %s pages, %.1f s (%s rows/s), %s duplicates dropped%s",
+            stats.endpoint,
+            f"{stats.rows:,}",
+            stats.pages,
+            stats.seconds,
+            f"{stats.rows_per_second:,.0f}",
+            stats.duplicates,
+            total,
+        )
+
+    def _get_page(self, path: str, params: tuple[tuple[str, str], ...], page: int, page_size: int) -> Any:
+        return self._call("GET", path, params=[*params, ("page", str(page)), ("limit", str(page_size))])
+
+    @staticmethod
+    def _data(body: Any, *, endpoint: str) -> list[Any]:
+        try:
+            return api.envelope_data(body)
+        except ValueError as exc:
+            raise KaleyraEmailAPIError(
+                endpoint=endpoint,
+                status_code=HTTPStatus.OK,
+                error_code=None,
+                message=f"unexpected body: {exc}",
+            ) from None
+
+    # ----------------------------------------------------------------------------------------
+    # One request
+    # ----------------------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        """Send one request, retrying what is worth retrying; return the decoded JSON body."""
+        endpoint = f"{method} {path}" + (f"?{urlencode(params)}" if params else "")
+        tries: list[str] = []
+        started = time.monotonic()
+        retrying = Retrying(
+            stop=stop_after_attempt(self.config.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception_type(_TransientError),
+            before_sleep=lambda state: self._log_retry(endpoint, state),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    try:
+                        return self._send_once(method, path, params, json_body, endpoint)
+                    except _TransientError as exc:
+                        tries.append(exc.description)
+                        raise
+        except _TransientError as exc:
+            raise KaleyraEmailRetriesExhaustedError(
+                endpoint=endpoint,
+                status_code=exc.status_code,
+                error_code=exc.error_code,
+                message=(
+                    f"gave up after {len(tries)} attempt(s) in {time.monotonic() - started:.1f} s "
+                    f"(max_retries={self.config.max_retries}): " + "; ".join(_summarize(tries))
+                ),
+            ) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _send_once(
+        self, method: str, path: str, params: list[tuple[str, str]] | None, json_body: Any, endpoint: str
+    ) -> Any:
+        url = self.config.base_url + path
+        try:
+            with self._concurrency.slot():
+                response = self.session.request(
+                    method,
+                    url,
+                    params=params,
+                    json=json_body,
+                    timeout=self.config.timeout,
+                    # The api-key header must reach the configured host and no other.
+                    allow_redirects=False,
+                )
+                # Read the body here, inside the handler: a connection dropped mid-body surfaces now.
+                response.content  # noqa: B018
+        except requests.Timeout:
+            raise _TransientError(f"no answer within {self.config.timeout:g} s (timeout)") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise _TransientError(f"connection failed: {_reason(exc)}") from None
+        return self._interpret(response, endpoint=endpoint)
+
+    def _interpret(self, response: requests.Response, *, endpoint: str) -> Any:
+        status = response.status_code
+        if status == HTTPStatus.TOO_MANY_REQUESTS:
+            self._concurrency.throttled()
+            retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+            raise _TransientError(
+                "HTTP 429 (rate limited"
+                + (f", Retry-After {retry_after:g} s)" if retry_after is not None else ")"),
+                status_code=status,
+                retry_after=retry_after,
+            )
+        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            detail = api.error_detail_for_status(_decode(response.content), response.reason)
+            raise _TransientError(
+                f"HTTP {status} ({self._scrub(detail.message)})",
+                status_code=status,
+                error_code=detail.error_code,
+            )
+        if HTTPStatus.MULTIPLE_CHOICES <= status < HTTPStatus.BAD_REQUEST:
+            location = response.headers.get("Location", "")
+            raise KaleyraEmailAPIError(
+                endpoint=endpoint,
+                status_code=status,
+                error_code=None,
+                message=(
+                    f"redirect to {location!r} not followed: the API key is only sent to the configured host"
+                ),
+            )
+        body = _decode(response.content)
+        if status >= HTTPStatus.BAD_REQUEST:
+            detail = api.error_detail_for_status(body, response.reason)
+            raise KaleyraEmailAPIError(
+                endpoint=endpoint,
+                status_code=status,
+                error_code=detail.error_code,
+                message=self._scrub(detail.message),
+            )
+        if body is _UNREADABLE:
+            raise _TransientError(f"HTTP {status} with a body that is not JSON: {_preview(response.content)}")
+        error_in_body = api.error_detail(body)
+        if error_in_body is not None:
+            raise KaleyraEmailAPIError(
+                endpoint=endpoint,
+                status_code=status,
+                error_code=error_in_body.error_code,
+                message=self._scrub(error_in_body.message),
+            )
+        self._concurrency.succeeded()
+        return body
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Honour ``Retry-After`` (plus a little jitter so threads do not return in step); else back off."""
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, _TransientError) and error.retry_after is not None:
+            delay = min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
+            return delay + random.uniform(0, 0.1 * delay + 0.05)
+        # "Full jitter": a random wait up to an exponentially growing cap, so many workers that
+        # failed together do not come back together.
+        backoff = wait_random_exponential(multiplier=self.retry_wait_initial, max=self.retry_wait_max)
+        return float(backoff(state))
+
+    def _log_retry(self, endpoint: str, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        self.log.warning(
+            "%s: %s; retry %d of %d in %.1f s",
+            endpoint,
+            error.description if isinstance(error, _TransientError) else error,
+            state.attempt_number,
+            self.config.max_retries,
+            delay,
+        )
+
+    def _scrub(self, text: str) -> str:
+        """Kaleyra should never echo the key, but if it ever does, it stops here."""
+        key = self.__dict__.get("config")
+        if isinstance(key, ConnectionConfig) and key.api_key and key.api_key in text:
+            return text.replace(key.api_key, "***")
+        return text
+
+
+_UNREADABLE: Any = object()
+
+
+def _decode(content: bytes) -> Any:
+    try:
+        return _json_decoder.decode(content)
+    except msgspec.DecodeError:
+        return _UNREADABLE
+
+
+def _preview(content: bytes, limit: int = 80) -> str:
+    text = content[:limit].decode("utf-8", "replace")
+    text = "".join(char if char.isprintable() else " " for char in text)
+    return repr(text + ("…" if len(content) > limit else ""))
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause of a requests error, without the long urllib3 wrapper text."""
+    cause: BaseException = exc
+    while True:
+        inner = getattr(cause, "reason", None)
+        if isinstance(inner, BaseException):
+            cause = inner
+            continue
+        if cause.args and isinstance(cause.args[0], BaseException):
+            cause = cause.args[0]
+            continue
+        break
+    text = str(cause)
+    return f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
+
+
+def _summarize(tries: list[str]) -> list[str]:
+    """``['HTTP 503', 'HTTP 503', 'timeout']`` -> ``['HTTP 503 (x2)', 'timeout']``."""
+    counts: dict[str, int] = {}
+    for outcome in tries:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return [f"{outcome} (x{count})" if count > 1 else outcome for outcome, count in counts.items()]
+
+
+def _date_params(start: date | None, end: date | None) -> dict[str, str]:
+    params = {}
+    if start is not None:
+        params["start_date"] = start.isoformat()
+    if end is not None:
+        params["end_date"] = end.isoformat()
+    return params
+
+
+def _config_fields(config: ConnectionConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in ConnectionConfig.__dataclass_fields__}

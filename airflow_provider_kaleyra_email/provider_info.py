@@ -1,0 +1,89 @@
+"""
+The provider description Airflow validates against ``provider_info.schema.json``.
+
+Kept free of Airflow imports: ``ProvidersManager`` calls it while it starts up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PACKAGE_NAME = "airflow-provider-kaleyra-email"
+INTEGRATION = "Kaleyra Email"
+_PACKAGE = "airflow_provider_kaleyra_email"
+
+#: Extra fields of the ``kaleyra_email`` connection form (Airflow 3.2+ reads these directly;
+#: ``KaleyraEmailHook.get_connection_form_widgets`` builds the same for older web servers).
+CONN_FIELDS: dict[str, dict[str, Any]] = {
+    "region": {
+        "label": "Region",
+        "description": "Kaleyra pod when Host is empty: in, sg or eu. Empty means https://api.kaleyra.io.",
+        "schema": {"type": ["string", "null"], "enum": [None, "in", "sg", "eu"]},
+    },
+    "timezone": {
+        "label": "Account time zone",
+        "description": "IANA name of the account's time zone, in which the API reads dates (default UTC).",
+        "schema": {"type": ["string", "null"], "default": "UTC"},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "Seconds to wait for each response (default 30).",
+        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 600},
+    },
+    "max_retries": {
+        "label": "Max retries",
+        "description": (
+            "Retries of a request that failed with 429, 5xx, a timeout or a dropped connection (default 5)."
+        ),
+        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+    },
+    "page_size": {
+        "label": "Page size",
+        "description": "Rows per request, 1 to 100 (default 100).",
+        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 100},
+    },
+    "max_concurrency": {
+        "label": "Max concurrency",
+        "description": "Log pages fetched at once (default 4); lowered automatically on HTTP 429.",
+        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 32},
+    },
+}
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port"],
+    "relabeling": {"login": "Account SID", "password": "API key", "host": "Base URL"},
+    "placeholders": {
+        "login": "HXIN1234567890IN",
+        "host": "https://api.kaleyra.io (leave empty to use Region)",
+        "region": "in",
+        "timezone": "Asia/Kolkata",
+    },
+}
+
+
+def provider_info() -> dict[str, Any]:
+    def modules(kind: str) -> list[dict[str, Any]]:
+        return [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.{kind}.kaleyra_email"]}]
+
+    return {
+        "package-name": PACKAGE_NAME,
+        "name": "Kaleyra Email",
+        "description": "Export Kaleyra Email logs and delivery stats, and wait for messages to be delivered.",
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "external-doc-url": "https://developers.kaleyra.io/docs/email-get-stats-and-get-logs",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": modules("hooks"),
+        "connection-types": [
+            {
+                "connection-type": "kaleyra_email",
+                "hook-class-name": f"{_PACKAGE}.hooks.kaleyra_email.KaleyraEmailHook",
+                "hook-name": "Kaleyra Email",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }

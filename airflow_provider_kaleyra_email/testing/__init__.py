@@ -1,0 +1,31 @@
+"""
+A Kaleyra Email API emulator for tests, demos and benchmarks: a real HTTP server on loopback.
+
+``KaleyraEmailEmulator`` serves a seeded synthetic data set (:class:`SyntheticDataset`) and can
+misbehave on purpose (:class:`Faults`). It needs only the standard library and ``msgspec``, so
+it runs wherever the provider does. DAG authors get the pytest fixtures
+``kaleyra_email_emulator`` and ``kaleyra_email_connection`` automatically (a ``pytest11``
+plugin); from a shell, ``python -m airflow_provider_kaleyra_email.testing --port 8080``.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_kaleyra_email.testing._dataset import SyntheticDataset
+from airflow_provider_kaleyra_email.testing._server import (
+    DEFAULT_API_KEY,
+    DEFAULT_SID,
+    FAULT_KINDS,
+    Faults,
+    KaleyraEmailEmulator,
+    RecordedRequest,
+)
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_SID",
+    "FAULT_KINDS",
+    "Faults",
+    "KaleyraEmailEmulator",
+    "RecordedRequest",
+    "SyntheticDataset",
+]

@@ -1,0 +1,621 @@
+"""
+The emulator's data: a seeded, deterministic stream of email traffic of any size.
+
+Nothing is stored per row. Row ``i`` of a day is computed from ``(seed, day, i)`` when it is
+asked for, so a 10⁶-row day costs no memory until it is listed, and the same seed always gives
+the same rows. Message ids encode their day and row, so ``stats/<message id>`` needs no index.
+Statuses are a function of the clock: every recipient has a fate (delivered and maybe opened,
+deferred, bounced, blocked, ...) and the times at which it moves there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+DESCRIPTIONS = {
+    "ACCEPTED": "Message is accepted.",
+    "DEFERRED": "Message delivery is deferred by the recipient's mail server; it will be retried.",
+    "DELIVERED": "Message is delivered.",
+    "OPEN": "Message is opened by the recipient.",
+    "BOUNCE": (
+        "Message has not been delivered maybe because of wrong email address or the recipient's "
+        "inbox is full or a connection timeout from the sender's domain."
+    ),
+    "BLOCKED": "Message has not been delivered because sender domain is not whitelisted",
+    "FAILED": (
+        "Message has not been processed because maybe due to internal server error or due to "
+        "insufficient balance."
+    ),
+    "SUPPRESSED": "Message has not been sent because the recipient is on the suppression list.",
+}
+
+ERROR_TEXT = {
+    "BOUNCE": ("550", "550 5.1.1 The email account that you tried to reach does not exist."),
+    "BLOCKED": ("", "invalid sender domain"),
+    "FAILED": ("", "insufficient balance"),
+    "SUPPRESSED": ("", "recipient is on the suppression list"),
+}
+
+SENDERS = ("alerts@shop.example.com", "billing@shop.example.com", "news@mail.example.org")
+TEMPLATES = ("", "welcome", "invoice", "password_reset", "newsletter", "order_shipped")
+DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
+DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+#: Rows per request: message ids ``<uuid>:1`` and ``<uuid>:2`` share a request, as in the API page.
+BATCHES_PER_REQUEST = 2
+
+
+@dataclass(frozen=True)
+class Fate:
+    """Where one recipient's message ends up, and when (seconds after submission)."""
+
+    final: str
+    deliver_after: float
+    open_after: float | None = None
+    defer_after: float | None = None
+
+    def status_at(self, elapsed: float) -> str:
+        if self.defer_after is not None and elapsed >= self.defer_after and elapsed < self.deliver_after:
+            return "DEFERRED"
+        if elapsed < (self.defer_after if self.defer_after is not None else self.deliver_after):
+            return "ACCEPTED"
+        if self.final == "DELIVERED" and self.open_after is not None and elapsed >= self.open_after:
+            return "OPEN"
+        if self.final == "ACCEPTED":
+            return "ACCEPTED"
+        return self.final
+
+
+def fate_from(digest: bytes, *, scale: float = 1.0) -> Fate:
+    """A fate from 8 bytes of hash: 70 % delivered (half of those opened later), 10 % deferred first, ..."""
+    roll = digest[0] % 100
+    deliver = (2 + digest[1] % 58) * scale
+    if roll < 70:
+        opened = digest[2] % 2 == 0
+        return Fate(
+            "DELIVERED", deliver, open_after=deliver + (600 + digest[3] * 300) * scale if opened else None
+        )
+    if roll < 80:
+        defer = deliver
+        return Fate("DELIVERED", defer + (300 + digest[4] * 12) * scale, defer_after=defer)
+    if roll < 88:
+        return Fate("BOUNCE", deliver)
+    if roll < 92:
+        return Fate("BLOCKED", deliver)
+    if roll < 95:
+        return Fate("FAILED", deliver)
+    if roll < 97:
+        return Fate("SUPPRESSED", deliver)
+    if roll < 99:
+        return Fate("DEFERRED", deliver, defer_after=deliver)  # stays deferred
+    return Fate("ACCEPTED", deliver)  # never leaves ACCEPTED
+
+
+#: Longest time a synthetic fate takes to settle (the latest open), in seconds.
+SETTLE_SECONDS = 60 + 600 + 255 * 300 + 60
+
+
+@dataclass
+class SentMessage:
+    """A message accepted by ``POST /v1/<SID>/email``: its batches, recipients and fates."""
+
+    request_id: str
+    submitted: datetime  # aware, UTC
+    from_mail: str
+    subject: str
+    template_name: str
+    batches: list[list[tuple[str, Fate]]]
+
+    def message_ids(self) -> list[str]:
+        return [f"{self.request_id}:{n}" for n in range(1, len(self.batches) + 1)]
+
+
+@dataclass
+class SyntheticDataset:
+    """
+    Seeded synthetic email traffic for the emulator.
+
+    :param seed: changes every row; the same seed always gives the same rows.
+    :param start_date: first day with traffic (default: ``days - 1`` days before today).
+    :param days: number of days with traffic, ending at ``start_date + days - 1``.
+    :param rows_per_day: log rows per day, or a mapping of day to rows (days not in it get 0).
+    :param timezone: the account's time zone; dates and times in the API are in it.
+    :param clock: returns the current time (aware); tests may freeze or speed it up.
+    :param send_time_scale: how fast sent messages move (1.0: delivered within a minute;
+        0.05: within seconds), so a sensor test sees a real but short wait.
+    """
+
+    seed: int = 0
+    start_date: date | None = None
+    days: int = 7
+    rows_per_day: int | Mapping[date, int] = 1_000
+    timezone: str = "UTC"
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    send_time_scale: float = 0.05
+    send_visibility_delay: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.tz = ZoneInfo(self.timezone)
+        if self.start_date is None:
+            self.start_date = self.clock().astimezone(self.tz).date() - timedelta(days=self.days - 1)
+        self._key = hashlib.blake2b(str(self.seed).encode(), digest_size=16).digest()
+        self._sent: dict[str, SentMessage] = {}
+        self._sent_lock = threading.Lock()
+        self._stats_cache: OrderedDict[tuple[date, int], dict[str, int]] = OrderedDict()
+        self._filter_cache: OrderedDict[tuple[Any, ...], list[tuple[date, int]]] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    # ---------------------------------------------------------------------------------------
+    # Days and rows
+    # ---------------------------------------------------------------------------------------
+
+    @property
+    def end_date(self) -> date:
+        assert self.start_date is not None
+        return self.start_date + timedelta(days=self.days - 1)
+
+    def dates(self) -> list[date]:
+        assert self.start_date is not None
+        return [self.start_date + timedelta(days=n) for n in range(self.days)]
+
+    def planned_rows(self, day: date) -> int:
+        """Rows the day will have once it is over (today's are still arriving)."""
+        assert self.start_date is not None
+        if not self.start_date <= day <= self.end_date:
+            return 0
+        if isinstance(self.rows_per_day, Mapping):
+            return int(self.rows_per_day.get(day, 0))
+        return self.rows_per_day
+
+    def local_now(self) -> datetime:
+        """The clock in the account's time zone, as a naive wall-clock time like the API's strings."""
+        return self.clock().astimezone(self.tz).replace(tzinfo=None)
+
+    def visible_rows(self, day: date, now: datetime | None = None) -> int:
+        """Rows of ``day`` submitted by now: all of a past day, part of today, none of a future day."""
+        planned = self.planned_rows(day)
+        if planned == 0:
+            return 0
+        now = now or self.local_now()
+        elapsed = (now - datetime.combine(day, datetime.min.time())).total_seconds()
+        if elapsed >= 86_400:
+            return planned
+        if elapsed <= 0:
+            return 0
+        requests = self._requests(planned)
+        visible_requests = min(requests, int(elapsed / (86_400 / requests)))
+        return min(planned, visible_requests * BATCHES_PER_REQUEST)
+
+    @staticmethod
+    def _requests(rows: int) -> int:
+        return -(-rows // BATCHES_PER_REQUEST)
+
+    def _digest(self, day: date, request: int, salt: bytes = b"") -> bytes:
+        data = day.toordinal().to_bytes(4, "big") + request.to_bytes(4, "big") + salt
+        return hashlib.blake2b(data, key=self._key, digest_size=16).digest()
+
+    def message_id(self, day: date, row: int) -> str:
+        request, batch = divmod(row, BATCHES_PER_REQUEST)
+        return f"{self._request_uuid(day, request)}:{batch + 1}"
+
+    def _request_uuid(self, day: date, request: int) -> str:
+        # The first 6 bytes look random; the other 10 carry (day, request, check) masked by them,
+        # so the id can be decoded without an index and a forged id fails the check.
+        tag = self._digest(day, request)[:6]
+        payload = day.toordinal().to_bytes(4, "big") + request.to_bytes(4, "big") + tag[:2]
+        mask = hashlib.blake2b(tag, key=self._key, digest_size=10).digest()
+        body = bytes(a ^ b for a, b in zip(payload, mask, strict=True))
+        return str(uuid.UUID(bytes=tag + body))
+
+    def locate(self, message_id: str) -> tuple[date, int] | None:
+        """The (day, row) a synthetic message id stands for, or ``None`` if it is not one of ours."""
+        request_id, _, batch_text = message_id.rpartition(":")
+        if not batch_text.isdigit() or not request_id:
+            return None
+        try:
+            raw = uuid.UUID(request_id).bytes
+        except ValueError:
+            return None
+        tag, body = raw[:6], raw[6:]
+        mask = hashlib.blake2b(tag, key=self._key, digest_size=10).digest()
+        payload = bytes(a ^ b for a, b in zip(body, mask, strict=True))
+        try:
+            day = date.fromordinal(int.from_bytes(payload[:4], "big"))
+        except (OverflowError, ValueError):
+            return None
+        request = int.from_bytes(payload[4:8], "big")
+        if payload[8:] != tag[:2] or self._digest(day, request)[:6] != tag:
+            return None
+        row = request * BATCHES_PER_REQUEST + int(batch_text) - 1
+        if int(batch_text) < 1 or row >= self.visible_rows(day):
+            return None
+        return day, row
+
+    def submitted_at(self, day: date, row: int) -> datetime:
+        requests = self._requests(self.planned_rows(day))
+        request = row // BATCHES_PER_REQUEST
+        step = 86_400 / requests
+        jitter = self._digest(day, request, b"t")[0] / 256
+        offset = int((request + jitter) * step)
+        return datetime.combine(day, datetime.min.time()) + timedelta(seconds=offset)
+
+    def recipients(self, day: date, row: int) -> list[tuple[str, Fate]]:
+        digest = self._digest(day, row, b"r")
+        count = 2 if digest[0] % 100 < 15 else 1
+        people = []
+        for n in range(count):
+            person = digest[1 + 3 * n] * 256 + digest[2 + 3 * n]
+            address = f"user{person:05d}@{DOMAINS[digest[3 + 3 * n] % len(DOMAINS)]}"
+            people.append((address, fate_from(self._digest(day, row, b"f%d" % n)[:8])))
+        return people
+
+    def log_row(self, day: date, row: int, now: datetime | None = None) -> dict[str, Any]:
+        """Row ``row`` of ``day`` as the logs endpoint lists it, with its status at ``now``."""
+        now = now or self.local_now()
+        digest = self._digest(day, row, b"m")
+        submitted = self.submitted_at(day, row)
+        people = self.recipients(day, row)
+        elapsed = (now - submitted).total_seconds()
+        status = people[0][1].status_at(elapsed)
+        record: dict[str, Any] = {
+            "message_id": self.message_id(day, row),
+            "company_id": "Z*****d",
+            "status": status,
+            "description": DESCRIPTIONS[status],
+            "from_mail": SENDERS[digest[0] % len(SENDERS)],
+            "to_mail": ",".join(address for address, _ in people),
+            "template_name": TEMPLATES[digest[1] % len(TEMPLATES)],
+            "submitted_at": submitted.strftime(DATETIME_FORMAT),
+            "delivered_at": _delivered_at(submitted, people[0][1], elapsed),
+            "sale_price": 0 if status == "FAILED" else 1,
+            "source": "API",
+            "source_type": "API",
+            "user_details": {},
+            "email_body": "",
+            "service_id": "",
+            "route": "",
+        }
+        if digest[2] % 4 == 0:
+            record["type"] = "MKT"  # the API adds keys the page does not document
+        return record
+
+    def status(self, day: date, row: int, now: datetime) -> str:
+        """A row's status at ``now``: its first recipient's."""
+        elapsed = (now - self.submitted_at(day, row)).total_seconds()
+        return fate_from(self._digest(day, row, b"f0")[:8]).status_at(elapsed)
+
+    def message_stats(self, day: date, row: int, now: datetime | None = None) -> dict[str, Any]:
+        """The ``stats/<message id>`` body entry for a synthetic message."""
+        now = now or self.local_now()
+        submitted = self.submitted_at(day, row)
+        digest = self._digest(day, row, b"m")
+        elapsed = (now - submitted).total_seconds()
+        return {
+            "message_id": self.message_id(day, row),
+            "from_mail": SENDERS[digest[0] % len(SENDERS)],
+            "request_datetime": submitted.strftime(DATETIME_FORMAT),
+            "recipients": [
+                _recipient_stats(address, fate, submitted, elapsed)
+                for address, fate in self.recipients(day, row)
+            ],
+        }
+
+    # ---------------------------------------------------------------------------------------
+    # Listings
+    # ---------------------------------------------------------------------------------------
+
+    def days_in(self, start: date | None, end: date | None) -> list[date]:
+        """Days with traffic between ``start`` and ``end`` (inclusive; either may be open)."""
+        first = max(d for d in (start, self.start_date) if d is not None)
+        last = min(d for d in (end, self.end_date) if d is not None)
+        return [first + timedelta(days=n) for n in range((last - first).days + 1)] if first <= last else []
+
+    def listing(
+        self,
+        start: date | None,
+        end: date | None,
+        *,
+        to_mail: str | None = None,
+        message_id: str | None = None,
+        search: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> Listing:
+        """The rows a logs query matches, newest first, as a lazily indexed sequence."""
+        now = now or self.local_now()
+        days = sorted(self.days_in(start, end), reverse=True)
+        sent = self._sent_rows(start, end, now, to_mail=to_mail, message_id=message_id, search=search)
+        if message_id is not None:
+            located = self.locate(message_id)
+            refs = [located] if located is not None and located[0] in days else []
+            return Listing(self, now, sent, refs=refs)
+        if to_mail is None and not search:
+            return Listing(self, now, sent, days=[(day, self.visible_rows(day, now)) for day in days])
+        return Listing(self, now, sent, refs=self._filtered(days, now, to_mail, tuple(search)))
+
+    def _filtered(
+        self, days: list[date], now: datetime, to_mail: str | None, search: tuple[str, ...]
+    ) -> list[tuple[date, int]]:
+        counts = tuple(self.visible_rows(day, now) for day in days)
+        # Statuses move, so a cached result lives for one second of the clock.
+        key = (tuple(days), counts, to_mail, search, int(now.timestamp()))
+        with self._cache_lock:
+            if key in self._filter_cache:
+                self._filter_cache.move_to_end(key)
+                return self._filter_cache[key]
+        refs = [
+            (day, row)
+            for day, count in zip(days, counts, strict=True)
+            for row in range(count - 1, -1, -1)
+            if matches(self.log_row(day, row, now), to_mail=to_mail, search=search)
+        ]
+        with self._cache_lock:
+            self._filter_cache[key] = refs
+            while len(self._filter_cache) > 16:
+                self._filter_cache.popitem(last=False)
+        return refs
+
+    def expected_logs(
+        self,
+        start: date | None,
+        end: date | None,
+        *,
+        to_mail: str | None = None,
+        message_id: str | None = None,
+        search: Sequence[str] = (),
+        now: datetime | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Every row a logs query should return, for tests to compare with what a client got."""
+        yield from self.listing(start, end, to_mail=to_mail, message_id=message_id, search=search, now=now)
+
+    def day_metrics(self, day: date, now: datetime | None = None) -> dict[str, int]:
+        """A day's ``metrics``: the five the page shows, plus ``bounces``, ``failed`` and ``suppressed``."""
+        now = now or self.local_now()
+        count = self.visible_rows(day, now)
+        settled = (now - datetime.combine(day, datetime.min.time())).total_seconds() > 86_400 + SETTLE_SECONDS
+        key = (day, count)
+        if settled:
+            with self._cache_lock:
+                if key in self._stats_cache:
+                    return dict(self._stats_cache[key])
+        metrics = dict.fromkeys(
+            ("accepted", "delivered", "opens", "deferred", "blocks", "bounces", "failed", "suppressed"), 0
+        )
+        for row in range(count):
+            _count_status(metrics, self.status(day, row, now))
+        for message in self._sent_on(day):
+            for batch in message.batches:
+                elapsed = (now - _local(message.submitted, self.tz)).total_seconds()
+                _count_status(metrics, batch[0][1].status_at(elapsed))
+        if settled:
+            with self._cache_lock:
+                self._stats_cache[key] = dict(metrics)
+                while len(self._stats_cache) > 512:
+                    self._stats_cache.popitem(last=False)
+        return metrics
+
+    def summary_days(
+        self, start: date | None, end: date | None, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """Days with any traffic, oldest first, each ``{"date", "stats": [{"metrics": ...}]}``."""
+        now = now or self.local_now()
+        sent_days = {_local(m.submitted, self.tz).date() for m in self._sent_snapshot()}
+        in_range = {
+            day for day in sent_days if (start is None or day >= start) and (end is None or day <= end)
+        }
+        days = []
+        for day in sorted(in_range.union(self.days_in(start, end))):
+            metrics = self.day_metrics(day, now)
+            if metrics["accepted"]:
+                days.append({"date": day.isoformat(), "stats": [{"metrics": metrics}]})
+        return days
+
+    # ---------------------------------------------------------------------------------------
+    # Sends
+    # ---------------------------------------------------------------------------------------
+
+    def send(
+        self, *, from_mail: str, to: Sequence[str], subject: str, template_name: str = ""
+    ) -> SentMessage:
+        """
+        Accept a message as ``POST /v1/<SID>/email`` does: one batch per recipient.
+
+        A recipient address containing ``bounce``, ``block``, ``fail`` or ``suppress`` gets that
+        fate; ``defer`` is deferred first; ``slow`` is delivered after a longer wait; every
+        other address is delivered and then opened.
+        """
+        submitted = self.clock().astimezone(timezone.utc)
+        request_id = str(uuid.uuid4())
+        batches = [[(address, _send_fate(address, self.send_time_scale))] for address in to]
+        message = SentMessage(request_id, submitted, from_mail, subject, template_name, batches)
+        with self._sent_lock:
+            self._sent[request_id] = message
+        return message
+
+    def sent_message_stats(self, message_id: str) -> dict[str, Any] | str | None:
+        """The stats entry of a sent message; ``"not yet"`` in its first moments; ``None`` if unknown."""
+        request_id, _, batch_text = message_id.rpartition(":")
+        with self._sent_lock:
+            message = self._sent.get(request_id)
+        if message is None or not batch_text.isdigit() or not 1 <= int(batch_text) <= len(message.batches):
+            return None
+        elapsed = (self.clock() - message.submitted).total_seconds()
+        if elapsed < self.send_visibility_delay:
+            return "not yet"
+        submitted = _local(message.submitted, self.tz)
+        return {
+            "message_id": message_id,
+            "from_mail": message.from_mail,
+            "request_datetime": submitted.strftime(DATETIME_FORMAT),
+            "recipients": [
+                _recipient_stats(address, fate, submitted, elapsed)
+                for address, fate in message.batches[int(batch_text) - 1]
+            ],
+        }
+
+    def _sent_snapshot(self) -> list[SentMessage]:
+        with self._sent_lock:
+            return list(self._sent.values())
+
+    def _sent_on(self, day: date) -> list[SentMessage]:
+        return [m for m in self._sent_snapshot() if _local(m.submitted, self.tz).date() == day]
+
+    def _sent_rows(
+        self,
+        start: date | None,
+        end: date | None,
+        now: datetime,
+        *,
+        to_mail: str | None,
+        message_id: str | None,
+        search: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for message in sorted(self._sent_snapshot(), key=lambda m: m.submitted, reverse=True):
+            submitted = _local(message.submitted, self.tz)
+            if (start is not None and submitted.date() < start) or (
+                end is not None and submitted.date() > end
+            ):
+                continue
+            elapsed = (now - submitted).total_seconds()
+            for number, batch in reversed(list(enumerate(message.batches, start=1))):
+                status = batch[0][1].status_at(elapsed)
+                row: dict[str, Any] = {
+                    "message_id": f"{message.request_id}:{number}",
+                    "company_id": "Z*****d",
+                    "status": status,
+                    "description": DESCRIPTIONS[status],
+                    "from_mail": message.from_mail,
+                    "to_mail": ",".join(address for address, _ in batch),
+                    "template_name": message.template_name,
+                    "submitted_at": submitted.strftime(DATETIME_FORMAT),
+                    "delivered_at": _delivered_at(submitted, batch[0][1], elapsed),
+                    "sale_price": 0 if status == "FAILED" else 1,
+                    "source": "API",
+                    "source_type": "API",
+                    "user_details": {},
+                    "email_body": "",
+                    "service_id": "",
+                    "route": "",
+                }
+                if message_id is not None and row["message_id"] != message_id:
+                    continue
+                if matches(row, to_mail=to_mail, search=search):
+                    rows.append(row)
+        return rows
+
+
+class Listing(Sequence[dict[str, Any]]):
+    """A logs result, newest first: sent messages, then synthetic rows, computed only when read."""
+
+    def __init__(
+        self,
+        dataset: SyntheticDataset,
+        now: datetime,
+        sent: list[dict[str, Any]],
+        *,
+        days: list[tuple[date, int]] | None = None,
+        refs: list[tuple[date, int]] | None = None,
+    ):
+        self._dataset = dataset
+        self._now = now
+        self._sent = sent
+        self._days = days
+        self._refs = refs
+        self._length = len(sent) + (sum(count for _, count in days) if days is not None else len(refs or []))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self._length))]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        if index < len(self._sent):
+            return self._sent[index]
+        index -= len(self._sent)
+        if self._refs is not None:
+            day, row = self._refs[index]
+            return self._dataset.log_row(day, row, self._now)
+        for day, count in self._days or []:
+            if index < count:
+                return self._dataset.log_row(day, count - 1 - index, self._now)
+            index -= count
+        raise IndexError(index)
+
+
+def matches(row: Mapping[str, Any], *, to_mail: str | None, search: Sequence[str]) -> bool:
+    """The logs filters: ``toMail`` is one of the recipients; every ``search`` term is found
+    (case-insensitive, as a substring) in the status, from, to or template name."""
+    if to_mail is not None and to_mail.lower() not in row["to_mail"].lower().split(","):
+        return False
+    haystack = [str(row[name]).lower() for name in ("status", "from_mail", "to_mail", "template_name")]
+    return all(any(term.lower() in field for field in haystack) for term in search)
+
+
+def _count_status(metrics: dict[str, int], status: str) -> None:
+    metrics["accepted"] += 1
+    name = {
+        "DELIVERED": "delivered",
+        "DEFERRED": "deferred",
+        "BLOCKED": "blocks",
+        "BOUNCE": "bounces",
+        "FAILED": "failed",
+        "SUPPRESSED": "suppressed",
+    }.get(status)
+    if status == "OPEN":
+        metrics["delivered"] += 1
+        metrics["opens"] += 1
+    elif name:
+        metrics[name] += 1
+
+
+def _delivered_at(submitted: datetime, fate: Fate, elapsed: float) -> str:
+    status = fate.status_at(elapsed)
+    if status in {"ACCEPTED", "DEFERRED", "BLOCKED", "FAILED", "SUPPRESSED"}:
+        return ""
+    return (submitted + timedelta(seconds=int(fate.deliver_after))).strftime(DATETIME_FORMAT)
+
+
+def _recipient_stats(address: str, fate: Fate, submitted: datetime, elapsed: float) -> dict[str, str]:
+    status = fate.status_at(elapsed)
+    error_code, error_message = ERROR_TEXT.get(status, ("", ""))
+    return {
+        "delivery_datetime": _delivered_at(submitted, fate, elapsed),
+        "to": address,
+        "status": status,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+
+
+def _send_fate(address: str, scale: float) -> Fate:
+    lowered = address.lower()
+    deliver = 20 * scale
+    for marker, final in (
+        ("bounce", "BOUNCE"),
+        ("block", "BLOCKED"),
+        ("fail", "FAILED"),
+        ("suppress", "SUPPRESSED"),
+    ):
+        if marker in lowered:
+            return Fate(final, deliver)
+    if "defer" in lowered:
+        return Fate("DELIVERED", deliver * 3, defer_after=deliver)
+    if "slow" in lowered:
+        return Fate("DELIVERED", deliver * 10)
+    return Fate("DELIVERED", deliver, open_after=deliver * 4)
+
+
+def _local(moment: datetime, tz: ZoneInfo) -> datetime:
+    return moment.astimezone(tz).replace(tzinfo=None)

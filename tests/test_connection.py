@@ -1,0 +1,153 @@
+"""From an Airflow connection to the settings the hook uses."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import pytest
+
+from airflow_provider_kaleyra_email.connection import ConnectionConfig, config_from_connection
+from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
+
+KEY = "secret-api-key-9f8e7d"
+
+
+def config(host=None, port=None, schema=None, **extra):
+    return config_from_connection(
+        conn_id="c", login="HXSID", password=KEY, host=host, port=port, schema=schema, extra=extra
+    )
+
+
+@pytest.mark.parametrize(
+    ("region", "url"),
+    [
+        (None, "https://api.kaleyra.io"),
+        ("in", "https://api.in.kaleyra.io"),
+        ("sg", "https://api.ap.kaleyra.io"),
+        ("eu", "https://api.eu.kaleyra.io"),
+        ("EU", "https://api.eu.kaleyra.io"),
+    ],
+)
+def test_region_chooses_the_pod(region, url):
+    assert config(region=region).base_url == url
+
+
+def test_an_explicit_host_wins_over_region():
+    assert (
+        config("https://proxy.example.com/kaleyra/", region="in").base_url
+        == "https://proxy.example.com/kaleyra"
+    )
+
+
+def test_a_bare_host_takes_schema_and_port():
+    assert config("api.kaleyra.io").base_url == "https://api.kaleyra.io"
+    assert config("127.0.0.1", port=8080, schema="http").base_url == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize("host", ["http://api.kaleyra.io", "http://10.1.2.3:8080"])
+def test_plain_http_is_refused_off_loopback(host):
+    with pytest.raises(ValueError, match="plain http") as error:
+        config(host)
+    assert host in str(error.value)
+    assert config(host, allow_insecure_http="true").base_url == host
+
+
+@pytest.mark.parametrize("host", ["http://127.0.0.1:9", "http://localhost:9", "http://[::1]:9"])
+def test_plain_http_is_fine_on_loopback(host):
+    assert config(host).base_url == host
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"login": ""}, "no account SID"),
+        ({"password": None}, "no API key"),
+        ({"host": "ftp://files.example.com"}, "not an http(s) URL"),
+        ({"host": "https://user:pw@api.kaleyra.io"}, "must not carry credentials"),
+        ({"extra": {"region": "us"}}, "region='us'"),
+        ({"extra": {"timezone": "IST"}}, "timezone='IST'"),
+        ({"extra": {"page_size": "500"}}, "page_size='500'"),
+        ({"extra": {"timeout": "soon"}}, "timeout='soon'"),
+        ({"extra": {"max_concurrency": 0}}, "max_concurrency=0"),
+        ({"extra": {"max_retries": -1}}, "max_retries=-1"),
+    ],
+)
+def test_bad_connections_are_named(fields, fragment):
+    arguments = {
+        "conn_id": "c",
+        "login": "HXSID",
+        "password": KEY,
+        "host": None,
+        "port": None,
+        "schema": None,
+        "extra": {},
+    }
+    arguments.update(fields)
+    with pytest.raises(ValueError, match=re.escape(fragment)) as error:
+        config_from_connection(**arguments)
+    assert KEY not in str(error.value)
+
+
+def test_extras_from_a_uri_are_strings_and_form_fields_may_be_prefixed():
+    settings = config(
+        timeout="12.5", max_retries="3", page_size="40", extra__kaleyra_email__max_concurrency="2"
+    )
+    assert (settings.timeout, settings.max_retries, settings.page_size, settings.max_concurrency) == (
+        12.5,
+        3,
+        40,
+        2,
+    )
+
+
+def test_unknown_extras_are_logged(caplog):
+    with caplog.at_level(logging.WARNING):
+        config(time_zone="UTC")
+    assert "time_zone" in caplog.text
+
+
+def test_the_key_stays_out_of_repr():
+    settings = config()
+    assert KEY not in repr(settings)
+    assert settings.api_key == KEY
+
+
+def test_json_and_uri_connections_from_the_environment(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KALEYRA_JSON",
+        json.dumps(
+            {"conn_type": "kaleyra_email", "login": "HXSID", "password": KEY, "extra": {"region": "in"}}
+        ),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KALEYRA_URI", f"kaleyra-email://HXSID:{KEY}@127.0.0.1:8080/http?timezone=Asia%2FKolkata"
+    )
+
+    from_json = KaleyraEmailHook("kaleyra_json").config
+    from_uri = KaleyraEmailHook("kaleyra_uri").config
+
+    assert from_json == ConnectionConfig(base_url="https://api.in.kaleyra.io", sid="HXSID", api_key=KEY)
+    assert (from_uri.base_url, from_uri.timezone, from_uri.api_key) == (
+        "http://127.0.0.1:8080",
+        "Asia/Kolkata",
+        KEY,
+    )
+
+
+def test_hook_arguments_override_the_connection(monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT",
+        json.dumps({"conn_type": "kaleyra_email", "login": "S", "password": KEY, "extra": {"page_size": 20}}),
+    )
+    hook = KaleyraEmailHook(page_size=10, max_concurrency=2, timeout=5)
+    assert (hook.config.page_size, hook.config.max_concurrency, hook.config.timeout) == (10, 2, 5)
+    assert KEY not in repr(hook)
+
+
+def test_hook_arguments_are_checked_before_any_lookup():
+    with pytest.raises(ValueError, match="page_size=0"):
+        KaleyraEmailHook("does_not_exist", page_size=0)
+    with pytest.raises(ValueError, match="max_concurrency=100"):
+        KaleyraEmailHook("does_not_exist", max_concurrency=100)

@@ -29,9 +29,7 @@ def account_timezone(name: Any, *, parameter: str = "timezone") -> ZoneInfo:
     try:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"{parameter}={name!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Kolkata')."
-        ) from None
+        raise ValueError(f"{parameter}={name!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Kolkata').") from None
 
 
 def parse_date(value: Any, *, parameter: str, tz: tzinfo) -> date:
@@ -150,8 +148,7 @@ def message_id(value: Any, *, parameter: str = "message_id") -> str:
     if bad:
         shown = ", ".join(repr(char) for char in bad)
         raise ValueError(
-            f"{parameter}={value!r} holds characters no Kaleyra message id has ({shown}); "
-            "ids look like '<uuid>:<n>'."
+            f"{parameter}={value!r} holds characters no Kaleyra message id has ({shown}); ids look like '<uuid>:<n>'."
         )
     if ".." in value:
         raise ValueError(f"{parameter}={value!r} holds '..', which no Kaleyra message id has.")
@@ -176,9 +173,7 @@ def search_terms(value: Any, *, parameter: str = "search") -> list[str]:
     elif isinstance(value, list | tuple):
         terms = value
     else:
-        raise ValueError(
-            f"{parameter}={value!r} ({type(value).__name__}) must be a string or a list of strings."
-        )
+        raise ValueError(f"{parameter}={value!r} ({type(value).__name__}) must be a string or a list of strings.")
     for index, term in enumerate(terms):
         if not isinstance(term, str):
             raise ValueError(

@@ -54,8 +54,7 @@ def main() -> None:
             delivered = day["delivered"] / day["accepted"] if day["accepted"] else 0.0
             bounced = day.get("bounces", 0) / day["accepted"] if day["accepted"] else 0.0
             print(
-                f"  {day['date']}  accepted {day['accepted']:>7,}  "
-                f"delivered {delivered:6.1%}  bounced {bounced:5.1%}"
+                f"  {day['date']}  accepted {day['accepted']:>7,}  delivered {delivered:6.1%}  bounced {bounced:5.1%}"
             )
 
 

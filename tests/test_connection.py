@@ -35,10 +35,7 @@ def test_region_chooses_the_pod(region, url):
 
 
 def test_an_explicit_host_wins_over_region():
-    assert (
-        config("https://proxy.example.com/kaleyra/", region="in").base_url
-        == "https://proxy.example.com/kaleyra"
-    )
+    assert config("https://proxy.example.com/kaleyra/", region="in").base_url == "https://proxy.example.com/kaleyra"
 
 
 def test_a_bare_host_takes_schema_and_port():
@@ -91,9 +88,7 @@ def test_bad_connections_are_named(fields, fragment):
 
 
 def test_extras_from_a_uri_are_strings_and_form_fields_may_be_prefixed():
-    settings = config(
-        timeout="12.5", max_retries="3", page_size="40", extra__kaleyra_email__max_concurrency="2"
-    )
+    settings = config(timeout="12.5", max_retries="3", page_size="40", extra__kaleyra_email__max_concurrency="2")
     assert (settings.timeout, settings.max_retries, settings.page_size, settings.max_concurrency) == (
         12.5,
         3,
@@ -117,9 +112,7 @@ def test_the_key_stays_out_of_repr():
 def test_json_and_uri_connections_from_the_environment(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_KALEYRA_JSON",
-        json.dumps(
-            {"conn_type": "kaleyra_email", "login": "HXSID", "password": KEY, "extra": {"region": "in"}}
-        ),
+        json.dumps({"conn_type": "kaleyra_email", "login": "HXSID", "password": KEY, "extra": {"region": "in"}}),
     )
     monkeypatch.setenv(
         "AIRFLOW_CONN_KALEYRA_URI", f"kaleyra-email://HXSID:{KEY}@127.0.0.1:8080/http?timezone=Asia%2FKolkata"

@@ -21,9 +21,7 @@ class TestOrderedConcurrentMap:
             time.sleep(0.02 * (5 - n % 5))
             return n
 
-        assert list(ordered_concurrent_map(slow_for_low, range(20), concurrency=4, lookahead=8)) == list(
-            range(20)
-        )
+        assert list(ordered_concurrent_map(slow_for_low, range(20), concurrency=4, lookahead=8)) == list(range(20))
 
     def test_at_most_lookahead_items_are_in_flight_or_waiting(self):
         started = []
@@ -70,11 +68,7 @@ class TestOrderedConcurrentMap:
 
     def test_sequential_when_concurrency_is_one(self):
         threads = set()
-        list(
-            ordered_concurrent_map(
-                lambda n: threads.add(threading.get_ident()), range(5), concurrency=1, lookahead=1
-            )
-        )
+        list(ordered_concurrent_map(lambda n: threads.add(threading.get_ident()), range(5), concurrency=1, lookahead=1))
         assert threads == {threading.get_ident()}
 
 

@@ -107,9 +107,7 @@ def test_numbers_and_flags():
 
 
 def test_timezone_and_region():
-    assert validation.account_timezone("Asia/Kolkata").utcoffset(datetime(2026, 1, 1)) == timedelta(
-        hours=5, minutes=30
-    )
+    assert validation.account_timezone("Asia/Kolkata").utcoffset(datetime(2026, 1, 1)) == timedelta(hours=5, minutes=30)
     with pytest.raises(ValueError, match="timezone='Mars/Olympus'"):
         validation.account_timezone("Mars/Olympus")
     assert validation.region(" IN ") == "in"

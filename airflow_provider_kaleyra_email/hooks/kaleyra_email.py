@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
@@ -21,10 +21,11 @@ from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_random_exponential,
 )
+from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_kaleyra_email import __version__, api, validation
 from airflow_provider_kaleyra_email._paging import (
@@ -66,12 +67,16 @@ class _TransientError(Exception):
         status_code: int | None = None,
         error_code: str | None = None,
         retry_after: float | None = None,
+        unsent: bool = False,
     ):
         super().__init__(description)
         self.description = description
         self.status_code = status_code
         self.error_code = error_code
         self.retry_after = retry_after
+        #: The server cannot have acted on the request (refused connection, 429), so even a
+        #: request that is not idempotent, like a send, may be repeated.
+        self.unsent = unsent
 
 
 @dataclass(frozen=True)
@@ -133,9 +138,7 @@ class KaleyraEmailHook(BaseHook):
             self._overrides["max_concurrency"] = validation.int_in_range(
                 max_concurrency, parameter="max_concurrency", low=1, high=MAX_CONCURRENCY
             )
-        self.retry_wait_initial = validation.positive_number(
-            retry_wait_initial, parameter="retry_wait_initial"
-        )
+        self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
         self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
         #: What the most recent ``iter_logs``/``iter_summary_stats`` did, for summaries and tests.
         self.last_fetch: FetchStats | None = None
@@ -212,9 +215,7 @@ class KaleyraEmailHook(BaseHook):
                 "User-Agent": f"airflow-provider-kaleyra-email/{__version__}",
             }
         )
-        adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=max(4, self.config.max_concurrency), max_retries=0
-        )
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, self.config.max_concurrency), max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         return session
@@ -259,6 +260,56 @@ class KaleyraEmailHook(BaseHook):
         if not isinstance(message.get("recipients"), list):
             message["recipients"] = []
         return message
+
+    def send_email(
+        self,
+        *,
+        from_email: str,
+        to: str | Sequence[str],
+        subject: str,
+        html_body: str | None = None,
+        text_body: str | None = None,
+        message_type: str | None = None,
+    ) -> list[str]:
+        """
+        Send an email with ``POST /v1/<SID>/email``; return the message ids Kaleyra assigned.
+
+        Kaleyra answers 202 with one ``message_id`` per recipient batch (``<uuid>:1``, ``<uuid>:2``,
+        ...). A send is not idempotent, so it is retried only when Kaleyra cannot have acted on
+        it (HTTP 429, a refused connection); after a timeout or a 5xx it fails instead of
+        risking a second email.
+
+        :param from_email: the sender; its domain must be registered with Kaleyra.
+        :param to: one recipient or a list of them.
+        :param subject: the subject line.
+        :param html_body: the HTML body; give it, ``text_body``, or both.
+        :param text_body: the plain-text body.
+        :param message_type: Kaleyra's ``type`` of the message (e.g. ``"MKT"``), sent only when given.
+        """
+        body = _send_body(
+            from_email=from_email,
+            to=to,
+            subject=subject,
+            html_body=html_body,
+            text_body=text_body,
+            message_type=message_type,
+        )
+        path = api.send_path(self.config.sid)
+        response = self._call("POST", path, json_body=body, idempotent=False)
+        ids = [
+            str(entry["message_id"])
+            for entry in self._data(response, endpoint=f"POST {path}")
+            if isinstance(entry, Mapping) and entry.get("message_id")
+        ]
+        if not ids:
+            raise KaleyraEmailAPIError(
+                endpoint=f"POST {path}",
+                status_code=HTTPStatus.ACCEPTED,
+                error_code=None,
+                message="the send was accepted but the response carries no message_id",
+            )
+        self.log.info("Kaleyra accepted the email to %d recipient(s): %s", len(body["to"]), ", ".join(ids))
+        return ids
 
     def iter_logs(
         self,
@@ -447,18 +498,14 @@ class KaleyraEmailHook(BaseHook):
 
     def _iter_summary_rows(self, params: dict[str, str], page_size: int) -> Iterator[dict[str, Any]]:
         path = api.summary_stats_path(self.config.sid)
-        stats = FetchStats(
-            endpoint=f"summary stats {params.get('start_date', '…')}..{params.get('end_date', '…')}"
-        )
+        stats = FetchStats(endpoint=f"summary stats {params.get('start_date', '…')}..{params.get('end_date', '…')}")
         self.last_fetch = stats
         progress = Progress(stats, self.log)
         page = 0
         days: list[Any] = [None] * page_size
         while len(days) == page_size:
             page += 1
-            days = self._data(
-                self._get_page(path, tuple(params.items()), page, page_size), endpoint=f"GET {path}"
-            )
+            days = self._data(self._get_page(path, tuple(params.items()), page, page_size), endpoint=f"GET {path}")
             for day in days:
                 if isinstance(day, Mapping):
                     stats.rows += 1
@@ -518,15 +565,25 @@ class KaleyraEmailHook(BaseHook):
         *,
         params: list[tuple[str, str]] | None = None,
         json_body: Any = None,
+        idempotent: bool = True,
     ) -> Any:
-        """Send one request, retrying what is worth retrying; return the decoded JSON body."""
+        """
+        Send one request, retrying what is worth retrying; return the decoded JSON body.
+
+        A request that is not ``idempotent`` (a send) is repeated only when the server cannot
+        have acted on it: after a 429 or a refused connection, never after a timeout or a 5xx.
+        """
         endpoint = f"{method} {path}" + (f"?{urlencode(params)}" if params else "")
         tries: list[str] = []
         started = time.monotonic()
+
+        def worth_retrying(error: BaseException) -> bool:
+            return isinstance(error, _TransientError) and (idempotent or error.unsent)
+
         retrying = Retrying(
             stop=stop_after_attempt(self.config.max_retries + 1),
             wait=self._wait,
-            retry=retry_if_exception_type(_TransientError),
+            retry=retry_if_exception(worth_retrying),
             before_sleep=lambda state: self._log_retry(endpoint, state),
             reraise=True,
         )
@@ -539,6 +596,16 @@ class KaleyraEmailHook(BaseHook):
                         tries.append(exc.description)
                         raise
         except _TransientError as exc:
+            if not worth_retrying(exc):
+                raise KaleyraEmailAPIError(
+                    endpoint=endpoint,
+                    status_code=exc.status_code,
+                    error_code=exc.error_code,
+                    message=(
+                        f"{exc.description}; not retried, because Kaleyra may have acted on it already "
+                        "(check the logs before sending again)"
+                    ),
+                ) from None
             raise KaleyraEmailRetriesExhaustedError(
                 endpoint=endpoint,
                 status_code=exc.status_code,
@@ -567,10 +634,12 @@ class KaleyraEmailHook(BaseHook):
                 )
                 # Read the body here, inside the handler: a connection dropped mid-body surfaces now.
                 response.content  # noqa: B018
+        except requests.ConnectTimeout:
+            raise _TransientError(f"could not connect within {self.config.timeout:g} s", unsent=True) from None
         except requests.Timeout:
             raise _TransientError(f"no answer within {self.config.timeout:g} s (timeout)") from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise _TransientError(f"connection failed: {_reason(exc)}") from None
+            raise _TransientError(f"connection failed: {_reason(exc)}", unsent=_never_connected(exc)) from None
         return self._interpret(response, endpoint=endpoint)
 
     def _interpret(self, response: requests.Response, *, endpoint: str) -> Any:
@@ -579,10 +648,10 @@ class KaleyraEmailHook(BaseHook):
             self._concurrency.throttled()
             retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
             raise _TransientError(
-                "HTTP 429 (rate limited"
-                + (f", Retry-After {retry_after:g} s)" if retry_after is not None else ")"),
+                "HTTP 429 (rate limited" + (f", Retry-After {retry_after:g} s)" if retry_after is not None else ")"),
                 status_code=status,
                 retry_after=retry_after,
+                unsent=True,
             )
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             detail = api.error_detail_for_status(_decode(response.content), response.reason)
@@ -597,9 +666,7 @@ class KaleyraEmailHook(BaseHook):
                 endpoint=endpoint,
                 status_code=status,
                 error_code=None,
-                message=(
-                    f"redirect to {location!r} not followed: the API key is only sent to the configured host"
-                ),
+                message=(f"redirect to {location!r} not followed: the API key is only sent to the configured host"),
             )
         body = _decode(response.content)
         if status >= HTTPStatus.BAD_REQUEST:
@@ -702,12 +769,62 @@ def _reason(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
 
 
+def _never_connected(exc: BaseException) -> bool:
+    """Whether a requests error happened before the request reached the server."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, NewConnectionError):
+            return True
+        nested = getattr(cause, "reason", None)
+        if isinstance(nested, BaseException):
+            cause = nested
+        elif cause.args and isinstance(cause.args[0], BaseException):
+            cause = cause.args[0]
+        else:
+            cause = None
+    return False
+
+
 def _summarize(tries: list[str]) -> list[str]:
     """``['HTTP 503', 'HTTP 503', 'timeout']`` -> ``['HTTP 503 (x2)', 'timeout']``."""
     counts: dict[str, int] = {}
     for outcome in tries:
         counts[outcome] = counts.get(outcome, 0) + 1
     return [f"{outcome} (x{count})" if count > 1 else outcome for outcome, count in counts.items()]
+
+
+def _send_body(
+    *,
+    from_email: Any,
+    to: Any,
+    subject: Any,
+    html_body: Any,
+    text_body: Any,
+    message_type: Any,
+) -> dict[str, Any]:
+    """The JSON body of a send, checked before anything goes out."""
+    recipients = [to] if isinstance(to, str) else to
+    if not isinstance(recipients, list | tuple) or not recipients:
+        raise ValueError(f"to={to!r} must be an email address or a non-empty list of them.")
+    body: dict[str, Any] = {
+        "from": validation.email_address(from_email, parameter="from_email"),
+        "to": [validation.email_address(r, parameter=f"to[{n}]") for n, r in enumerate(recipients)],
+    }
+    if not isinstance(subject, str) or not subject.strip():
+        raise ValueError(f"subject={subject!r} must be a non-empty string.")
+    body["subject"] = subject
+    for name, value in (("html_body", html_body), ("text_body", text_body)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name}={value!r} must be a string.")
+        if value:
+            body[name] = value
+    if "html_body" not in body and "text_body" not in body:
+        raise ValueError("html_body=None and text_body=None: give at least one body.")
+    if message_type is not None:
+        if not isinstance(message_type, str) or not message_type.strip():
+            raise ValueError(f"message_type={message_type!r} must be a non-empty string.")
+        body["type"] = message_type
+    return body
 
 
 def _date_params(start: date | None, end: date | None) -> dict[str, str]:

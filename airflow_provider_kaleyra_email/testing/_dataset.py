@@ -31,8 +31,7 @@ DESCRIPTIONS = {
     ),
     "BLOCKED": "Message has not been delivered because sender domain is not whitelisted",
     "FAILED": (
-        "Message has not been processed because maybe due to internal server error or due to "
-        "insufficient balance."
+        "Message has not been processed because maybe due to internal server error or due to insufficient balance."
     ),
     "SUPPRESSED": "Message has not been sent because the recipient is on the suppression list.",
 }
@@ -80,9 +79,7 @@ def fate_from(digest: bytes, *, scale: float = 1.0) -> Fate:
     deliver = (2 + digest[1] % 58) * scale
     if roll < 70:
         opened = digest[2] % 2 == 0
-        return Fate(
-            "DELIVERED", deliver, open_after=deliver + (600 + digest[3] * 300) * scale if opened else None
-        )
+        return Fate("DELIVERED", deliver, open_after=deliver + (600 + digest[3] * 300) * scale if opened else None)
     if roll < 80:
         defer = deliver
         return Fate("DELIVERED", defer + (300 + digest[4] * 12) * scale, defer_after=defer)
@@ -303,8 +300,7 @@ class SyntheticDataset:
             "from_mail": SENDERS[digest[0] % len(SENDERS)],
             "request_datetime": submitted.strftime(DATETIME_FORMAT),
             "recipients": [
-                _recipient_stats(address, fate, submitted, elapsed)
-                for address, fate in self.recipients(day, row)
+                _recipient_stats(address, fate, submitted, elapsed) for address, fate in self.recipients(day, row)
             ],
         }
 
@@ -401,15 +397,11 @@ class SyntheticDataset:
                     self._stats_cache.popitem(last=False)
         return metrics
 
-    def summary_days(
-        self, start: date | None, end: date | None, now: datetime | None = None
-    ) -> list[dict[str, Any]]:
+    def summary_days(self, start: date | None, end: date | None, now: datetime | None = None) -> list[dict[str, Any]]:
         """Days with any traffic, oldest first, each ``{"date", "stats": [{"metrics": ...}]}``."""
         now = now or self.local_now()
         sent_days = {_local(m.submitted, self.tz).date() for m in self._sent_snapshot()}
-        in_range = {
-            day for day in sent_days if (start is None or day >= start) and (end is None or day <= end)
-        }
+        in_range = {day for day in sent_days if (start is None or day >= start) and (end is None or day <= end)}
         days = []
         for day in sorted(in_range.union(self.days_in(start, end))):
             metrics = self.day_metrics(day, now)
@@ -421,9 +413,7 @@ class SyntheticDataset:
     # Sends
     # ---------------------------------------------------------------------------------------
 
-    def send(
-        self, *, from_mail: str, to: Sequence[str], subject: str, template_name: str = ""
-    ) -> SentMessage:
+    def send(self, *, from_mail: str, to: Sequence[str], subject: str, template_name: str = "") -> SentMessage:
         """
         Accept a message as ``POST /v1/<SID>/email`` does: one batch per recipient.
 
@@ -480,9 +470,7 @@ class SyntheticDataset:
         rows = []
         for message in sorted(self._sent_snapshot(), key=lambda m: m.submitted, reverse=True):
             submitted = _local(message.submitted, self.tz)
-            if (start is not None and submitted.date() < start) or (
-                end is not None and submitted.date() > end
-            ):
+            if (start is not None and submitted.date() < start) or (end is not None and submitted.date() > end):
                 continue
             elapsed = (now - submitted).total_seconds()
             for number, batch in reversed(list(enumerate(message.batches, start=1))):

@@ -178,9 +178,7 @@ class KaleyraEmailEmulator:
         server.request_queue_size = 128
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(
-            target=server.serve_forever, name="kaleyra-email-emulator", daemon=True
-        )
+        self._thread = threading.Thread(target=server.serve_forever, name="kaleyra-email-emulator", daemon=True)
         self._thread.start()
         return self
 
@@ -456,9 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(subject, str) or not subject.strip():
             raise _ApiError(HTTPStatus.BAD_REQUEST, "'subject' is required")
         if not (request.get("html_body") or request.get("text_body") or request.get("template_name")):
-            raise _ApiError(
-                HTTPStatus.BAD_REQUEST, "one of 'html_body', 'text_body' or 'template_name' is required"
-            )
+            raise _ApiError(HTTPStatus.BAD_REQUEST, "one of 'html_body', 'text_body' or 'template_name' is required")
         message = self.emulator.dataset.send(
             from_mail=sender,
             to=[r for r in recipients if r],

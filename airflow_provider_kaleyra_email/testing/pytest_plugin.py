@@ -45,9 +45,7 @@ def kaleyra_email_emulator(request: FixtureRequest) -> Iterator[KaleyraEmailEmul
 
 
 @pytest.fixture
-def kaleyra_email_connection(
-    kaleyra_email_emulator: KaleyraEmailEmulator, monkeypatch: pytest.MonkeyPatch
-) -> str:
+def kaleyra_email_connection(kaleyra_email_emulator: KaleyraEmailEmulator, monkeypatch: pytest.MonkeyPatch) -> str:
     """``kaleyra_email_default`` pointed at the emulator through ``AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT``."""
     monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json())
     return "kaleyra_email_default"

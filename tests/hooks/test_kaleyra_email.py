@@ -67,9 +67,7 @@ class TestIterLogs:
         assert days == sorted(days, reverse=True)
         assert set(days) == {"2026-11-01", "2026-11-02", "2026-11-03"}
 
-    def test_multi_term_search_sends_repeated_parameters_and_all_terms_must_match(
-        self, hook, kaleyra_email_emulator
-    ):
+    def test_multi_term_search_sends_repeated_parameters_and_all_terms_must_match(self, hook, kaleyra_email_emulator):
         rows = list(hook.iter_logs(DAY, DAY, search=["BOUNCE", "example.net"]))
 
         assert rows, "the data set has bounces to example.net on this day"
@@ -197,9 +195,7 @@ class TestMessageStats:
 
 
 class TestErrors:
-    def test_a_wrong_key_is_a_401_that_names_the_endpoint_but_not_the_key(
-        self, kaleyra_email_emulator, monkeypatch
-    ):
+    def test_a_wrong_key_is_a_401_that_names_the_endpoint_but_not_the_key(self, kaleyra_email_emulator, monkeypatch):
         wrong = kaleyra_email_emulator.connection()
         wrong["password"] = "not-the-right-key-123"
         monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", json.dumps(wrong))
@@ -270,9 +266,7 @@ class TestErrors:
             time.sleep(0.05)
         assert sorted(r.fault or "" for r in kaleyra_email_emulator.requests) == ["", "slow"]
 
-    def test_when_retries_run_out_the_error_says_what_was_tried(
-        self, kaleyra_email_connection, kaleyra_email_emulator
-    ):
+    def test_when_retries_run_out_the_error_says_what_was_tried(self, kaleyra_email_connection, kaleyra_email_emulator):
         kaleyra_email_emulator.queue_faults("500", "503", "500")
         hook = KaleyraEmailHook(max_retries=2, retry_wait_initial=0.01)
 
@@ -361,9 +355,7 @@ class TestTestConnection:
     def test_a_timeout(self, kaleyra_email_emulator, monkeypatch):
         kaleyra_email_emulator.set_faults(Faults(slow_seconds=1.0))
         kaleyra_email_emulator.queue_faults("slow")
-        monkeypatch.setenv(
-            "AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(timeout=0.2)
-        )
+        monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(timeout=0.2))
 
         ok, message = KaleyraEmailHook().test_connection()
 

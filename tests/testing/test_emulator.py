@@ -18,18 +18,14 @@ DAY = date(2026, 11, 2)
 pytestmark = pytest.mark.kaleyra_email_emulator(start_date=date(2026, 11, 1), days=3, rows_per_day=300)
 
 
-def get(
-    emulator: KaleyraEmailEmulator, endpoint: str, key: str | None = None, sid: str | None = None, **params
-):
+def get(emulator: KaleyraEmailEmulator, endpoint: str, key: str | None = None, sid: str | None = None, **params):
     url = f"{emulator.base_url}/v1/{sid or emulator.sid}/email/{endpoint}"
     return requests.get(url, params=params, headers={"api-key": key or emulator.api_key}, timeout=10)
 
 
 class TestLogs:
     def test_the_envelope_matches_the_page(self, kaleyra_email_emulator):
-        body = get(
-            kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=4
-        ).json()
+        body = get(kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=4).json()
 
         assert set(body) == {"data", "error", "total", "limit", "offset"}
         assert body["error"] == {}
@@ -54,15 +50,13 @@ class TestLogs:
         assert "offset" not in body
 
     def test_some_rows_carry_keys_the_page_does_not_document(self, kaleyra_email_emulator):
-        body = get(
-            kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=100
-        ).json()
+        body = get(kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=100).json()
         assert any(row.get("type") == "MKT" for row in body["data"])
 
     def test_message_ids_look_like_uuid_and_batch(self, kaleyra_email_emulator):
-        rows = get(
-            kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=10
-        ).json()["data"]
+        rows = get(kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=10).json()[
+            "data"
+        ]
         ids = [row["message_id"] for row in rows]
         assert all(len(i.split(":")[0]) == 36 and i.split(":")[1] in {"1", "2"} for i in ids)
         # Batches of one request are listed together, :2 before :1, with one submission time.
@@ -72,9 +66,7 @@ class TestLogs:
     def test_repeated_search_terms_must_all_match(self, kaleyra_email_emulator):
         url = f"{kaleyra_email_emulator.base_url}/v1/{kaleyra_email_emulator.sid}/email/logs"
         headers = {"api-key": kaleyra_email_emulator.api_key}
-        one = requests.get(
-            url, params=[("search", "DELIVERED"), ("limit", "100")], headers=headers, timeout=10
-        ).json()
+        one = requests.get(url, params=[("search", "DELIVERED"), ("limit", "100")], headers=headers, timeout=10).json()
         two = requests.get(
             url,
             params=[("search", "delivered"), ("search", "example.net"), ("limit", "100")],
@@ -131,20 +123,18 @@ class TestStats:
         assert [day["date"] for day in body["data"]] == ["2026-11-03"]
 
     def test_message_stats_by_id(self, kaleyra_email_emulator):
-        row = get(
-            kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=1
-        ).json()["data"][0]
+        row = get(kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=1).json()[
+            "data"
+        ][0]
         body = get(kaleyra_email_emulator, f"stats/{row['message_id']}").json()
         (message,) = body["data"]
         assert message["message_id"] == row["message_id"]
-        assert {"delivery_datetime", "to", "status", "error_code", "error_message"} == set(
-            message["recipients"][0]
-        )
+        assert {"delivery_datetime", "to", "status", "error_code", "error_message"} == set(message["recipients"][0])
 
     def test_a_forged_id_is_a_404(self, kaleyra_email_emulator):
-        row = get(
-            kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=1
-        ).json()["data"][0]
+        row = get(kaleyra_email_emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=1).json()[
+            "data"
+        ][0]
         forged = row["message_id"][:-6] + "ffffff"
         assert get(kaleyra_email_emulator, f"stats/{forged}:1").status_code == 404
 
@@ -152,9 +142,7 @@ class TestStats:
 class TestData:
     def test_the_same_seed_gives_the_same_rows_and_another_seed_does_not(self):
         def rows(seed):
-            return list(
-                SyntheticDataset(seed=seed, start_date=DAY, days=1, rows_per_day=50).expected_logs(DAY, DAY)
-            )
+            return list(SyntheticDataset(seed=seed, start_date=DAY, days=1, rows_per_day=50).expected_logs(DAY, DAY))
 
         assert rows(7) == rows(7)
         assert rows(7) != rows(8)
@@ -184,10 +172,7 @@ class TestData:
         submitted = {row: dataset.submitted_at(DAY, row) for row in range(2_000)}
 
         def statuses(seconds_after):
-            return [
-                dataset.status(DAY, row, submitted[row] + timedelta(seconds=seconds_after))
-                for row in range(2_000)
-            ]
+            return [dataset.status(DAY, row, submitted[row] + timedelta(seconds=seconds_after)) for row in range(2_000)]
 
         assert set(statuses(1)) == {"ACCEPTED"}
         settled = statuses(2 * 86_400)
@@ -203,9 +188,7 @@ class TestData:
         evening = dataset.visible_rows(today)
         assert 500 < morning < 700
         assert 1_700 < evening < 1_900
-        assert all(
-            row["submitted_at"] <= "2026-11-02 18:00:00" for row in dataset.expected_logs(today, today)
-        )
+        assert all(row["submitted_at"] <= "2026-11-02 18:00:00" for row in dataset.expected_logs(today, today))
 
     def test_dates_follow_the_account_time_zone(self):
         clock = datetime(2026, 11, 2, 20, 0, tzinfo=timezone.utc)  # already Nov 3 in Kolkata

@@ -77,6 +77,7 @@ def provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": modules("hooks"),
+        "operators": modules("operators"),
         "connection-types": [
             {
                 "connection-type": "kaleyra_email",

@@ -1,61 +1,103 @@
 """
-The README's first command: start the emulator, fetch yesterday's logs and the week's summary
-stats through the hook, and print what came back.
+The README's first command: run the daily export DAG end to end, on embedded defaults.
+
+- the Kaleyra Email API is the emulator, on loopback, with 20 ms per request;
+- Airflow's metadata database is SQLite in a throwaway AIRFLOW_HOME under demo-output/;
+- the connection comes from AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT;
+- the lake is file:// object storage under demo-output/lake.
+
+It runs ``example_dags/example_kaleyra_email_daily_export.py`` with ``dag.test()`` for today's
+run (which exports yesterday and refreshes the day before) and prints what it wrote.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
+import subprocess
 import sys
 import time
-from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+PROJECT = Path(__file__).resolve().parent.parent
+OUTPUT = PROJECT / "demo-output"
 ROWS_PER_DAY = 20_000
+LATENCY_SECONDS = 0.02
 
 
-def main() -> None:
-    home = Path(__file__).resolve().parent.parent / "demo-output" / "airflow-home"
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("AIRFLOW_HOME", str(home))
-    os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+def prepare_airflow() -> None:
+    home = OUTPUT / "airflow-home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    os.environ["AIRFLOW_HOME"] = str(home)
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(PROJECT / "example_dags")
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
+    os.environ["AIRFLOW_VAR_KALEYRA_EMAIL_EXPORT_URL"] = (OUTPUT / "lake").as_uri()
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
-    from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
+
+def main() -> int:
+    print("Preparing a throwaway Airflow home and SQLite database ...", flush=True)
+    shutil.rmtree(OUTPUT / "lake", ignore_errors=True)
+    prepare_airflow()
+
     from airflow_provider_kaleyra_email.testing import Faults, KaleyraEmailEmulator
 
-    yesterday = date.today() - timedelta(days=1)
+    today = datetime.now(timezone.utc).date()
+    yesterday = today - timedelta(days=1)
     emulator = KaleyraEmailEmulator(
-        start_date=yesterday - timedelta(days=6),
+        start_date=today - timedelta(days=7),
         days=8,
         rows_per_day=ROWS_PER_DAY,
-        faults=Faults(latency=0.02),
+        faults=Faults(latency=LATENCY_SECONDS),
     )
     with emulator:
         os.environ["AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT"] = emulator.connection_json()
-        print(f"Emulator at {emulator.base_url} ({ROWS_PER_DAY:,} emails a day, 20 ms per request)")
-        hook = KaleyraEmailHook()
+        print(
+            f"Emulator at {emulator.base_url}: {ROWS_PER_DAY:,} emails a day, "
+            f"{LATENCY_SECONDS * 1000:.0f} ms per request",
+            flush=True,
+        )
+        from airflow.providers.common.compat.sdk import DAG  # noqa: F401  (Airflow is configured by now)
+
+        sys.path.insert(0, str(PROJECT / "example_dags"))
+        from example_kaleyra_email_daily_export import dag
 
         started = time.monotonic()
-        statuses = Counter(row["status"] for row in hook.iter_logs(yesterday, yesterday))
+        dag_run = dag.test(logical_date=datetime.combine(today, datetime.min.time(), tzinfo=timezone.utc))
         seconds = time.monotonic() - started
-        fetch = hook.last_fetch
-        assert fetch is not None
-        rows = sum(statuses.values())
-        print(
-            f"\nLogs for {yesterday}: {rows:,} rows in {fetch.pages} pages, "
-            f"{seconds:.2f} s ({rows / seconds:,.0f} rows/s)"
-        )
-        for status, count in statuses.most_common():
-            print(f"  {status:<11} {count:>7,}  {count / rows:6.1%}")
+    print(f"\nDAG run {dag_run.dag_id} for {yesterday}: {dag_run.state} in {seconds:.1f} s\n")
+    if str(dag_run.state) != "success":
+        return 1
+    report(yesterday)
+    return 0
 
-        print("\nSummary stats, last 7 days:")
-        for day in hook.iter_summary_stats(yesterday - timedelta(days=6), yesterday):
-            delivered = day["delivered"] / day["accepted"] if day["accepted"] else 0.0
-            bounced = day.get("bounces", 0) / day["accepted"] if day["accepted"] else 0.0
-            print(
-                f"  {day['date']}  accepted {day['accepted']:>7,}  delivered {delivered:6.1%}  bounced {bounced:5.1%}"
-            )
+
+def report(day: date) -> None:
+    lake = OUTPUT / "lake"
+    for path in sorted(lake.rglob("*")):
+        if path.is_file():
+            rows = sum(1 for _ in path.open()) - (1 if path.suffix == ".csv" else 0)
+            print(f"  {path.relative_to(PROJECT)}  {rows:>7,} rows  {path.stat().st_size:>11,} bytes")
+    stats_path = lake / "summary_stats" / f"date={day}" / "stats.csv"
+    (stats,) = csv.DictReader(stats_path.open())
+    accepted = int(stats["accepted"])
+    print(
+        f"\n{day}: {accepted:,} emails accepted, "
+        f"{int(stats['delivered']) / accepted:.1%} delivered, "
+        f"{int(stats['opens']) / accepted:.1%} opened, "
+        f"{int(stats['bounces']) / accepted:.1%} bounced, "
+        f"{int(stats['blocks']) / accepted:.1%} blocked"
+    )
+    print(f"Files are under {lake}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ def run_dag(dag: Any, logical_date: datetime, **kwargs: Any) -> Any:
     """``dag.test()`` for one logical date; returns the DagRun. Airflow 2 calls it ``execution_date``."""
     if "logical_date" in inspect.signature(dag.test).parameters:
         return dag.test(logical_date=logical_date, **kwargs)
+    # Airflow 2's dag.test() does not write the DAG to the database; the scheduler would, and
+    # that is what registers its datasets, without which no dataset event is recorded.
+    dag.sync_to_db()
+    # A failed run touches DagRunNote, whose user foreign key needs the FAB user table mapped.
+    import airflow.providers.fab.auth_manager.models  # noqa: F401
+
     return dag.test(execution_date=logical_date, **kwargs)
 
 
@@ -40,3 +46,25 @@ def _first_row(statement: Any) -> Any:
 
 def task_states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def asset_event_extras(dag_run: Any, name: str) -> list[dict[str, Any]]:
+    """The ``extra`` of each asset (Airflow 2: dataset) event that ``dag_run`` emitted for ``name``."""
+    from airflow.utils.session import create_session
+
+    try:
+        from airflow.models.asset import AssetEvent, AssetModel
+
+        event, model, key = AssetEvent, AssetModel, AssetEvent.asset_id
+    except ImportError:  # Airflow 2
+        from airflow.models.dataset import DatasetEvent, DatasetModel
+
+        event, model, key = DatasetEvent, DatasetModel, DatasetEvent.dataset_id
+    with create_session() as session:
+        rows = (
+            session.query(event)
+            .join(model, model.id == key)
+            .filter(model.uri == name, event.source_run_id == dag_run.run_id)
+            .all()
+        )
+        return [dict(row.extra) for row in rows]

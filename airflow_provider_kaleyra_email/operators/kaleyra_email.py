@@ -1,18 +1,275 @@
-"""Operators for the Kaleyra Email API."""
+"""Operators for the Kaleyra Email API: export logs and summary stats, send an email."""
 
 from __future__ import annotations
 
+import time
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    Asset,
+    BaseOperator,
+    ObjectStoragePath,
+)
+from airflow.providers.common.compat.sdk import io as airflow_io  # type: ignore[attr-defined]
 
+from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
+from airflow_provider_kaleyra_email.intervals import days_for_interval
+from airflow_provider_kaleyra_email.output import (
+    LOG_FIELDS,
+    SUMMARY_FIELDS,
+    OutputFormat,
+    require_parquet_support,
+    write_rows,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Mapping, Sequence
+    from datetime import date
 
     from airflow.sdk import Context
+
+#: Rows an operator returns through XCom before it insists on ``output_path``. XCom lives in
+#: the metadata database; 1,000 log rows are about 500 KB of JSON.
+DEFAULT_MAX_XCOM_ROWS = 1_000
+
+_SUFFIXES = {
+    OutputFormat.JSONL: (".jsonl", ".ndjson", ".json"),
+    OutputFormat.CSV: (".csv",),
+    OutputFormat.PARQUET: (".parquet", ".pq"),
+}
+
+
+class _KaleyraEmailFetchOperator(BaseOperator):
+    """
+    What the two fetch operators share: which days, and where the rows go.
+
+    Without ``from_date``/``to_date`` the run's data interval decides the days (see
+    :mod:`airflow_provider_kaleyra_email.intervals`). Without ``output_path`` the rows are the
+    return value (XCom), up to ``max_xcom_rows``; with it they stream to one object, written
+    atomically, and the return value is a small summary, also attached to any ``Asset``
+    outlet's event.
+    """
+
+    template_fields: Sequence[str] = ("from_date", "to_date", "output_path")
+    ui_color = "#e8f1fb"
+    #: Columns that lead every CSV and Parquet file, with their Parquet types.
+    known_fields: ClassVar[Mapping[str, str]]
+    #: What a row is, for messages.
+    row_noun: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        from_date: str | date | None = None,
+        to_date: str | date | None = None,
+        output_path: str | ObjectStoragePath | None = None,
+        output_conn_id: str | None = None,
+        output_format: str = "jsonl",
+        max_xcom_rows: int = DEFAULT_MAX_XCOM_ROWS,
+        page_size: int | None = None,
+        kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.from_date = from_date
+        self.to_date = to_date
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.output_format = OutputFormat.parse(output_format)
+        self.max_xcom_rows = validation.int_in_range(max_xcom_rows, parameter="max_xcom_rows", low=0, high=10**6)
+        self.page_size = None if page_size is None else validation.page_size(page_size)
+        self.kaleyra_email_conn_id = kaleyra_email_conn_id
+
+    @cached_property
+    def hook(self) -> KaleyraEmailHook:
+        return KaleyraEmailHook(self.kaleyra_email_conn_id, page_size=self.page_size)
+
+    def execute(self, context: Context) -> Any:
+        # Everything is checked before the first request: dates, destination, format support.
+        from_date, to_date = self._date_range(context)
+        destination = self._destination(from_date, to_date)
+        if destination is not None and self.output_format is OutputFormat.PARQUET:
+            require_parquet_support()
+        rows = self.fetch(from_date, to_date)
+        try:
+            if destination is None:
+                return self._rows_for_xcom(rows, from_date, to_date)
+            return self._write(rows, destination, from_date, to_date, context)
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()
+            self.hook.close()
+
+    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
+        """The rows to export; arguments are checked now, requests happen on iteration."""
+        raise NotImplementedError
+
+    def _date_range(self, context: Context) -> tuple[date | None, date | None]:
+        tz = self.hook.timezone
+        if self.from_date is not None or self.to_date is not None:
+            return validation.date_range(self.from_date, self.to_date, tz=tz)
+        first, last = days_for_interval(context.get("data_interval_start"), context.get("data_interval_end"), tz)
+        self.log.info("Data interval maps to %s..%s in the account's time zone (%s).", first, last, tz)
+        return first, last
+
+    def _destination(self, from_date: date | None, to_date: date | None) -> ObjectStoragePath | None:
+        """
+        ``output_path`` as an ``ObjectStoragePath``, built here at run time, never at parse time.
+
+        ``{from_date}`` and ``{to_date}`` in the URL become the days actually exported (in the
+        account's time zone), which ``{{ ds }}`` is not when the account is not on UTC.
+        """
+        target = self.output_path
+        if target is None or (isinstance(target, str) and not target.strip()):
+            return None
+        if not isinstance(target, str):
+            if isinstance(target, ObjectStoragePath):
+                return target
+            raise ValueError(f"output_path={target!r} ({type(target).__name__}) must be a URL string.")
+        url = target.strip()
+        for placeholder, day in (("{from_date}", from_date), ("{to_date}", to_date)):
+            if placeholder in url:
+                if day is None:
+                    raise ValueError(f"output_path={target!r} uses {placeholder}, but that end of the range is open.")
+                url = url.replace(placeholder, day.isoformat())
+        scheme = urlsplit(url).scheme
+        if not scheme or len(scheme) == 1:  # a bare path, or a Windows drive letter
+            raise ValueError(f"output_path={target!r} is not a URL; use e.g. 'file:///data/kaleyra/logs.jsonl'.")
+        if not airflow_io.has_fs(scheme):
+            raise ValueError(
+                f"output_path={target!r} uses the scheme {scheme!r}, for which Airflow has no file system; "
+                "install the provider that brings it (e.g. apache-airflow-providers-amazon[s3fs] for s3://)."
+            )
+        if url.endswith("/"):
+            raise ValueError(f"output_path={target!r} names a folder; name the object, e.g. '.../{{{{ ds }}}}.jsonl'.")
+        if not url.lower().endswith(_SUFFIXES[self.output_format]):
+            self.log.warning("output_path %s does not end like a %s file.", url, self.output_format.value)
+        return ObjectStoragePath(url, conn_id=self.output_conn_id)
+
+    def _rows_for_xcom(
+        self, rows: Iterator[dict[str, Any]], from_date: date | None, to_date: date | None
+    ) -> list[dict[str, Any]]:
+        kept: list[dict[str, Any]] = []
+        for row in rows:
+            total = self.hook.last_fetch.total if self.hook.last_fetch else None
+            if len(kept) >= self.max_xcom_rows or (total is not None and total > self.max_xcom_rows):
+                self._too_many_for_xcom(from_date, to_date, total)
+            kept.append(row)
+        return kept
+
+    def _too_many_for_xcom(self, from_date: date | None, to_date: date | None, total: int | None) -> None:
+        reported = f" (the API reports {total:,})" if total is not None else ""
+        raise AirflowFailException(
+            f"{type(self).__name__}: more than max_xcom_rows={self.max_xcom_rows:,} {self.row_noun} for "
+            f"{_span(from_date, to_date)}{reported}. XCom lives in the metadata database and is for small "
+            "results: set output_path (e.g. 's3://<bucket>/kaleyra/{{ ds }}.jsonl') to stream the rows "
+            "to object storage, or raise max_xcom_rows."
+        )
+
+    def _write(
+        self,
+        rows: Iterator[dict[str, Any]],
+        destination: ObjectStoragePath,
+        from_date: date | None,
+        to_date: date | None,
+        context: Context,
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        result = write_rows(rows, destination, self.output_format, self.known_fields)
+        fetch = self.hook.last_fetch
+        summary = {
+            "path": str(destination),
+            "format": self.output_format.value,
+            "rows": result.rows,
+            "bytes": result.bytes,
+            "from_date": from_date.isoformat() if from_date else None,
+            "to_date": to_date.isoformat() if to_date else None,
+            "pages": fetch.pages if fetch else None,
+        }
+        self.log.info(
+            "Wrote %s %s (%s bytes) to %s in %.1f s.",
+            f"{result.rows:,}",
+            self.row_noun,
+            f"{result.bytes:,}",
+            destination,
+            time.monotonic() - started,
+        )
+        self._attach_to_outlets(context, summary)
+        return summary
+
+    def _attach_to_outlets(self, context: Context, summary: dict[str, Any]) -> None:
+        """Put the summary on each Asset outlet's event, for data-aware DAGs downstream."""
+        outlet_events = context.get("outlet_events")
+        if outlet_events is None:
+            return
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                outlet_events[outlet].extra.update(summary)
+
+
+class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
+    """
+    Export the email logs of a date range: every row once, to XCom or to one object.
+
+    :param from_date: first day (inclusive, account time zone); default: from the data interval.
+    :param to_date: last day (inclusive); default: from the data interval.
+    :param to_mail: only mail to this recipient.
+    :param message_id: only this message.
+    :param search: a term, or a list of terms that must all match (status, from, to, template name).
+    :param output_path: URL of the object to write (templated), e.g.
+        ``s3://bucket/kaleyra/logs/date={from_date}/logs.jsonl``; ``{from_date}``/``{to_date}`` become
+        the days exported. Without it the rows go to XCom.
+    :param output_conn_id: connection for the object store (e.g. an ``aws`` connection).
+    :param output_format: ``jsonl`` (default), ``csv`` or ``parquet`` (needs the ``parquet`` extra).
+    :param max_xcom_rows: most rows returned through XCom; more fails and points at ``output_path``.
+    :param page_size: rows per request, 1 to 100 (default: the connection's, else 100).
+    :param kaleyra_email_conn_id: the Kaleyra Email connection.
+    """
+
+    template_fields: Sequence[str] = (*_KaleyraEmailFetchOperator.template_fields, "to_mail", "message_id", "search")
+    known_fields = LOG_FIELDS
+    row_noun = "log rows"
+
+    def __init__(
+        self,
+        *,
+        to_mail: str | None = None,
+        message_id: str | None = None,
+        search: str | list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.to_mail = to_mail
+        self.message_id = message_id
+        self.search = search
+
+    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
+        return self.hook.iter_logs(
+            from_date, to_date, to_mail=self.to_mail or None, message_id=self.message_id or None, search=self.search
+        )
+
+
+class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
+    """
+    Export the daily summary stats of a date range: one flat row per day with every metric.
+
+    Takes the same parameters as :class:`KaleyraEmailFetchLogsOperator` but the filters.
+    """
+
+    known_fields = SUMMARY_FIELDS
+    row_noun = "days"
+
+    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
+        return self.hook.iter_summary_stats(from_date, to_date)
+
+
+def _span(from_date: date | None, to_date: date | None) -> str:
+    return f"{from_date or '…'}..{to_date or '…'}"
 
 
 class KaleyraEmailSendOperator(BaseOperator):

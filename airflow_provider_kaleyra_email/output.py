@@ -1,0 +1,324 @@
+"""
+Writing rows to object storage: JSON Lines, CSV or Parquet, streamed and atomic.
+
+Rows arrive from the hook's iterator and are never all in memory. The object appears at its
+final path only when it is complete: we write a hidden temporary object beside it and then
+move it into place (an atomic rename on a local or POSIX file system; a copy, itself atomic,
+on object stores). A task that dies mid-write leaves at most the hidden temporary object,
+never a partial one at the path readers look at, and a rerun replaces the object whole.
+
+CSV and Parquet need their columns before the first row: known fields first, then any field
+the API added, sorted. Since an extra field may first appear on the last page, those formats
+spool the rows to a local temporary file (JSON Lines) while counting columns, then convert.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Mapping
+
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+#: Rows per write to the output stream, and per Parquet row group batch.
+BATCH_ROWS = 2_000
+PARQUET_ROW_GROUP_ROWS = 100_000
+
+#: The log row fields the API page documents, in its order; ``sale_price`` is the one number.
+LOG_FIELDS: Mapping[str, str] = {
+    "message_id": "string",
+    "company_id": "string",
+    "status": "string",
+    "description": "string",
+    "from_mail": "string",
+    "to_mail": "string",
+    "template_name": "string",
+    "submitted_at": "string",
+    "delivered_at": "string",
+    "sale_price": "float64",
+    "source": "string",
+    "source_type": "string",
+    "user_details": "string",
+    "email_body": "string",
+    "service_id": "string",
+    "route": "string",
+}
+
+#: The summary stats row: the day, then the metrics the page documents.
+SUMMARY_FIELDS: Mapping[str, str] = {
+    "date": "string",
+    "accepted": "int64",
+    "delivered": "int64",
+    "opens": "int64",
+    "deferred": "int64",
+    "blocks": "int64",
+}
+
+
+class OutputFormat(str, Enum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+    @classmethod
+    def parse(cls, value: Any, *, parameter: str = "output_format") -> OutputFormat:
+        try:
+            return cls(str(value).strip().lower()) if isinstance(value, str | OutputFormat) else cls(value)
+        except ValueError:
+            known = ", ".join(repr(member.value) for member in cls)
+            raise ValueError(f"{parameter}={value!r} is not an output format; use one of {known}.") from None
+
+
+def require_parquet_support() -> None:
+    """Fail early, before any request, when Parquet is asked for and pyarrow is missing."""
+    try:
+        import pyarrow
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise AirflowOptionalProviderFeatureException(
+            "output_format='parquet' needs pyarrow, which is not installed: "
+            "pip install 'airflow-provider-kaleyra-email[parquet]'."
+        ) from None
+
+
+@dataclass
+class WriteResult:
+    rows: int = 0
+    bytes: int = 0
+
+
+def write_rows(
+    rows: Iterable[Mapping[str, Any]],
+    destination: ObjectStoragePath,
+    output_format: OutputFormat,
+    known_fields: Mapping[str, str],
+) -> WriteResult:
+    """
+    Stream ``rows`` into ``destination`` in ``output_format``, all or nothing.
+
+    :param known_fields: the columns that always come first (CSV, Parquet), with their Parquet types.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with temporary.open("wb") as stream:  # type: ignore[no-untyped-call]
+            counter = _CountingStream(stream)
+            if output_format is OutputFormat.JSONL:
+                result = _write_jsonl(rows, counter)
+            else:
+                result = _write_tabular(rows, counter, output_format, known_fields)
+        temporary.replace(destination)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    return result
+
+
+def _remove_quietly(path: ObjectStoragePath) -> None:
+    # The error that got us here matters more than a leftover hidden temporary object.
+    with contextlib.suppress(Exception):
+        path.unlink(missing_ok=True)
+
+
+class _CountingStream:
+    """Counts the bytes written to the output, for the summary."""
+
+    def __init__(self, stream: IO[bytes]):
+        self._stream = stream
+        self.bytes = 0
+
+    def write(self, data: bytes) -> int:
+        self._stream.write(data)
+        self.bytes += len(data)
+        return len(data)
+
+
+def _batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
+    batch: list[Mapping[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+# --------------------------------------------------------------------------------------------
+# JSON Lines: straight through
+# --------------------------------------------------------------------------------------------
+
+
+def _write_jsonl(rows: Iterable[Mapping[str, Any]], stream: _CountingStream) -> WriteResult:
+    result = WriteResult()
+    for batch in _batches(rows, BATCH_ROWS):
+        stream.write(_jsonl_bytes(batch))
+        result.rows += len(batch)
+    result.bytes = stream.bytes
+    return result
+
+
+def _jsonl_bytes(batch: list[Mapping[str, Any]]) -> bytes:
+    buffer = bytearray()
+    for row in batch:
+        _encoder.encode_into(row, buffer, -1)
+        buffer.extend(b"\n")
+    return bytes(buffer)
+
+
+# --------------------------------------------------------------------------------------------
+# CSV and Parquet: spool, then convert with a stable column order
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Columns:
+    """The columns seen while spooling, and what kind of values each extra one held."""
+
+    known: Mapping[str, str]
+    kinds: dict[str, set[str]] = field(default_factory=dict)
+
+    def observe(self, row: Mapping[str, Any]) -> None:
+        for name, value in row.items():
+            if name not in self.known:
+                self.kinds.setdefault(name, set()).add(_kind(value))
+
+    def names(self) -> list[str]:
+        return [*self.known, *sorted(self.kinds)]
+
+    def parquet_type(self, name: str) -> str:
+        if name in self.known:
+            return self.known[name]
+        kinds = self.kinds.get(name, set()) - {"null"}
+        if kinds == {"int"}:
+            return "int64"
+        if kinds and kinds <= {"int", "float"}:
+            return "float64"
+        if kinds == {"bool"}:
+            return "bool"
+        return "string"
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "other"
+
+
+def _write_tabular(
+    rows: Iterable[Mapping[str, Any]],
+    stream: _CountingStream,
+    output_format: OutputFormat,
+    known_fields: Mapping[str, str],
+) -> WriteResult:
+    columns = _Columns(known_fields)
+    with tempfile.TemporaryFile(prefix="kaleyra-email-spool-") as spool:
+        count = 0
+        for batch in _batches(rows, BATCH_ROWS):
+            for row in batch:
+                columns.observe(row)
+            spool.write(_jsonl_bytes(batch))
+            count += len(batch)
+        spool.seek(0)
+        spooled = _read_spool(spool)
+        if output_format is OutputFormat.CSV:
+            _write_csv(spooled, stream, columns)
+        else:
+            _write_parquet(spooled, stream, columns)
+    return WriteResult(rows=count, bytes=stream.bytes)
+
+
+def _read_spool(spool: IO[bytes]) -> Iterator[dict[str, Any]]:
+    for line in spool:
+        if line.strip():
+            yield _decoder.decode(line)
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell: strings as they are, nested values as JSON, nothing for null."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return _encoder.encode(value).decode()
+
+
+def _write_csv(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> None:
+    names = columns.names()
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(names)
+    for batch in _batches(rows, BATCH_ROWS):
+        writer.writerows([_cell(row.get(name)) for name in names] for row in batch)
+        stream.write(text.getvalue().encode())
+        text.seek(0)
+        text.truncate()
+    if text.tell():
+        stream.write(text.getvalue().encode())
+
+
+def _write_parquet(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = columns.names()
+    types = {name: columns.parquet_type(name) for name in names}
+    schema = pa.schema([(name, getattr(pa, types[name])()) for name in names])
+    with pq.ParquetWriter(_StreamAdapter(stream), schema, compression="zstd") as writer:
+        for batch in _batches(rows, PARQUET_ROW_GROUP_ROWS):
+            arrays = [
+                pa.array([_parquet_value(row.get(name), types[name]) for row in batch], schema.field(name).type)
+                for name in names
+            ]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+
+def _parquet_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "string":
+        return value if isinstance(value, str) else _cell(value)
+    if kind in {"int64", "float64"} and isinstance(value, str):
+        # The API has sent numbers as strings before (``limit``); keep the column numeric.
+        try:
+            return int(value) if kind == "int64" else float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} in a {kind} column is not a number; use output_format='jsonl'") from None
+    return value
+
+
+class _StreamAdapter(io.RawIOBase):
+    """A write-only file object over our counting stream, for pyarrow."""
+
+    def __init__(self, stream: _CountingStream):
+        self._stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        return self._stream.write(bytes(data))

@@ -1,0 +1,47 @@
+"""
+Backfill a long range of Kaleyra email logs: one mapped task per day.
+
+Dynamic task mapping turns the range into independent tasks, which Airflow's Celery or
+Kubernetes executors spread over workers; ``max_active_tis_per_dag`` keeps the API's rate
+limit in mind. Each day lands in its own object, so a failed day is retried alone and a rerun
+replaces only what it rewrites. Trigger it with ``{"first_day": ..., "last_day": ...}``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from airflow.providers.common.compat.sdk import DAG, Param, task
+
+from airflow_provider_kaleyra_email.operators.kaleyra_email import KaleyraEmailFetchLogsOperator
+
+EXPORT_URL = "{{ var.value.get('kaleyra_email_export_url', 'file:///tmp/kaleyra-email-export') }}"
+
+
+@task
+def days_between(params: dict[str, Any]) -> list[dict[str, str]]:
+    """One mapping per day, first to last inclusive."""
+    first, last = date.fromisoformat(params["first_day"]), date.fromisoformat(params["last_day"])
+    if first > last:
+        raise ValueError(f"first_day={params['first_day']!r} is after last_day={params['last_day']!r}")
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    return [{"from_date": day.isoformat(), "to_date": day.isoformat()} for day in days]
+
+
+with DAG(
+    dag_id="example_kaleyra_email_backfill",
+    schedule=None,
+    start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    params={
+        "first_day": Param("2026-11-01", type="string", format="date"),
+        "last_day": Param("2026-11-07", type="string", format="date"),
+    },
+    tags=["kaleyra", "example"],
+) as dag:
+    KaleyraEmailFetchLogsOperator.partial(
+        task_id="export_day",
+        output_path=EXPORT_URL + "/logs/date={from_date}/logs.jsonl",
+        max_active_tis_per_dag=4,
+    ).expand_kwargs(days_between())

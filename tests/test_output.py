@@ -1,0 +1,108 @@
+"""Streaming, atomic writes to object storage (file:// through ObjectStoragePath)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pyarrow.parquet as pq
+import pytest
+from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+from airflow_provider_kaleyra_email.output import OutputFormat, write_rows
+
+KNOWN = {"message_id": "string", "status": "string", "sale_price": "float64"}
+ROWS = [
+    {"message_id": "a:1", "status": "DELIVERED", "sale_price": 1, "user_details": {}},
+    {"message_id": "a:2", "status": "BOUNCE", "sale_price": 0, "type": "MKT", "user_details": {"k": [1, 2]}},
+    {"message_id": "b:1", "status": "OPEN", "sale_price": 0.5, "zeta": 3},
+]
+
+
+@pytest.fixture
+def target(tmp_path):
+    return ObjectStoragePath(f"file://{tmp_path}/out/day=2026-11-02/rows.data")
+
+
+def listing(tmp_path):
+    return sorted(p.name for p in (tmp_path / "out" / "day=2026-11-02").iterdir())
+
+
+def test_jsonl_is_one_object_per_line(target, tmp_path):
+    result = write_rows(iter(ROWS), target, OutputFormat.JSONL, KNOWN)
+
+    data = target.read_bytes()
+    assert [json.loads(line) for line in data.decode().splitlines()] == ROWS
+    assert (result.rows, result.bytes) == (3, len(data))
+    assert listing(tmp_path) == ["rows.data"], "no temporary object is left behind"
+
+
+def test_csv_has_known_columns_first_then_extras_sorted(target):
+    result = write_rows(iter(ROWS), target, OutputFormat.CSV, KNOWN)
+
+    text = target.read_bytes().decode()
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    assert header == ["message_id", "status", "sale_price", "type", "user_details", "zeta"]
+    assert list(reader) == [
+        ["a:1", "DELIVERED", "1", "", "{}", ""],
+        ["a:2", "BOUNCE", "0", "MKT", '{"k":[1,2]}', ""],
+        ["b:1", "OPEN", "0.5", "", "", "3"],
+    ]
+    assert result.rows == 3
+    assert result.bytes == len(text.encode())
+
+
+def test_parquet_has_a_stable_typed_schema(target):
+    write_rows(iter(ROWS), target, OutputFormat.PARQUET, KNOWN)
+
+    table = pq.read_table(io.BytesIO(target.read_bytes()))
+    assert table.column_names == ["message_id", "status", "sale_price", "type", "user_details", "zeta"]
+    assert [str(t) for t in table.schema.types] == ["string", "string", "double", "string", "string", "int64"]
+    assert table.column("sale_price").to_pylist() == [1.0, 0.0, 0.5]
+    assert table.column("user_details").to_pylist() == ["{}", '{"k":[1,2]}', None]
+
+
+@pytest.mark.parametrize("output_format", list(OutputFormat))
+def test_no_rows_still_makes_a_valid_object(target, output_format):
+    assert write_rows(iter([]), target, output_format, KNOWN).rows == 0
+    if output_format is OutputFormat.CSV:
+        assert target.read_bytes() == b"message_id,status,sale_price\n"
+    elif output_format is OutputFormat.PARQUET:
+        assert pq.read_table(io.BytesIO(target.read_bytes())).column_names == list(KNOWN)
+    else:
+        assert target.read_bytes() == b""
+
+
+@pytest.mark.parametrize("output_format", list(OutputFormat))
+def test_a_failure_mid_stream_leaves_the_old_object_and_no_temporary(target, tmp_path, output_format):
+    write_rows(iter(ROWS[:1]), target, output_format, KNOWN)
+    before = target.read_bytes()
+
+    def broken():
+        yield from ROWS * 2_000
+        raise ConnectionError("the API went away")
+
+    with pytest.raises(ConnectionError, match="went away"):
+        write_rows(broken(), target, output_format, KNOWN)
+
+    assert target.read_bytes() == before
+    assert listing(tmp_path) == ["rows.data"]
+
+
+def test_a_rerun_replaces_the_object(target):
+    write_rows(iter(ROWS), target, OutputFormat.JSONL, KNOWN)
+    write_rows(iter(ROWS[:1]), target, OutputFormat.JSONL, KNOWN)
+    assert target.read_bytes().decode().splitlines() == [json.dumps(ROWS[0], separators=(",", ":"))]
+
+
+def test_a_non_number_in_a_numeric_column_is_an_error_not_a_null(target):
+    with pytest.raises(ValueError, match="'free' in a float64 column is not a number"):
+        write_rows(iter([{"sale_price": "free"}]), target, OutputFormat.PARQUET, KNOWN)
+
+
+def test_output_format_names():
+    assert OutputFormat.parse(" CSV ") is OutputFormat.CSV
+    with pytest.raises(ValueError, match="output_format='xml' is not an output format"):
+        OutputFormat.parse("xml")

@@ -53,3 +53,12 @@ class KaleyraEmailRetriesExhaustedError(KaleyraEmailAPIError):
     A request kept failing in a way worth retrying (429, 5xx, timeout, dropped connection,
     unreadable body) until ``max_retries`` ran out. The message lists what each attempt got.
     """
+
+
+class KaleyraEmailWaitError(KaleyraEmailError):
+    """
+    The wait for a message cannot go on: the API kept failing (``max_consecutive_errors`` polls in
+    a row), refused the request (401, 403, 400), or still did not know the message after the
+    grace for a message just sent. A terminal delivery status is not this error: it is an
+    ``AirflowFailException``, so that no retry is spent on it.
+    """

@@ -78,6 +78,8 @@ def provider_info() -> dict[str, Any]:
         ],
         "hooks": modules("hooks"),
         "operators": modules("operators"),
+        "sensors": modules("sensors"),
+        "triggers": modules("triggers"),
         "connection-types": [
             {
                 "connection-type": "kaleyra_email",

@@ -71,7 +71,7 @@ def test_the_connection_form_has_named_fields():
     assert set(behaviour["hidden_fields"]) == {"schema", "port"}
 
 
-@pytest.mark.parametrize("module", ["hooks", "operators"])
+@pytest.mark.parametrize("module", ["hooks", "operators", "sensors", "triggers"])
 def test_every_listed_module_imports(module):
     info = get_provider_info()
     for entry in info[module]:

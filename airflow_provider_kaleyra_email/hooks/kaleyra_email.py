@@ -1,7 +1,14 @@
-"""The hook: one authenticated ``requests.Session`` to the Kaleyra Email API, with paging and retries."""
+"""
+The hooks: ``KaleyraEmailHook``, one authenticated ``requests.Session`` to the Kaleyra Email API with
+paging and retries, and ``KaleyraEmailAsyncHook``, its ``httpx`` counterpart for triggers.
+
+Both read a response with the same :func:`interpret_response`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,8 +21,10 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+import httpx
 import msgspec
 import requests
+from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
 from requests.adapters import HTTPAdapter
 from tenacity import (
@@ -47,7 +56,13 @@ from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailRetriesExhaustedError,
 )
 
-__all__ = ["KaleyraEmailAPIError", "KaleyraEmailHook", "KaleyraEmailRetriesExhaustedError"]
+__all__ = [
+    "KaleyraEmailAPIError",
+    "KaleyraEmailAsyncHook",
+    "KaleyraEmailHook",
+    "KaleyraEmailRetriesExhaustedError",
+    "interpret_response",
+]
 
 #: A Retry-After longer than this is capped, so one odd header cannot park a task for hours.
 MAX_RETRY_AFTER_SECONDS = 300.0
@@ -208,13 +223,7 @@ class KaleyraEmailHook(BaseHook):
     def session(self) -> requests.Session:
         """One session per hook: connections are reused across pages and threads."""
         session = requests.Session()
-        session.headers.update(
-            {
-                api.API_KEY_HEADER: self.config.api_key,
-                "Accept": "application/json",
-                "User-Agent": f"airflow-provider-kaleyra-email/{__version__}",
-            }
-        )
+        session.headers.update(_request_headers(self.config))
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, self.config.max_concurrency), max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -247,19 +256,7 @@ class KaleyraEmailHook(BaseHook):
         """
         message_id = validation.message_id(message_id)
         path = api.message_stats_path(self.config.sid, message_id)
-        body = self._call("GET", path)
-        messages = self._data(body, endpoint=f"GET {path}")
-        if not messages or not isinstance(messages[0], Mapping):
-            raise KaleyraEmailAPIError(
-                endpoint=f"GET {path}",
-                status_code=HTTPStatus.NOT_FOUND,
-                error_code=None,
-                message=f"no message with id {message_id!r} in the response",
-            )
-        message = dict(messages[0])
-        if not isinstance(message.get("recipients"), list):
-            message["recipients"] = []
-        return message
+        return message_from_body(self._call("GET", path), message_id=message_id, endpoint=f"GET {path}")
 
     def send_email(
         self,
@@ -544,15 +541,7 @@ class KaleyraEmailHook(BaseHook):
 
     @staticmethod
     def _data(body: Any, *, endpoint: str) -> list[Any]:
-        try:
-            return api.envelope_data(body)
-        except ValueError as exc:
-            raise KaleyraEmailAPIError(
-                endpoint=endpoint,
-                status_code=HTTPStatus.OK,
-                error_code=None,
-                message=f"unexpected body: {exc}",
-            ) from None
+        return envelope_data(body, endpoint=endpoint)
 
     # ----------------------------------------------------------------------------------------
     # One request
@@ -643,50 +632,19 @@ class KaleyraEmailHook(BaseHook):
         return self._interpret(response, endpoint=endpoint)
 
     def _interpret(self, response: requests.Response, *, endpoint: str) -> Any:
-        status = response.status_code
-        if status == HTTPStatus.TOO_MANY_REQUESTS:
-            self._concurrency.throttled()
-            retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-            raise _TransientError(
-                "HTTP 429 (rate limited" + (f", Retry-After {retry_after:g} s)" if retry_after is not None else ")"),
-                status_code=status,
-                retry_after=retry_after,
-                unsent=True,
-            )
-        if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-            detail = api.error_detail_for_status(_decode(response.content), response.reason)
-            raise _TransientError(
-                f"HTTP {status} ({self._scrub(detail.message)})",
-                status_code=status,
-                error_code=detail.error_code,
-            )
-        if HTTPStatus.MULTIPLE_CHOICES <= status < HTTPStatus.BAD_REQUEST:
-            location = response.headers.get("Location", "")
-            raise KaleyraEmailAPIError(
+        try:
+            body = interpret_response(
+                status=response.status_code,
+                reason=response.reason or "",
+                headers=response.headers,
+                content=response.content,
                 endpoint=endpoint,
-                status_code=status,
-                error_code=None,
-                message=(f"redirect to {location!r} not followed: the API key is only sent to the configured host"),
+                api_key=self._known_api_key(),
             )
-        body = _decode(response.content)
-        if status >= HTTPStatus.BAD_REQUEST:
-            detail = api.error_detail_for_status(body, response.reason)
-            raise KaleyraEmailAPIError(
-                endpoint=endpoint,
-                status_code=status,
-                error_code=detail.error_code,
-                message=self._scrub(detail.message),
-            )
-        if body is _UNREADABLE:
-            raise _TransientError(f"HTTP {status} with a body that is not JSON: {_preview(response.content)}")
-        error_in_body = api.error_detail(body)
-        if error_in_body is not None:
-            raise KaleyraEmailAPIError(
-                endpoint=endpoint,
-                status_code=status,
-                error_code=error_in_body.error_code,
-                message=self._scrub(error_in_body.message),
-            )
+        except _TransientError as exc:
+            if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+                self._concurrency.throttled()
+            raise
         self._concurrency.succeeded()
         return body
 
@@ -714,12 +672,266 @@ class KaleyraEmailHook(BaseHook):
             delay,
         )
 
+    def _known_api_key(self) -> str | None:
+        """The key, if the connection was read already; never a reason to read it."""
+        config = self.__dict__.get("config")
+        return config.api_key if isinstance(config, ConnectionConfig) else None
+
     def _scrub(self, text: str) -> str:
         """Kaleyra should never echo the key, but if it ever does, it stops here."""
-        key = self.__dict__.get("config")
-        if isinstance(key, ConnectionConfig) and key.api_key and key.api_key in text:
-            return text.replace(key.api_key, "***")
-        return text
+        return scrub_secret(text, self._known_api_key())
+
+
+class KaleyraEmailAsyncHook(BaseHook):
+    """
+    The async counterpart of :class:`KaleyraEmailHook`, for triggers: one ``httpx.AsyncClient``.
+
+    It reads the connection the way async code must on Airflow 3 (``get_async_connection``, and
+    the extra without a blocking call on the event loop), turns it into the same
+    :class:`~airflow_provider_kaleyra_email.connection.ConnectionConfig`, and reads responses with
+    the same :func:`interpret_response` as the sync hook. Redirects are never followed, so the
+    ``api-key`` header reaches the configured host and no other.
+
+    It makes exactly one attempt per call and does not retry: its caller, a trigger, polls again
+    anyway and counts consecutive failures itself. A failure that is worth another try (429, 5xx,
+    timeout, dropped connection, unreadable body) raises :class:`KaleyraEmailRetriesExhaustedError`;
+    anything else raises :class:`KaleyraEmailAPIError`.
+
+    :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
+    :param timeout: seconds to wait for each response (default: connection extra, else 30).
+    """
+
+    conn_name_attr = "kaleyra_email_conn_id"
+    default_conn_name = "kaleyra_email_default"
+    hook_name = "Kaleyra Email (async)"
+
+    def __init__(
+        self,
+        kaleyra_email_conn_id: str = default_conn_name,
+        *,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kaleyra_email_conn_id = kaleyra_email_conn_id
+        self._timeout = None if timeout is None else validation.positive_number(timeout, parameter="timeout")
+        self._config: ConnectionConfig | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
+
+    async def get_config(self) -> ConnectionConfig:
+        """The connection's settings, looked up without blocking the event loop, once."""
+        if self._config is None:
+            conn = await get_async_connection(self.kaleyra_email_conn_id)
+            config = config_from_connection(
+                conn_id=self.kaleyra_email_conn_id,
+                login=conn.login,
+                password=conn.password,
+                host=conn.host,
+                port=conn.port,
+                schema=conn.schema,
+                extra=await _async_extra_dejson(conn),
+            )
+            if self._timeout is not None:
+                config = dataclasses.replace(config, timeout=self._timeout)
+            self._config = config
+        return self._config
+
+    async def get_message_stats(self, message_id: str) -> dict[str, Any]:
+        """
+        One message with its ``recipients``, as :meth:`KaleyraEmailHook.get_message_stats` returns it.
+
+        :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
+        :raises KaleyraEmailRetriesExhaustedError: when the one attempt failed in a way worth retrying.
+        """
+        message_id = validation.message_id(message_id)
+        config = await self.get_config()
+        path = api.message_stats_path(config.sid, message_id)
+        endpoint = f"GET {path}"
+        body = await self._get(config, path, endpoint=endpoint)
+        return message_from_body(body, message_id=message_id, endpoint=endpoint)
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the API key, should anything ever have echoed it."""
+        return scrub_secret(text, self._config.api_key if self._config is not None else None)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client; the hook opens a new one if it is used again."""
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def _get(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                headers=_request_headers(config), timeout=config.timeout, follow_redirects=False
+            )
+        try:
+            try:
+                response = await self._client.get(config.base_url + path)
+            except httpx.ConnectTimeout:
+                raise _TransientError(f"could not connect within {config.timeout:g} s", unsent=True) from None
+            except httpx.TimeoutException:
+                raise _TransientError(f"no answer within {config.timeout:g} s (timeout)") from None
+            except httpx.TransportError as exc:
+                reason = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
+                raise _TransientError(f"connection failed: {scrub_secret(reason, config.api_key)}") from None
+            return interpret_response(
+                status=response.status_code,
+                reason=response.reason_phrase,
+                headers=response.headers,
+                content=response.content,
+                endpoint=endpoint,
+                api_key=config.api_key,
+            )
+        except _TransientError as exc:
+            raise KaleyraEmailRetriesExhaustedError(
+                endpoint=endpoint,
+                status_code=exc.status_code,
+                error_code=exc.error_code,
+                message=f"{exc.description} (one attempt, not retried: the caller polls again)",
+            ) from None
+
+
+async def _async_extra_dejson(conn: Any) -> dict[str, Any]:
+    """
+    The connection's extra as a dict, without a blocking call on the event loop.
+
+    ``extra_dejson`` masks the extra's secrets with a synchronous call that, on Airflow 3 before
+    3.3.2, may dead-lock on an event loop; common-compat 1.23+ has the async way. Older
+    common-compat (what Airflow 2.11 installs) lacks it, and there ``extra_dejson`` runs in a
+    worker thread, as common-compat itself does on versions without the async masking.
+    """
+    try:
+        from airflow.providers.common.compat.connection import get_async_extra_dejson
+    except ImportError:
+        return dict(await asyncio.to_thread(lambda: conn.extra_dejson))
+    return dict(await get_async_extra_dejson(conn))
+
+
+def _request_headers(config: ConnectionConfig) -> dict[str, str]:
+    return {
+        api.API_KEY_HEADER: config.api_key,
+        "Accept": "application/json",
+        "User-Agent": f"airflow-provider-kaleyra-email/{__version__}",
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# What a response means: shared by the sync hook (requests) and the async hook (httpx)
+# --------------------------------------------------------------------------------------------
+
+
+def interpret_response(
+    *,
+    status: int,
+    reason: str,
+    headers: Mapping[str, str],
+    content: bytes,
+    endpoint: str,
+    api_key: str | None = None,
+) -> Any:
+    """
+    Return the decoded body of a response that succeeded, or raise what its failure means.
+
+    A pure function of the response, so the sync hook and the async hook read Kaleyra the same
+    way: 429 (with its ``Retry-After``), 5xx and an unreadable body raise ``_TransientError``
+    (worth another try); a redirect, 400/401/403/404 and an HTTP 200 whose ``error`` object is not
+    empty raise :class:`KaleyraEmailAPIError`. ``api_key`` is only used to scrub it from messages.
+
+    :param status: the HTTP status code.
+    :param reason: the HTTP reason phrase, used when the body says nothing.
+    :param headers: the response headers (a case-insensitive mapping).
+    :param content: the raw body.
+    :param endpoint: method and path for error messages (never the key).
+    :param api_key: the connection's key, so that an echo of it never reaches a message.
+    """
+    if status == HTTPStatus.TOO_MANY_REQUESTS:
+        retry_after = _retry_after_seconds(headers.get("Retry-After"))
+        raise _TransientError(
+            "HTTP 429 (rate limited" + (f", Retry-After {retry_after:g} s)" if retry_after is not None else ")"),
+            status_code=status,
+            retry_after=retry_after,
+            unsent=True,
+        )
+    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+        detail = api.error_detail_for_status(_decode(content), reason)
+        raise _TransientError(
+            f"HTTP {status} ({scrub_secret(detail.message, api_key)})",
+            status_code=status,
+            error_code=detail.error_code,
+        )
+    if HTTPStatus.MULTIPLE_CHOICES <= status < HTTPStatus.BAD_REQUEST:
+        location = headers.get("Location", "")
+        raise KaleyraEmailAPIError(
+            endpoint=endpoint,
+            status_code=status,
+            error_code=None,
+            message=(f"redirect to {location!r} not followed: the API key is only sent to the configured host"),
+        )
+    body = _decode(content)
+    if status >= HTTPStatus.BAD_REQUEST:
+        detail = api.error_detail_for_status(body, reason)
+        raise KaleyraEmailAPIError(
+            endpoint=endpoint,
+            status_code=status,
+            error_code=detail.error_code,
+            message=scrub_secret(detail.message, api_key),
+        )
+    if body is _UNREADABLE:
+        raise _TransientError(f"HTTP {status} with a body that is not JSON: {_preview(content)}")
+    error_in_body = api.error_detail(body)
+    if error_in_body is not None:
+        raise KaleyraEmailAPIError(
+            endpoint=endpoint,
+            status_code=status,
+            error_code=error_in_body.error_code,
+            message=scrub_secret(error_in_body.message, api_key),
+        )
+    return body
+
+
+def scrub_secret(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
+    if secret and secret in text:
+        return text.replace(secret, "***")
+    return text
+
+
+def envelope_data(body: Any, *, endpoint: str) -> list[Any]:
+    """The ``data`` list of a successful response; an unexpected shape is a :class:`KaleyraEmailAPIError`."""
+    try:
+        return api.envelope_data(body)
+    except ValueError as exc:
+        raise KaleyraEmailAPIError(
+            endpoint=endpoint,
+            status_code=HTTPStatus.OK,
+            error_code=None,
+            message=f"unexpected body: {exc}",
+        ) from None
+
+
+def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str, Any]:
+    """
+    The one message of a ``stats/<message id>`` body, with ``recipients`` always a list.
+
+    An empty ``data`` list means Kaleyra does not know the id (yet): that is a 404, like the
+    status Kaleyra answers for an unknown id.
+    """
+    messages = envelope_data(body, endpoint=endpoint)
+    if not messages or not isinstance(messages[0], Mapping):
+        raise KaleyraEmailAPIError(
+            endpoint=endpoint,
+            status_code=HTTPStatus.NOT_FOUND,
+            error_code=None,
+            message=f"no message with id {message_id!r} in the response",
+        )
+    message = dict(messages[0])
+    if not isinstance(message.get("recipients"), list):
+        message["recipients"] = []
+    return message
 
 
 _UNREADABLE: Any = object()

@@ -1,0 +1,349 @@
+"""
+KaleyraEmailMessageDeliveredSensor against the emulator: real DAG runs in poke, reschedule and
+deferrable mode (the trigger runs in-process, as ``dag.test()`` does), and direct calls for the
+edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
+
+from airflow_provider_kaleyra_email.exceptions import KaleyraEmailWaitError
+from airflow_provider_kaleyra_email.sensors.kaleyra_email import KaleyraEmailMessageDeliveredSensor
+from airflow_provider_kaleyra_email.testing import DEFAULT_API_KEY, Faults, KaleyraEmailEmulator
+from airflow_provider_kaleyra_email.triggers.kaleyra_email import KaleyraEmailMessageStatusTrigger
+from tests.dag_files.wait_for_delivery import (
+    DAGS,
+    MAX_CONSECUTIVE_ERRORS,
+    NOT_FOUND_GRACE,
+    TIMEOUT,
+    wait_with_retries,
+)
+from tests.dags import run_dag, xcom_value
+
+MODES = list(DAGS)
+_dates = itertools.count()
+
+
+def send(emulator: KaleyraEmailEmulator, *to: str) -> str:
+    """One message accepted by the emulator, straight into its data set (no POST to count or fault)."""
+    (message_id,) = emulator.dataset.send(from_mail="reports@shop.example.com", to=list(to), subject="s").message_ids()
+    return message_id
+
+
+def run_wait(mode: str, message_id: str, dag=None):
+    """One DAG run of the sensor; a fresh logical date each time, so runs never collide."""
+    logical_date = datetime(2026, 11, 2, tzinfo=timezone.utc) + timedelta(minutes=next(_dates))
+    dag_run = run_dag(dag or DAGS[mode], logical_date, run_conf={"message_id": message_id})
+    (ti,) = dag_run.get_task_instances()
+    return dag_run, ti
+
+
+def polls(emulator: KaleyraEmailEmulator, message_id: str):
+    return emulator.requests_to(f"/stats/{message_id}")
+
+
+@pytest.fixture(scope="module")
+def warmed_up(airflow_db):
+    """
+    The first ``dag.test()`` in a process pays for Airflow's start-up (about 11 s on Airflow 3).
+    Pay it here, so that in the tests the sensor's first poke comes right after the send.
+    """
+    with KaleyraEmailEmulator() as emulator:
+        previous = os.environ.get("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT")
+        os.environ["AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT"] = emulator.connection_json()
+        try:
+            for mode in MODES:
+                run_wait(mode, send(emulator, "x.fail@example.com"))
+        finally:
+            if previous is None:
+                del os.environ["AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT"]
+            else:
+                os.environ["AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT"] = previous
+
+
+# ------------------------------------------------------------------------------------------
+# Real DAG runs, in every mode
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("warmed_up", "kaleyra_email_connection")
+@pytest.mark.parametrize("mode", MODES)
+class TestModes:
+    def test_waits_through_not_visible_yet_and_returns_the_statuses(self, mode, kaleyra_email_emulator):
+        message_id = send(kaleyra_email_emulator, "ops@example.com")
+
+        dag_run, ti = run_wait(mode, message_id)
+
+        assert ti.state == "success"
+        assert xcom_value(dag_run, "wait") in ({"ops@example.com": "DELIVERED"}, {"ops@example.com": "OPEN"})
+        statuses = [p.status for p in polls(kaleyra_email_emulator, message_id)]
+        assert statuses[0] == 404, "sent a moment ago: not visible yet, which is not an error"
+        assert statuses[-1] == 200
+        assert all(p.api_key_ok for p in polls(kaleyra_email_emulator, message_id))
+
+    @pytest.mark.parametrize(
+        ("address", "words"),
+        [
+            ("x.bounce@example.com", "x.bounce@example.com is BOUNCE (Kaleyra error 550: 550 5.1.1 The email account"),
+            ("x.block@example.com", "x.block@example.com is BLOCKED (invalid sender domain)"),
+        ],
+    )
+    def test_a_terminal_status_fails_at_once_with_kaleyras_error_text(
+        self, mode, kaleyra_email_emulator, capfd, address, words
+    ):
+        message_id = send(kaleyra_email_emulator, address)
+
+        dag_run, ti = run_wait(mode, message_id)
+
+        assert ti.state == "failed"
+        out, err = capfd.readouterr()
+        assert words in out + err
+        assert xcom_value(dag_run, "wait") is None
+        # It stopped at the first answer that showed the failure: well before the timeout.
+        span = polls(kaleyra_email_emulator, message_id)[-1].at - polls(kaleyra_email_emulator, message_id)[0].at
+        assert span < TIMEOUT
+
+    def test_a_streak_of_5xx_shorter_than_the_limit_is_waited_through(self, mode, kaleyra_email_emulator):
+        message_id = send(kaleyra_email_emulator, "ops@example.com")
+        kaleyra_email_emulator.queue_faults(*["503"] * (MAX_CONSECUTIVE_ERRORS - 1))
+
+        _, ti = run_wait(mode, message_id)
+
+        assert ti.state == "success"
+        statuses = [p.status for p in polls(kaleyra_email_emulator, message_id)]
+        assert statuses[: MAX_CONSECUTIVE_ERRORS - 1] == [503] * (MAX_CONSECUTIVE_ERRORS - 1)
+
+    def test_gives_up_after_the_limit_of_failed_polls_in_a_row(self, mode, kaleyra_email_emulator, capfd):
+        message_id = send(kaleyra_email_emulator, "ops@example.com")
+        kaleyra_email_emulator.set_faults(Faults(server_errors=1.0))
+
+        _, ti = run_wait(mode, message_id)
+
+        assert ti.state == "failed"
+        # Counted across pokes in every mode: in reschedule mode each poke is a new execution.
+        assert len(polls(kaleyra_email_emulator, message_id)) == MAX_CONSECUTIVE_ERRORS
+        out, err = capfd.readouterr()
+        assert f"{MAX_CONSECUTIVE_ERRORS} polls in a row failed" in out + err
+
+    def test_a_404_past_the_grace_is_an_error(self, mode, kaleyra_email_emulator, capfd):
+        unknown = f"{uuid.uuid4()}:1"
+
+        _, ti = run_wait(mode, unknown)
+
+        assert ti.state == "failed"
+        seen = polls(kaleyra_email_emulator, unknown)
+        assert {p.status for p in seen} == {404}
+        assert len(seen) >= 2
+        assert seen[-1].at - seen[0].at >= NOT_FOUND_GRACE * 0.9
+        out, err = capfd.readouterr()
+        assert f"Kaleyra still does not know message {unknown}" in out + err
+
+    def test_times_out_after_one_last_check(self, mode, kaleyra_email_emulator, capfd):
+        message_id = send(kaleyra_email_emulator, "x.slow@example.com")  # delivered after 10 s
+
+        _, ti = run_wait(mode, message_id)
+
+        assert ti.state == "failed"
+        seen = polls(kaleyra_email_emulator, message_id)
+        # The last check comes at (or just after) the deadline, and Kaleyra answered it.
+        assert seen[-1].at - seen[0].at >= TIMEOUT * 0.9
+        assert seen[-1].status == 200
+        out, err = capfd.readouterr()
+        assert "timed out" in (out + err) or "within timeout=" in (out + err)
+
+
+@pytest.mark.usefixtures("warmed_up", "kaleyra_email_connection")
+def test_a_terminal_status_spends_no_retry(kaleyra_email_emulator):
+    message_id = send(kaleyra_email_emulator, "x.bounce@example.com")
+
+    _, ti = run_wait("deferrable", message_id, dag=wait_with_retries)
+
+    assert ti.state == "failed"
+    assert ti.try_number == 1
+    assert ti.max_tries == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Direct calls
+# ------------------------------------------------------------------------------------------
+
+
+def sensor(**kwargs) -> KaleyraEmailMessageDeliveredSensor:
+    options = {"task_id": "wait", "message_id": "4d0cc5e0-8324-4042-b65e-20d03420bf0d:1", "poke_interval": 0.1}
+    return KaleyraEmailMessageDeliveredSensor(**{**options, **kwargs})
+
+
+class TestArguments:
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"require": "every"}, r"require='every' is not one of \('all', 'any'\)"),
+            ({"delivered_statuses": ["DELIVERED", "READ"]}, r"delivered_statuses holds 'READ'"),
+            ({"failed_statuses": ["BOUNCE", "OPEN"]}, r"both hold \['OPEN'\]"),
+            ({"delivered_statuses": []}, r"delivered_statuses=\[\] is empty"),
+            ({"not_found_grace": 0}, r"not_found_grace=0"),
+            ({"not_found_grace": timedelta(seconds=-5)}, r"not_found_grace=-5"),
+            ({"max_consecutive_errors": 0}, r"max_consecutive_errors=0 is out of range"),
+            ({"max_consecutive_errors": "many"}, r"max_consecutive_errors='many' is not a whole number"),
+            ({"poke_interval": 0}, r"poke_interval=0.0 must be positive"),
+        ],
+    )
+    def test_bad_arguments_fail_at_parse_time(self, kwargs, match):
+        with pytest.raises(ValueError, match=match):
+            sensor(**kwargs)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"message_id": ""}, r"message_id='' is empty"),
+            ({"message_id": "['abc:1', 'abc:2']"}, r"message_id=.*holds characters"),
+            ({"message_id": "../stats"}, r"message_id='../stats'"),
+            ({"message_id": None}, r"message_id=None \(NoneType\)"),
+            ({"recipients": "ops at example.com"}, r"recipients\[0\]='ops at example.com'"),
+            ({"recipients": []}, r"recipients=\[\] is empty"),
+        ],
+    )
+    @pytest.mark.parametrize("deferrable", [False, True])
+    def test_bad_rendered_values_fail_before_any_request(
+        self, kaleyra_email_connection, kaleyra_email_emulator, kwargs, match, deferrable
+    ):
+        with pytest.raises(ValueError, match=match):
+            sensor(deferrable=deferrable, **kwargs).execute({})
+        assert len(kaleyra_email_emulator.requests) == 0
+
+    def test_what_is_templated(self):
+        assert KaleyraEmailMessageDeliveredSensor.template_fields == ("message_id", "recipients")
+
+    def test_deferrable_defaults_to_airflows_setting(self):
+        assert sensor().deferrable is False
+
+
+@pytest.mark.usefixtures("kaleyra_email_connection")
+class TestPokeDirectly:
+    def test_a_bounce_raises_airflow_fail_exception_naming_recipient_status_and_text(self, kaleyra_email_emulator):
+        message_id = send(kaleyra_email_emulator, "x.bounce@example.com")
+
+        with pytest.raises(AirflowFailException) as failure:
+            sensor(message_id=message_id).execute({})
+
+        assert str(failure.value) == (
+            f"Message {message_id} will not reach all of its recipients: x.bounce@example.com is BOUNCE "
+            "(Kaleyra error 550: 550 5.1.1 The email account that you tried to reach does not exist.)."
+        )
+
+    def test_soft_fail_turns_a_bounce_into_a_skip(self, kaleyra_email_emulator):
+        message_id = send(kaleyra_email_emulator, "x.bounce@example.com")
+
+        with pytest.raises(AirflowSkipException, match=r"x\.bounce@example\.com is BOUNCE"):
+            sensor(message_id=message_id, soft_fail=True).execute({})
+
+    def test_only_the_chosen_recipient_counts(self, kaleyra_email_emulator):
+        (first, second) = kaleyra_email_emulator.dataset.send(
+            from_mail="r@shop.example.com", to=["ops@example.com", "x.bounce@example.com"], subject="s"
+        ).message_ids()
+
+        assert sensor(message_id=first, recipients="OPS@example.com").execute({}) == {"ops@example.com": "DELIVERED"}
+        with pytest.raises(KaleyraEmailWaitError, match=r"has no recipient ops@example\.com"):
+            sensor(message_id=second, recipients=["ops@example.com"]).execute({})
+
+    def test_waiting_for_an_open(self, kaleyra_email_emulator):
+        message_id = send(kaleyra_email_emulator, "ops@example.com")  # opened about 4 s after the send
+
+        result = sensor(message_id=message_id, delivered_statuses=["OPEN"], poke_interval=0.5).execute({})
+
+        assert result == {"ops@example.com": "OPEN"}
+
+    def test_a_wrong_key_is_an_error_at_once_without_the_key(self, kaleyra_email_emulator, monkeypatch):
+        connection = kaleyra_email_emulator.connection()
+        connection["password"] = "wrong-key-0123456789"
+        monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", json.dumps(connection))
+
+        with pytest.raises(KaleyraEmailWaitError, match="HTTP 401") as error:
+            sensor(message_id=send(kaleyra_email_emulator, "ops@example.com")).execute({})
+
+        assert "wrong-key-0123456789" not in str(error.value)
+        assert len(kaleyra_email_emulator.requests) == 1
+
+
+@pytest.mark.usefixtures("kaleyra_email_connection")
+class TestDeferrableDirectly:
+    def test_checks_once_then_defers_to_the_trigger_with_the_wait_so_far(self, kaleyra_email_emulator):
+        message_id = send(kaleyra_email_emulator, "ops@example.com")
+        kaleyra_email_emulator.queue_faults("503")
+        before = time.time()
+
+        with pytest.raises(TaskDeferred) as deferred:
+            sensor(message_id=message_id, deferrable=True, timeout=30, max_consecutive_errors=4).execute({})
+
+        assert len(polls(kaleyra_email_emulator, message_id)) == 1
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, KaleyraEmailMessageStatusTrigger)
+        assert deferred.value.method_name == "execute_complete"
+        _, kwargs = trigger.serialize()
+        assert kwargs["message_id"] == message_id
+        assert kwargs["consecutive_errors"] == 1
+        assert kwargs["max_consecutive_errors"] == 4
+        assert kwargs["end_time"] - kwargs["started_at"] == pytest.approx(30)
+        assert before <= kwargs["started_at"] <= time.time()
+        assert DEFAULT_API_KEY not in json.dumps(kwargs)
+        # Airflow's own deferral timeout only backs up the trigger's deadline.
+        assert deferred.value.timeout >= timedelta(seconds=29)
+
+        # The trigger takes it from there, and the event decides.
+        event = asyncio.run(_first_event(trigger))
+        assert event["status"] == "success"
+        assert sensor(deferrable=True).execute_complete({}, event) == {"ops@example.com": "DELIVERED"}
+
+    def test_a_first_check_that_decides_does_not_defer(self, kaleyra_email_emulator):
+        message_id = send(kaleyra_email_emulator, "x.block@example.com")
+        time.sleep(1.1)
+
+        with pytest.raises(AirflowFailException, match="BLOCKED"):
+            sensor(message_id=message_id, deferrable=True).execute({})
+
+    @pytest.mark.parametrize(
+        ("status", "soft_fail", "raised"),
+        [
+            ("failure", False, AirflowFailException),
+            ("failure", True, AirflowSkipException),
+            ("timeout", False, AirflowSensorTimeout),
+            ("timeout", True, AirflowSkipException),
+            ("error", False, KaleyraEmailWaitError),
+            ("waiting", False, KaleyraEmailWaitError),
+        ],
+    )
+    def test_execute_complete_raises_what_the_event_means(self, status, soft_fail, raised):
+        event = {"status": status, "message_id": "abc:1", "message": "what the trigger saw", "statuses": None}
+
+        with pytest.raises(raised):
+            sensor(deferrable=True, soft_fail=soft_fail).execute_complete({}, event)
+
+
+def test_the_key_stays_out_of_reprs_and_rendered_fields(kaleyra_email_connection, kaleyra_email_emulator):
+    waiting = sensor(message_id=send(kaleyra_email_emulator, "ops@example.com"))
+    waiting.execute({})
+    assert DEFAULT_API_KEY not in repr(waiting)
+    assert DEFAULT_API_KEY not in repr(waiting.hook)
+    assert DEFAULT_API_KEY not in repr(waiting.hook.config)
+    assert all(DEFAULT_API_KEY not in str(getattr(waiting, name)) for name in waiting.template_fields)
+
+
+async def _first_event(trigger: KaleyraEmailMessageStatusTrigger) -> dict:
+    async for event in trigger.run():
+        return event.payload
+    raise AssertionError("the trigger fired no event")

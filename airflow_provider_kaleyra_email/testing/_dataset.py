@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 DESCRIPTIONS = {
@@ -52,8 +52,7 @@ DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 BATCHES_PER_REQUEST = 2
 
 
-@dataclass(frozen=True)
-class Fate:
+class Fate(NamedTuple):
     """Where one recipient's message ends up, and when (seconds after submission)."""
 
     final: str
@@ -144,6 +143,9 @@ class SyntheticDataset:
         if self.start_date is None:
             self.start_date = self.clock().astimezone(self.tz).date() - timedelta(days=self.days - 1)
         self._key = hashlib.blake2b(str(self.seed).encode(), digest_size=16).digest()
+        self._days: dict[date, _Day] = {}
+        self._request_cache: dict[tuple[date, int], tuple[str, int]] = {}
+        self._plan: tuple[Any, ...] = ()
         self._sent: dict[str, SentMessage] = {}
         self._sent_lock = threading.Lock()
         self._stats_cache: OrderedDict[tuple[date, int], dict[str, int]] = OrderedDict()
@@ -195,22 +197,52 @@ class SyntheticDataset:
     def _requests(rows: int) -> int:
         return -(-rows // BATCHES_PER_REQUEST)
 
-    def _digest(self, day: date, request: int, salt: bytes = b"") -> bytes:
-        data = day.toordinal().to_bytes(4, "big") + request.to_bytes(4, "big") + salt
-        return hashlib.blake2b(data, key=self._key, digest_size=16).digest()
+    def _day(self, day: date) -> _Day:
+        """What every row of ``day`` shares, computed once (and again if the plan changes)."""
+        plan = (id(self.rows_per_day), self.start_date, self.days)
+        if plan != self._plan:
+            self._plan = plan
+            self._days.clear()
+            self._request_cache.clear()
+        info = self._days.get(day)
+        if info is None:
+            planned = self.planned_rows(day)
+            info = _Day(
+                day=day,
+                planned=planned,
+                step=86_400 / max(1, self._requests(planned)),
+                midnight=datetime.combine(day, datetime.min.time()),
+                prefix=day.isoformat() + " ",
+                key=day.toordinal().to_bytes(4, "big"),
+            )
+            self._days[day] = info
+        return info
+
+    def _digest(self, info: _Day, number: int, salt: bytes, size: int = 16) -> bytes:
+        return hashlib.blake2b(info.key + number.to_bytes(4, "big") + salt, key=self._key, digest_size=size).digest()
+
+    def _request(self, info: _Day, request: int) -> tuple[str, int]:
+        """A request's uuid and its submission time (seconds after local midnight); shared by its batches."""
+        cache_key = (info.day, request)
+        cached = self._request_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        digest = self._digest(info, request, b"q")
+        # The first 6 bytes look random; the other 10 carry (day, request, check) masked by them,
+        # so the id can be decoded without an index and a forged id fails the check.
+        tag = digest[:6]
+        payload = info.key + request.to_bytes(4, "big") + tag[:2]
+        raw = (tag + _xor(payload, hashlib.blake2b(tag, key=self._key, digest_size=10).digest())).hex()
+        uuid_text = f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+        offset = int((request + digest[6] / 256) * info.step)
+        if len(self._request_cache) > 65_536:
+            self._request_cache.clear()
+        self._request_cache[cache_key] = (uuid_text, offset)
+        return uuid_text, offset
 
     def message_id(self, day: date, row: int) -> str:
         request, batch = divmod(row, BATCHES_PER_REQUEST)
-        return f"{self._request_uuid(day, request)}:{batch + 1}"
-
-    def _request_uuid(self, day: date, request: int) -> str:
-        # The first 6 bytes look random; the other 10 carry (day, request, check) masked by them,
-        # so the id can be decoded without an index and a forged id fails the check.
-        tag = self._digest(day, request)[:6]
-        payload = day.toordinal().to_bytes(4, "big") + request.to_bytes(4, "big") + tag[:2]
-        mask = hashlib.blake2b(tag, key=self._key, digest_size=10).digest()
-        body = bytes(a ^ b for a, b in zip(payload, mask, strict=True))
-        return str(uuid.UUID(bytes=tag + body))
+        return f"{self._request(self._day(day), request)[0]}:{batch + 1}"
 
     def locate(self, message_id: str) -> tuple[date, int] | None:
         """The (day, row) a synthetic message id stands for, or ``None`` if it is not one of ours."""
@@ -222,14 +254,13 @@ class SyntheticDataset:
         except ValueError:
             return None
         tag, body = raw[:6], raw[6:]
-        mask = hashlib.blake2b(tag, key=self._key, digest_size=10).digest()
-        payload = bytes(a ^ b for a, b in zip(body, mask, strict=True))
+        payload = _xor(body, hashlib.blake2b(tag, key=self._key, digest_size=10).digest())
         try:
             day = date.fromordinal(int.from_bytes(payload[:4], "big"))
         except (OverflowError, ValueError):
             return None
         request = int.from_bytes(payload[4:8], "big")
-        if payload[8:] != tag[:2] or self._digest(day, request)[:6] != tag:
+        if payload[8:] != tag[:2] or self._digest(self._day(day), request, b"q")[:6] != tag:
             return None
         row = request * BATCHES_PER_REQUEST + int(batch_text) - 1
         if int(batch_text) < 1 or row >= self.visible_rows(day):
@@ -237,41 +268,32 @@ class SyntheticDataset:
         return day, row
 
     def submitted_at(self, day: date, row: int) -> datetime:
-        requests = self._requests(self.planned_rows(day))
-        request = row // BATCHES_PER_REQUEST
-        step = 86_400 / requests
-        jitter = self._digest(day, request, b"t")[0] / 256
-        offset = int((request + jitter) * step)
-        return datetime.combine(day, datetime.min.time()) + timedelta(seconds=offset)
+        info = self._day(day)
+        return info.midnight + timedelta(seconds=self._request(info, row // BATCHES_PER_REQUEST)[1])
 
     def recipients(self, day: date, row: int) -> list[tuple[str, Fate]]:
-        digest = self._digest(day, row, b"r")
-        count = 2 if digest[0] % 100 < 15 else 1
-        people = []
-        for n in range(count):
-            person = digest[1 + 3 * n] * 256 + digest[2 + 3 * n]
-            address = f"user{person:05d}@{DOMAINS[digest[3 + 3 * n] % len(DOMAINS)]}"
-            people.append((address, fate_from(self._digest(day, row, b"f%d" % n)[:8])))
-        return people
+        return _recipients(self._digest(self._day(day), row, b"r", 32))
 
     def log_row(self, day: date, row: int, now: datetime | None = None) -> dict[str, Any]:
         """Row ``row`` of ``day`` as the logs endpoint lists it, with its status at ``now``."""
         now = now or self.local_now()
-        digest = self._digest(day, row, b"m")
-        submitted = self.submitted_at(day, row)
-        people = self.recipients(day, row)
-        elapsed = (now - submitted).total_seconds()
-        status = people[0][1].status_at(elapsed)
+        info = self._day(day)
+        request_id, offset = self._request(info, row // BATCHES_PER_REQUEST)
+        digest = self._digest(info, row, b"r", 32)
+        people = _recipients(digest)
+        elapsed = (now - info.midnight).total_seconds() - offset
+        fate = people[0][1]
+        status = fate.status_at(elapsed)
         record: dict[str, Any] = {
-            "message_id": self.message_id(day, row),
+            "message_id": f"{request_id}:{row % BATCHES_PER_REQUEST + 1}",
             "company_id": "Z*****d",
             "status": status,
             "description": DESCRIPTIONS[status],
             "from_mail": SENDERS[digest[0] % len(SENDERS)],
             "to_mail": ",".join(address for address, _ in people),
             "template_name": TEMPLATES[digest[1] % len(TEMPLATES)],
-            "submitted_at": submitted.strftime(DATETIME_FORMAT),
-            "delivered_at": _delivered_at(submitted, people[0][1], elapsed),
+            "submitted_at": _clock_text(info, offset),
+            "delivered_at": _clock_text(info, offset + int(fate.deliver_after)) if status in _DELIVERY_SEEN else "",
             "sale_price": 0 if status == "FAILED" else 1,
             "source": "API",
             "source_type": "API",
@@ -286,14 +308,16 @@ class SyntheticDataset:
 
     def status(self, day: date, row: int, now: datetime) -> str:
         """A row's status at ``now``: its first recipient's."""
-        elapsed = (now - self.submitted_at(day, row)).total_seconds()
-        return fate_from(self._digest(day, row, b"f0")[:8]).status_at(elapsed)
+        info = self._day(day)
+        offset = self._request(info, row // BATCHES_PER_REQUEST)[1]
+        elapsed = (now - info.midnight).total_seconds() - offset
+        return fate_from(self._digest(info, row, b"r", 32)[10:18]).status_at(elapsed)
 
     def message_stats(self, day: date, row: int, now: datetime | None = None) -> dict[str, Any]:
         """The ``stats/<message id>`` body entry for a synthetic message."""
         now = now or self.local_now()
         submitted = self.submitted_at(day, row)
-        digest = self._digest(day, row, b"m")
+        digest = self._digest(self._day(day), row, b"r", 32)
         elapsed = (now - submitted).total_seconds()
         return {
             "message_id": self.message_id(day, row),
@@ -607,3 +631,41 @@ def _send_fate(address: str, scale: float) -> Fate:
 
 def _local(moment: datetime, tz: ZoneInfo) -> datetime:
     return moment.astimezone(tz).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class _Day:
+    day: date
+    planned: int
+    step: float
+    midnight: datetime
+    prefix: str
+    key: bytes
+
+
+#: Statuses whose log row shows when the recipient's server answered.
+_DELIVERY_SEEN = frozenset({"DELIVERED", "OPEN", "BOUNCE"})
+
+
+def _recipients(digest: bytes) -> list[tuple[str, Fate]]:
+    """One or two recipients (15 %) with their fates, from 32 bytes of a row's hash."""
+    count = 2 if digest[3] % 100 < 15 else 1
+    people = []
+    for n in range(count):
+        person = digest[4 + 3 * n] * 256 + digest[5 + 3 * n]
+        address = f"user{person:05d}@{DOMAINS[digest[6 + 3 * n] % len(DOMAINS)]}"
+        people.append((address, fate_from(digest[10 + 8 * n : 18 + 8 * n])))
+    return people
+
+
+def _clock_text(info: _Day, seconds: int) -> str:
+    """``YYYY-MM-DD HH:MM:SS`` for ``seconds`` after the day's local midnight, without strftime."""
+    if seconds >= 86_400:
+        return (info.midnight + timedelta(seconds=seconds)).strftime(DATETIME_FORMAT)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{info.prefix}{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
+def _xor(data: bytes, mask: bytes) -> bytes:
+    return (int.from_bytes(data, "big") ^ int.from_bytes(mask, "big")).to_bytes(len(data), "big")

@@ -34,6 +34,7 @@ DEFAULT_SID = "HXEMULATOR0000001"
 DEFAULT_API_KEY = "emulator-key-1b8c0f9e2d4a"
 
 FAULT_KINDS = (
+    "ok",  # answer normally: lets a script of faults start after some good answers
     "429",
     "500",
     "503",
@@ -56,7 +57,7 @@ _FAULT_STATUS = {
     "drop_mid_body": 0,
 }
 #: Faults that replace the API's answer; "slow" and "error200" change it instead.
-_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {"slow", "error200"}
+_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {"ok", "slow", "error200"}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _encode = msgspec.json.Encoder().encode
 
@@ -304,6 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         key_ok = self.headers.get("api-key") == emulator.api_key
         fault = emulator._next_fault()
+        if fault == "ok":
+            fault = None
         delay = emulator.faults.latency + (emulator.faults.slow_seconds if fault == "slow" else 0.0)
         if delay:
             time.sleep(delay)

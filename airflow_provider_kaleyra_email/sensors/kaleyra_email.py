@@ -147,6 +147,8 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         self._watch = self._new_watch(context)
         if self.deferrable:
             return self._check_then_defer()
+        # Airflow's loop pokes first and compares the time spent with ``timeout`` after, so the
+        # poke that ends the wait on time is itself a last look at the status.
         return super().execute(context)
 
     def poke(self, context: Context) -> PokeReturnValue:
@@ -192,6 +194,8 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
             max_consecutive_errors=self.max_consecutive_errors,
             # The streak so far travels with the wait, so a failed first check counts.
             consecutive_errors=watch.state.consecutive_errors,
+            # This check just happened: the trigger's first poll is one interval later.
+            first_poll_at=time.time() + self.poke_interval,
         )
         self.log.info("Deferring the wait for message %s to the triggerer.", watch.message_id)
         # The trigger reports the timeout itself, after checking once more at the deadline;

@@ -63,6 +63,8 @@ class KaleyraEmailMessageStatusTrigger(BaseTrigger):
     :param not_found_grace: seconds after ``started_at`` during which HTTP 404 means "not visible yet".
     :param max_consecutive_errors: failed polls in a row (429, 5xx, timeouts) before giving up.
     :param consecutive_errors: failed polls in a row already seen (by the sensor, before it deferred).
+    :param first_poll_at: no poll before this time (seconds since the epoch): the sensor has just
+        checked, so polling again at once would only repeat its answer. Default: poll at once.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class KaleyraEmailMessageStatusTrigger(BaseTrigger):
         not_found_grace: float = DEFAULT_NOT_FOUND_GRACE,
         max_consecutive_errors: int = DEFAULT_MAX_CONSECUTIVE_ERRORS,
         consecutive_errors: int = 0,
+        first_poll_at: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
@@ -99,6 +102,7 @@ class KaleyraEmailMessageStatusTrigger(BaseTrigger):
         self.consecutive_errors = validation.int_in_range(
             consecutive_errors, parameter="consecutive_errors", low=0, high=self.max_consecutive_errors
         )
+        self.first_poll_at = None if first_poll_at is None else float(first_poll_at)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -113,6 +117,7 @@ class KaleyraEmailMessageStatusTrigger(BaseTrigger):
                 "not_found_grace": self.not_found_grace,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "consecutive_errors": self.consecutive_errors,
+                "first_poll_at": self.first_poll_at,
             },
         )
 
@@ -151,6 +156,8 @@ class KaleyraEmailMessageStatusTrigger(BaseTrigger):
             f" until {self._deadline_text()}" if self.end_time is not None else "",
         )
         try:
+            if self.first_poll_at is not None:
+                await asyncio.sleep(self._pause(time.time(), until=self.first_poll_at))
             while True:
                 polled_at = time.time()
                 check = await self._poll(watch, now=polled_at)
@@ -160,7 +167,8 @@ class KaleyraEmailMessageStatusTrigger(BaseTrigger):
                 if self.end_time is not None and polled_at >= self.end_time:
                     # That poll was the last check, made at the deadline (not skipped: #62306).
                     return watch.timed_out(check, timeout=self.end_time - started_at)
-                await asyncio.sleep(self._pause(time.time()))
+                now = time.time()
+                await asyncio.sleep(self._pause(now, until=now + self.poke_interval))
         finally:
             await self.hook.aclose()
 
@@ -171,11 +179,11 @@ class KaleyraEmailMessageStatusTrigger(BaseTrigger):
             return watch.observe_error(exc, now=now)
         return watch.observe_message(message)
 
-    def _pause(self, now: float) -> float:
-        """The poke interval, cut short so that the last poll lands on the deadline."""
-        if self.end_time is None:
-            return self.poke_interval
-        return min(self.poke_interval, max(0.0, self.end_time - now))
+    def _pause(self, now: float, *, until: float) -> float:
+        """Seconds to wait for ``until``, cut short so that the last poll lands on the deadline."""
+        if self.end_time is not None:
+            until = min(until, self.end_time)
+        return max(0.0, until - now)
 
     def _deadline_text(self) -> str:
         assert self.end_time is not None

@@ -300,6 +300,8 @@ class TestDeferrableDirectly:
         assert kwargs["max_consecutive_errors"] == 4
         assert kwargs["end_time"] - kwargs["started_at"] == pytest.approx(30)
         assert before <= kwargs["started_at"] <= time.time()
+        # Its own check just happened: the trigger's first poll is one poke interval later.
+        assert kwargs["first_poll_at"] == pytest.approx(kwargs["started_at"] + 0.1, abs=0.5)
         assert DEFAULT_API_KEY not in json.dumps(kwargs)
         # Airflow's own deferral timeout only backs up the trigger's deadline.
         assert deferred.value.timeout >= timedelta(seconds=29)

@@ -180,6 +180,30 @@ async def test_times_out_after_a_last_check_at_the_deadline(kaleyra_email_emulat
 
 
 @pytest.mark.asyncio
+async def test_the_first_poll_waits_for_first_poll_at(kaleyra_email_emulator):
+    """Handed over right after the sensor's own check, the trigger does not repeat it at once."""
+    message_id = send(kaleyra_email_emulator, "x.bounce@example.com")
+    started = time.monotonic()
+
+    (event,) = await events_of(trigger(message_id, first_poll_at=time.time() + 1.2))
+
+    assert event["status"] == "failure"
+    (only,) = stats_requests(kaleyra_email_emulator, message_id)
+    assert only.at - started >= 1.1
+
+
+@pytest.mark.asyncio
+async def test_first_poll_at_after_the_deadline_still_checks_at_the_deadline(kaleyra_email_emulator):
+    message_id = send(kaleyra_email_emulator, "x.slow@example.com")
+    now = time.time()
+
+    (event,) = await events_of(trigger(message_id, started_at=now, end_time=now + 0.5, first_poll_at=now + 60))
+
+    assert event["status"] == "timeout"
+    assert len(stats_requests(kaleyra_email_emulator, message_id)) == 1
+
+
+@pytest.mark.asyncio
 async def test_a_deadline_already_passed_still_checks_once(kaleyra_email_emulator):
     message_id = send(kaleyra_email_emulator, "x.bounce@example.com")
     await asyncio.sleep(1.1)  # bounced by now
@@ -255,6 +279,7 @@ class TestSerialize:
             delivered_statuses=["OPEN"],
             failed_statuses=["BOUNCE", "BLOCKED"],
             consecutive_errors=1,
+            first_poll_at=time.time() + 5,
         )
         classpath, kwargs = original.serialize()
 
@@ -280,6 +305,7 @@ class TestSerialize:
         assert kwargs["require"] == "all"
         assert kwargs["end_time"] is None
         assert kwargs["consecutive_errors"] == 0
+        assert kwargs["first_poll_at"] is None
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),

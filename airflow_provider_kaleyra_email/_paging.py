@@ -146,6 +146,20 @@ class RecentKeys:
             self._seen.discard(self._order.popleft())
         return True
 
+    def new_only(self, items: list[T], key: Callable[[T], Hashable]) -> tuple[list[T], int]:
+        """The items of one page whose key is not among the recent ones, and how many were dropped."""
+        seen, order = self._seen, self._order
+        fresh = []
+        for item in items:
+            item_key = key(item)
+            if item_key not in seen:
+                seen.add(item_key)
+                order.append(item_key)
+                fresh.append(item)
+        while len(order) > self.capacity:
+            seen.discard(order.popleft())
+        return fresh, len(items) - len(fresh)
+
 
 @dataclass
 class FetchStats:

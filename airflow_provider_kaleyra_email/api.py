@@ -231,6 +231,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def log_row_key(row: Mapping[str, Any]) -> tuple[str, str]:
-    """A log row's identity: one row per message per recipient batch."""
-    return (str(row.get("message_id", "")), str(row.get("to_mail", "")))
+def log_row_key(row: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A log row's identity: one row per message per recipient batch (called for every row)."""
+    return (row.get("message_id"), row.get("to_mail"))

@@ -27,7 +27,7 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
 #: Pages in flight at once after the first. Four hides most of the latency while keeping a
 #: rate-limited account well inside its budget; the hook lowers it by itself on HTTP 429.
-DEFAULT_MAX_CONCURRENCY = 4
+DEFAULT_MAX_CONCURRENCY = 8
 MAX_CONCURRENCY = 32
 MAX_RETRIES = 20
 

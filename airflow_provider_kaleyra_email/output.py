@@ -173,11 +173,7 @@ def _write_jsonl(rows: Iterable[Mapping[str, Any]], stream: _CountingStream) -> 
 
 
 def _jsonl_bytes(batch: list[Mapping[str, Any]]) -> bytes:
-    buffer = bytearray()
-    for row in batch:
-        _encoder.encode_into(row, buffer, -1)
-        buffer.extend(b"\n")
-    return bytes(buffer)
+    return _encoder.encode_lines(batch)
 
 
 # --------------------------------------------------------------------------------------------

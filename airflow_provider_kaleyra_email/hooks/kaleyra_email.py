@@ -227,6 +227,13 @@ class KaleyraEmailHook(BaseHook):
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, self.config.max_concurrency), max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
+        # Read the environment's proxy and CA settings once, not on every request (requests scans
+        # all of os.environ per call). This also keeps ~/.netrc from adding credentials of its own.
+        settings = session.merge_environment_settings(self.config.base_url, {}, None, None, None)
+        session.proxies.update(settings["proxies"])
+        session.verify = settings["verify"]
+        session.cert = settings["cert"]
+        session.trust_env = False
         return session
 
     @cached_property
@@ -510,15 +517,12 @@ class KaleyraEmailHook(BaseHook):
             progress.page_done()
         self._log_finished(progress.finish())
 
-    def _unique(self, rows: list[Any], recent: RecentKeys, stats: FetchStats) -> Iterator[dict[str, Any]]:
-        for row in rows:
-            if not isinstance(row, dict):
-                continue
-            if recent.add(api.log_row_key(row)):
-                stats.rows += 1
-                yield row
-            else:
-                stats.duplicates += 1
+    def _unique(self, rows: list[Any], recent: RecentKeys, stats: FetchStats) -> list[dict[str, Any]]:
+        """A page's rows that are not among the recent ones (pages can shift while mail arrives)."""
+        fresh, dropped = recent.new_only([row for row in rows if isinstance(row, dict)], api.log_row_key)
+        stats.rows += len(fresh)
+        stats.duplicates += dropped
+        return fresh
 
     def _log_finished(self, stats: FetchStats) -> None:
         total = ""

@@ -20,6 +20,8 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 DESCRIPTIONS = {
     "ACCEPTED": "Message is accepted.",
     "DEFERRED": "Message delivery is deferred by the recipient's mail server; it will be retried.",
@@ -47,6 +49,8 @@ SENDERS = ("alerts@shop.example.com", "billing@shop.example.com", "news@mail.exa
 TEMPLATES = ("", "welcome", "invoice", "password_reset", "newsletter", "order_shipped")
 DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+_encode = msgspec.json.Encoder().encode
 
 #: Rows per request: message ids ``<uuid>:1`` and ``<uuid>:2`` share a request, as in the API page.
 BATCHES_PER_REQUEST = 2
@@ -127,6 +131,8 @@ class SyntheticDataset:
     :param clock: returns the current time (aware); tests may freeze or speed it up.
     :param send_time_scale: how fast sent messages move (1.0: delivered within a minute;
         0.05: within seconds), so a sensor test sees a real but short wait.
+    :param row_cache_mb: rows of settled days (whose statuses no longer move) are kept encoded,
+        up to this many MB, so listing them again costs no generation.
     """
 
     seed: int = 0
@@ -137,6 +143,7 @@ class SyntheticDataset:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     send_time_scale: float = 0.05
     send_visibility_delay: float = 0.5
+    row_cache_mb: float = 64.0
 
     def __post_init__(self) -> None:
         self.tz = ZoneInfo(self.timezone)
@@ -146,6 +153,8 @@ class SyntheticDataset:
         self._days: dict[date, _Day] = {}
         self._request_cache: dict[tuple[date, int], tuple[str, int]] = {}
         self._plan: tuple[Any, ...] = ()
+        self._encoded_rows: dict[tuple[date, int], bytes] = {}
+        self._encoded_bytes = 0
         self._sent: dict[str, SentMessage] = {}
         self._sent_lock = threading.Lock()
         self._stats_cache: OrderedDict[tuple[date, int], dict[str, int]] = OrderedDict()
@@ -199,11 +208,16 @@ class SyntheticDataset:
 
     def _day(self, day: date) -> _Day:
         """What every row of ``day`` shares, computed once (and again if the plan changes)."""
-        plan = (id(self.rows_per_day), self.start_date, self.days)
+        plan = (self.rows_per_day, self.start_date, self.days)
         if plan != self._plan:
-            self._plan = plan
+            # A copy, so that a mapping changed in place is noticed too.
+            rows = dict(self.rows_per_day) if isinstance(self.rows_per_day, Mapping) else self.rows_per_day
+            self._plan = (rows, self.start_date, self.days)
             self._days.clear()
             self._request_cache.clear()
+            with self._cache_lock:
+                self._encoded_rows.clear()
+                self._encoded_bytes = 0
         info = self._days.get(day)
         if info is None:
             planned = self.planned_rows(day)
@@ -305,6 +319,29 @@ class SyntheticDataset:
         if digest[2] % 4 == 0:
             record["type"] = "MKT"  # the API adds keys the page does not document
         return record
+
+    def encoded_log_row(self, day: date, row: int, now: datetime) -> bytes:
+        """``log_row`` as JSON, from the cache when the day has settled (its statuses no longer move)."""
+        info = self._day(day)  # first: a changed plan empties the caches
+        key = (day, row)
+        encoded = self._encoded_rows.get(key)  # only settled rows are ever kept
+        if encoded is not None:
+            return encoded
+        encoded = _encode(self.log_row(day, row, now))
+        if (now - info.midnight).total_seconds() > 86_400 + SETTLE_SECONDS:
+            self._keep_encoded(key, encoded)
+        return encoded
+
+    def _keep_encoded(self, key: tuple[date, int], encoded: bytes) -> None:
+        budget = self.row_cache_mb * 1_000_000
+        with self._cache_lock:
+            if key in self._encoded_rows:
+                return
+            self._encoded_rows[key] = encoded
+            self._encoded_bytes += len(encoded)
+            while self._encoded_bytes > budget and self._encoded_rows:
+                oldest = next(iter(self._encoded_rows))
+                self._encoded_bytes -= len(self._encoded_rows.pop(oldest))
 
     def status(self, day: date, row: int, now: datetime) -> str:
         """A row's status at ``now``: its first recipient's."""
@@ -546,6 +583,26 @@ class Listing(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return self._length
 
+    def encoded(self, start: int, stop: int) -> list[msgspec.Raw]:
+        """Rows ``start`` to ``stop`` as pre-encoded JSON, for the server's response."""
+        rows = []
+        for index in range(max(0, start), min(stop, self._length)):
+            if index < len(self._sent):
+                rows.append(msgspec.Raw(_encode(self._sent[index])))
+                continue
+            day, row = self._locate(index - len(self._sent))
+            rows.append(msgspec.Raw(self._dataset.encoded_log_row(day, row, self._now)))
+        return rows
+
+    def _locate(self, index: int) -> tuple[date, int]:
+        if self._refs is not None:
+            return self._refs[index]
+        for day, count in self._days or []:
+            if index < count:
+                return day, count - 1 - index
+            index -= count
+        raise IndexError(index)
+
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(self._length))]
@@ -555,15 +612,8 @@ class Listing(Sequence[dict[str, Any]]):
             raise IndexError(index)
         if index < len(self._sent):
             return self._sent[index]
-        index -= len(self._sent)
-        if self._refs is not None:
-            day, row = self._refs[index]
-            return self._dataset.log_row(day, row, self._now)
-        for day, count in self._days or []:
-            if index < count:
-                return self._dataset.log_row(day, count - 1 - index, self._now)
-            index -= count
-        raise IndexError(index)
+        day, row = self._locate(index - len(self._sent))
+        return self._dataset.log_row(day, row, self._now)
 
 
 def matches(row: Mapping[str, Any], *, to_mail: str | None, search: Sequence[str]) -> bool:

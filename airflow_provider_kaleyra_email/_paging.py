@@ -146,15 +146,14 @@ class RecentKeys:
             self._seen.discard(self._order.popleft())
         return True
 
-    def new_only(self, items: list[T], key: Callable[[T], Hashable]) -> tuple[list[T], int]:
+    def new_only(self, items: list[T], keys: Iterable[Hashable]) -> tuple[list[T], int]:
         """The items of one page whose key is not among the recent ones, and how many were dropped."""
         seen, order = self._seen, self._order
         fresh = []
-        for item in items:
-            item_key = key(item)
-            if item_key not in seen:
-                seen.add(item_key)
-                order.append(item_key)
+        for item, key in zip(items, keys, strict=True):
+            if key not in seen:
+                seen.add(key)
+                order.append(key)
                 fresh.append(item)
         while len(order) > self.capacity:
             seen.discard(order.popleft())

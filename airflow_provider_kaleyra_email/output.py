@@ -34,9 +34,11 @@ if TYPE_CHECKING:
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 
-#: Rows per write to the output stream, and per Parquet row group batch.
+#: Rows per write to the output stream.
 BATCH_ROWS = 2_000
-PARQUET_ROW_GROUP_ROWS = 100_000
+#: Rows per Parquet row group: the rows of one group are in memory together (about 1 KB each as
+#: Python dicts), so this bounds the writer's memory whatever the size of the day.
+PARQUET_ROW_GROUP_ROWS = 20_000
 
 #: The log row fields the API page documents, in its order; ``sale_price`` is the one number.
 LOG_FIELDS: Mapping[str, str] = {
@@ -189,9 +191,8 @@ class _Columns:
     kinds: dict[str, set[str]] = field(default_factory=dict)
 
     def observe(self, row: Mapping[str, Any]) -> None:
-        for name, value in row.items():
-            if name not in self.known:
-                self.kinds.setdefault(name, set()).add(_kind(value))
+        for name in row.keys() - self.known.keys():  # a set difference in C: usually empty
+            self.kinds.setdefault(name, set()).add(_kind(row[name]))
 
     def names(self) -> list[str]:
         return [*self.known, *sorted(self.kinds)]
@@ -227,6 +228,8 @@ def _write_tabular(
     output_format: OutputFormat,
     known_fields: Mapping[str, str],
 ) -> WriteResult:
+    if output_format is OutputFormat.PARQUET:
+        return _write_parquet(rows, stream, _Columns(known_fields))
     columns = _Columns(known_fields)
     with tempfile.TemporaryFile(prefix="kaleyra-email-spool-") as spool:
         count = 0
@@ -236,18 +239,24 @@ def _write_tabular(
             spool.write(_jsonl_bytes(batch))
             count += len(batch)
         spool.seek(0)
-        spooled = _read_spool(spool)
-        if output_format is OutputFormat.CSV:
-            _write_csv(spooled, stream, columns)
-        else:
-            _write_parquet(spooled, stream, columns)
+        _write_csv(_read_spool(spool), stream, columns)
     return WriteResult(rows=count, bytes=stream.bytes)
 
 
+#: Bytes of spooled JSON Lines decoded at a time.
+SPOOL_CHUNK_BYTES = 4 * 1024 * 1024
+
+
 def _read_spool(spool: IO[bytes]) -> Iterator[dict[str, Any]]:
-    for line in spool:
-        if line.strip():
-            yield _decoder.decode(line)
+    """The spooled rows again, decoded a few MB at a time."""
+    tail = b""
+    while chunk := spool.read(SPOOL_CHUNK_BYTES):
+        complete, _, partial = (tail + chunk).rpartition(b"\n")
+        tail = partial
+        if complete:
+            yield from _decoder.decode_lines(complete)
+    if tail.strip():
+        yield from _decoder.decode_lines(tail)
 
 
 def _cell(value: Any) -> str:
@@ -263,13 +272,21 @@ def _cell(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
+def _csv_value(value: Any) -> Any:
+    """What the csv module writes as we want it as is (text, numbers, nothing), else ``_cell``."""
+    return value if value is None or type(value) in _CSV_AS_IS else _cell(value)
+
+
+_CSV_AS_IS = frozenset({str, int, float})
+
+
 def _write_csv(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> None:
     names = columns.names()
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(names)
     for batch in _batches(rows, BATCH_ROWS):
-        writer.writerows([_cell(row.get(name)) for name in names] for row in batch)
+        writer.writerows([_csv_value(row.get(name)) for name in names] for row in batch)
         stream.write(text.getvalue().encode())
         text.seek(0)
         text.truncate()
@@ -277,20 +294,103 @@ def _write_csv(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, colum
         stream.write(text.getvalue().encode())
 
 
-def _write_parquet(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> None:
+def _write_parquet(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> WriteResult:
+    """
+    Parquet through an Arrow spool: each row group is read into Arrow once (in C++), kept in a
+    local Arrow file, and conformed to the final schema when every column is known.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = columns.names()
-    types = {name: columns.parquet_type(name) for name in names}
-    schema = pa.schema([(name, getattr(pa, types[name])()) for name in names])
-    with pq.ParquetWriter(_StreamAdapter(stream), schema, compression="zstd") as writer:
+    known = pa.schema([(name, getattr(pa, kind)()) for name, kind in columns.known.items()])
+    with tempfile.TemporaryDirectory(prefix="kaleyra-email-spool-") as folder:
+        spooled: list[str] = []
+        count = 0
         for batch in _batches(rows, PARQUET_ROW_GROUP_ROWS):
-            arrays = [
-                pa.array([_parquet_value(row.get(name), types[name]) for row in batch], schema.field(name).type)
-                for name in names
-            ]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            for row in batch:
+                columns.observe(row)
+            path = f"{folder}/{len(spooled)}.arrow"
+            table = _arrow_table(batch, known, sorted(columns.kinds))
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            spooled.append(path)
+            count += len(batch)
+        names = columns.names()
+        schema = pa.schema([(name, getattr(pa, columns.parquet_type(name))()) for name in names])
+        with pq.ParquetWriter(_StreamAdapter(stream), schema, compression="zstd") as writer:
+            if not spooled:
+                writer.write_table(schema.empty_table())
+            for path in spooled:
+                with pa.memory_map(path) as source:
+                    writer.write_table(_conform(pa.ipc.open_file(source).read_all(), schema))
+    return WriteResult(rows=count, bytes=stream.bytes)
+
+
+def _arrow_table(batch: list[Mapping[str, Any]], known: Any, extras: list[str]) -> Any:
+    """
+    One batch in Arrow: the known columns in their types, extra ones as Arrow reads them, and
+    nested values (like the API's ``user_details``) as JSON text. Arrow reads the rows in C++;
+    only a column that did not come out right is redone value by value.
+    """
+    import pyarrow as pa
+
+    try:
+        inferred = pa.Table.from_pylist(list(batch))
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # one column holds several kinds of value
+        inferred = None
+    arrays = []
+    for name in [*known.names, *extras]:
+        target = known.field(name).type if name in known.names else None
+        if inferred is None:
+            arrays.append(_by_value(batch, name, target))
+        elif name not in inferred.column_names:
+            arrays.append(pa.nulls(len(batch), target or pa.string()))
+        else:
+            arrays.append(_arrow_column(batch, name, inferred.column(name), target))
+    return pa.Table.from_arrays(arrays, names=[*known.names, *extras])
+
+
+def _arrow_column(batch: list[Mapping[str, Any]], name: str, column: Any, target: Any) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if pa.types.is_nested(column.type):
+        if pa.types.is_struct(column.type) and column.type.num_fields == 0:
+            # Every value is {} (like the API's user_details) or missing: no need to look at each.
+            return pc.if_else(column.is_valid(), pa.scalar("{}"), pa.scalar(None, pa.string()))
+        return _by_value(batch, name, pa.string())
+    if target is None or column.type == target or pa.types.is_null(column.type):
+        return column if target is None else column.cast(target)
+    if pa.types.is_integer(column.type) and pa.types.is_floating(target):
+        return column.cast(target)
+    return _by_value(batch, name, target)  # e.g. a number the API sent as a string
+
+
+def _by_value(batch: list[Mapping[str, Any]], name: str, target: Any) -> Any:
+    """A column built from the rows themselves, nested values as JSON text (Arrow's reading of
+    nested values is lossy: ``{}`` beside ``{"k": [...]}`` comes back as ``{"k": None}``)."""
+    import pyarrow as pa
+
+    arrow_type = target or pa.string()
+    kind = _KIND[str(arrow_type)]
+    return pa.array([_parquet_value(row.get(name), kind) for row in batch], arrow_type)
+
+
+#: Arrow type names to the kinds ``_parquet_value`` knows.
+_KIND = {"string": "string", "int64": "int64", "double": "float64", "bool": "bool"}
+
+
+def _conform(table: Any, schema: Any) -> Any:
+    """A spooled batch in the final schema: missing columns null, the rest cast."""
+    import pyarrow as pa
+
+    arrays = []
+    for spec in schema:
+        if spec.name not in table.column_names:
+            arrays.append(pa.nulls(table.num_rows, spec.type))
+        else:
+            arrays.append(table.column(spec.name).cast(spec.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def _parquet_value(value: Any, kind: str) -> Any:

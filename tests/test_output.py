@@ -106,3 +106,33 @@ def test_output_format_names():
     assert OutputFormat.parse(" CSV ") is OutputFormat.CSV
     with pytest.raises(ValueError, match="output_format='xml' is not an output format"):
         OutputFormat.parse("xml")
+
+
+def test_parquet_extras_that_change_kind_between_row_groups(target, monkeypatch):
+    import airflow_provider_kaleyra_email.output as output
+
+    monkeypatch.setattr(output, "PARQUET_ROW_GROUP_ROWS", 2)
+    rows = [
+        {"message_id": "a:1", "status": "OPEN", "sale_price": "0.25", "mixed": 1, "ratio": 1, "only_late": None},
+        {"message_id": "a:2", "status": "OPEN", "sale_price": 1, "mixed": 2, "ratio": 2},
+        {"message_id": "b:1", "status": "BOUNCE", "sale_price": None, "mixed": "three", "ratio": 2.5, "only_late": [1]},
+    ]
+
+    write_rows(iter(rows), target, OutputFormat.PARQUET, KNOWN)
+
+    table = pq.read_table(io.BytesIO(target.read_bytes()))
+    assert table.schema.names == ["message_id", "status", "sale_price", "mixed", "only_late", "ratio"]
+    assert [str(t) for t in table.schema.types] == ["string", "string", "double", "string", "string", "double"]
+    assert table.to_pylist() == [
+        {"message_id": "a:1", "status": "OPEN", "sale_price": 0.25, "mixed": "1", "only_late": None, "ratio": 1.0},
+        {"message_id": "a:2", "status": "OPEN", "sale_price": 1.0, "mixed": "2", "only_late": None, "ratio": 2.0},
+        {
+            "message_id": "b:1",
+            "status": "BOUNCE",
+            "sale_price": None,
+            "mixed": "three",
+            "only_late": "[1]",
+            "ratio": 2.5,
+        },
+    ]
+    assert pq.ParquetFile(io.BytesIO(target.read_bytes())).num_row_groups == 2

@@ -115,9 +115,9 @@ def _import_everything() -> None:
     """Pay for imports and Airflow's per-process set-up before the clock starts, the same for every client."""
     import pyarrow.parquet  # noqa: F401
     import requests  # noqa: F401
+    from airflow.providers.common.compat.sdk import get_hook_lineage_collector
     from airflow.providers.common.compat.sdk import io as airflow_io
     from airflow.providers.http.operators.http import HttpOperator  # noqa: F401
-    from airflow.sdk.lineage import get_hook_lineage_collector
 
     from airflow_provider_kaleyra_email.operators.kaleyra_email import KaleyraEmailFetchLogsOperator  # noqa: F401
 

@@ -11,7 +11,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 def test_the_benchmark_runs_and_reports_every_client(tmp_path):
     report = tmp_path / "report.md"
-    subprocess.run(
+    completed = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -23,10 +23,11 @@ def test_the_benchmark_runs_and_reports_every_client(tmp_path):
             str(report),
         ],
         cwd=PROJECT,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=600,
     )
+    assert completed.returncode == 0, completed.stderr[-4000:]
     rows = [line for line in report.read_text().splitlines() if line.startswith("| 2,000 ")]
     assert [row.split("|")[3].strip() for row in rows] == ["hook", "fetch_jsonl", "requests_loop"]
     hook_row = rows[0].split("|")

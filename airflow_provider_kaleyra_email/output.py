@@ -351,18 +351,21 @@ def _arrow_table(batch: list[Mapping[str, Any]], known: Any, extras: list[str]) 
 
 
 def _arrow_column(batch: list[Mapping[str, Any]], name: str, column: Any, target: Any) -> Any:
+    # No pyarrow.compute here or in _conform unless a column really needs a cast: importing it
+    # costs a task about 0.3 s.
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     if pa.types.is_nested(column.type):
         if pa.types.is_struct(column.type) and column.type.num_fields == 0:
-            # Every value is {} (like the API's user_details) or missing: no need to look at each.
-            return pc.if_else(column.is_valid(), pa.scalar("{}"), pa.scalar(None, pa.string()))
+            # Every value is {} (like the API's user_details) or missing: no need to encode each.
+            return pa.array([None if row.get(name) is None else "{}" for row in batch], pa.string())
         return _by_value(batch, name, pa.string())
-    if target is None or column.type == target or pa.types.is_null(column.type):
-        return column if target is None else column.cast(target)
+    if target is None or column.type == target:
+        return column
+    if pa.types.is_null(column.type):
+        return pa.nulls(len(column), target)
     if pa.types.is_integer(column.type) and pa.types.is_floating(target):
-        return column.cast(target)
+        return pa.array(column.to_pylist(), target)  # not column.cast: see above
     return _by_value(batch, name, target)  # e.g. a number the API sent as a string
 
 
@@ -389,7 +392,8 @@ def _conform(table: Any, schema: Any) -> Any:
         if spec.name not in table.column_names:
             arrays.append(pa.nulls(table.num_rows, spec.type))
         else:
-            arrays.append(table.column(spec.name).cast(spec.type))
+            column = table.column(spec.name)
+            arrays.append(column if column.type == spec.type else column.cast(spec.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

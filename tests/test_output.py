@@ -64,6 +64,23 @@ def test_parquet_has_a_stable_typed_schema(target):
     assert table.column("user_details").to_pylist() == ["{}", '{"k":[1,2]}', None]
 
 
+def test_parquet_conforms_columns_arrow_reads_in_another_type(target):
+    # Whole numbers in a float column, a known column that is always null, and user_details that
+    # is only ever {} or missing: each comes out in the schema's type with its nulls kept.
+    rows = [
+        {"message_id": "a:1", "status": None, "sale_price": 3, "user_details": {}},
+        {"message_id": "a:2", "status": None, "sale_price": None},
+        {"message_id": "a:3", "status": None, "sale_price": 2**40, "user_details": {}},
+    ]
+    write_rows(iter(rows), target, OutputFormat.PARQUET, KNOWN)
+
+    table = pq.read_table(io.BytesIO(target.read_bytes()))
+    assert [str(t) for t in table.schema.types] == ["string", "string", "double", "string"]
+    assert table.column("status").to_pylist() == [None, None, None]
+    assert table.column("sale_price").to_pylist() == [3.0, None, float(2**40)]
+    assert table.column("user_details").to_pylist() == ["{}", None, "{}"]
+
+
 @pytest.mark.parametrize("output_format", list(OutputFormat))
 def test_no_rows_still_makes_a_valid_object(target, output_format):
     assert write_rows(iter([]), target, output_format, KNOWN).rows == 0

@@ -50,7 +50,7 @@ test-airflow2: setup-airflow2
 test: test-airflow3 test-airflow2
 
 bench: setup
-	.venv/bin/python -m benchmarks
+	.venv/bin/python -m benchmarks --output benchmarks/results/latest.md
 
 # Re-resolve the pins (needs PyPI). Edit constraints/*.in to move an Airflow line.
 constraints: setup

@@ -136,16 +136,6 @@ class RecentKeys:
         self._order: deque[Hashable] = deque()
         self._seen: set[Hashable] = set()
 
-    def add(self, key: Hashable) -> bool:
-        """Record ``key``; ``False`` when it is already among the recent ones."""
-        if key in self._seen:
-            return False
-        self._seen.add(key)
-        self._order.append(key)
-        if len(self._order) > self.capacity:
-            self._seen.discard(self._order.popleft())
-        return True
-
     def new_only(self, items: list[T], keys: Iterable[Hashable]) -> tuple[list[T], int]:
         """The items of one page whose key is not among the recent ones, and how many were dropped."""
         seen, order = self._seen, self._order

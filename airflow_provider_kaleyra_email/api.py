@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from operator import itemgetter
 from typing import Any
 from urllib.parse import quote
 
@@ -232,5 +233,16 @@ def _is_number(value: Any) -> bool:
 
 
 def log_row_key(row: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A log row's identity: one row per message per recipient batch (called for every row)."""
+    """A log row's identity: one row per message per recipient batch."""
     return (row.get("message_id"), row.get("to_mail"))
+
+
+_complete_row_key = itemgetter("message_id", "to_mail")  # log_row_key, for rows that have both
+
+
+def log_row_keys(rows: list[Mapping[str, Any]]) -> list[tuple[Any, Any]]:
+    """``log_row_key`` of every row of a page; in C when every row has both fields, as documented."""
+    try:
+        return list(map(_complete_row_key, rows))
+    except KeyError:
+        return [log_row_key(row) for row in rows]

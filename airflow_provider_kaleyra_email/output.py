@@ -121,8 +121,10 @@ def write_rows(
             counter = _CountingStream(stream)
             if output_format is OutputFormat.JSONL:
                 result = _write_jsonl(rows, counter)
+            elif output_format is OutputFormat.CSV:
+                result = _write_csv(rows, counter, _Columns(known_fields))
             else:
-                result = _write_tabular(rows, counter, output_format, known_fields)
+                result = _write_parquet(rows, counter, _Columns(known_fields))
         temporary.replace(destination)
     except BaseException:
         _remove_quietly(temporary)
@@ -222,15 +224,8 @@ def _kind(value: Any) -> str:
     return "other"
 
 
-def _write_tabular(
-    rows: Iterable[Mapping[str, Any]],
-    stream: _CountingStream,
-    output_format: OutputFormat,
-    known_fields: Mapping[str, str],
-) -> WriteResult:
-    if output_format is OutputFormat.PARQUET:
-        return _write_parquet(rows, stream, _Columns(known_fields))
-    columns = _Columns(known_fields)
+def _write_csv(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> WriteResult:
+    """CSV through a JSON Lines spool: the header needs every column, known only at the end."""
     with tempfile.TemporaryFile(prefix="kaleyra-email-spool-") as spool:
         count = 0
         for batch in _batches(rows, BATCH_ROWS):
@@ -239,7 +234,7 @@ def _write_tabular(
             spool.write(_jsonl_bytes(batch))
             count += len(batch)
         spool.seek(0)
-        _write_csv(_read_spool(spool), stream, columns)
+        _write_csv_rows(_read_spool(spool), stream, columns)
     return WriteResult(rows=count, bytes=stream.bytes)
 
 
@@ -280,7 +275,7 @@ def _csv_value(value: Any) -> Any:
 _CSV_AS_IS = frozenset({str, int, float})
 
 
-def _write_csv(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> None:
+def _write_csv_rows(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, columns: _Columns) -> None:
     names = columns.names()
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")

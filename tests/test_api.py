@@ -115,3 +115,16 @@ def test_statuses_and_their_classes():
     }
     assert MessageStatus.parse(" bounce ") is MessageStatus.BOUNCE
     assert MessageStatus.parse("QUEUED") is None
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"message_id": "a:1", "to_mail": "x@example.com"}, {"message_id": "a:2", "to_mail": "y@example.com"}],
+        [{"message_id": "a:1", "to_mail": "x@example.com"}, {"message_id": "a:2"}, {"to_mail": "z@example.com"}],
+    ],
+    ids=["every row complete", "rows missing a field"],
+)
+def test_a_page_of_keys_is_each_rows_key(rows):
+    assert api.log_row_keys(rows) == [api.log_row_key(row) for row in rows]
+    assert api.log_row_keys(rows)[0] == ("a:1", "x@example.com")

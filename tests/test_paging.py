@@ -74,10 +74,9 @@ class TestOrderedConcurrentMap:
 
 def test_recent_keys_forget_the_oldest():
     keys = RecentKeys(capacity=3)
-    assert [keys.add(k) for k in "abca"] == [True, True, True, False]
-    keys.add("d")
-    keys.add("e")
-    assert keys.add("a") is True, "'a' fell out of the window"
+    assert keys.new_only(list("abca"), "abca") == (["a", "b", "c"], 1)
+    keys.new_only(["d", "e"], "de")
+    assert keys.new_only(["a"], "a") == (["a"], 0), "'a' fell out of the window"
 
 
 class TestSnapshotCoverage:

@@ -17,7 +17,6 @@ from datetime import date, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
-from operator import itemgetter
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -71,7 +70,6 @@ MAX_RETRY_AFTER_SECONDS = 300.0
 DEDUP_WINDOW_ROWS = 20_000
 
 _json_decoder = msgspec.json.Decoder()
-_ROW_KEY = itemgetter("message_id", "to_mail")  # what api.log_row_key gives, for complete rows
 
 
 class _TransientError(Exception):
@@ -522,11 +520,7 @@ class KaleyraEmailHook(BaseHook):
     def _unique(self, rows: list[Any], recent: RecentKeys, stats: FetchStats) -> list[dict[str, Any]]:
         """A page's rows that are not among the recent ones (pages can shift while mail arrives)."""
         rows = [row for row in rows if isinstance(row, dict)]
-        try:
-            keys: list[Any] = list(map(_ROW_KEY, rows))  # in C, for the rows the API documents
-        except KeyError:
-            keys = [api.log_row_key(row) for row in rows]
-        fresh, dropped = recent.new_only(rows, keys)
+        fresh, dropped = recent.new_only(rows, api.log_row_keys(rows))
         stats.rows += len(fresh)
         stats.duplicates += dropped
         return fresh

@@ -322,15 +322,20 @@ class SyntheticDataset:
 
     def encoded_log_row(self, day: date, row: int, now: datetime) -> bytes:
         """``log_row`` as JSON, from the cache when the day has settled (its statuses no longer move)."""
-        info = self._day(day)  # first: a changed plan empties the caches
+        self._day(day)  # first: a changed plan empties the caches
         key = (day, row)
         encoded = self._encoded_rows.get(key)  # only settled rows are ever kept
         if encoded is not None:
             return encoded
         encoded = _encode(self.log_row(day, row, now))
-        if (now - info.midnight).total_seconds() > 86_400 + SETTLE_SECONDS:
+        if self._settled(day, now):
             self._keep_encoded(key, encoded)
         return encoded
+
+    @staticmethod
+    def _settled(day: date, now: datetime) -> bool:
+        """Whether no row of ``day`` can change status any more at ``now``."""
+        return (now - datetime.combine(day, datetime.min.time())).total_seconds() > 86_400 + SETTLE_SECONDS
 
     def _keep_encoded(self, key: tuple[date, int], encoded: bytes) -> None:
         budget = self.row_cache_mb * 1_000_000
@@ -436,8 +441,8 @@ class SyntheticDataset:
         """A day's ``metrics``: the five the page shows, plus ``bounces``, ``failed`` and ``suppressed``."""
         now = now or self.local_now()
         count = self.visible_rows(day, now)
-        settled = (now - datetime.combine(day, datetime.min.time())).total_seconds() > 86_400 + SETTLE_SECONDS
         key = (day, count)
+        settled = self._settled(day, now)
         if settled:
             with self._cache_lock:
                 if key in self._stats_cache:

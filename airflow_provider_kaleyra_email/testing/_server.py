@@ -106,7 +106,10 @@ class Faults:
 
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request as the emulator saw it; ``api_key_ok`` says if the key matched (the key is not kept)."""
+    """
+    One request as the emulator saw it; ``api_key_ok`` says if the key matched. Of the headers
+    only their names are kept (lower case), never a value, so no secret is stored.
+    """
 
     method: str
     path: str
@@ -114,6 +117,7 @@ class RecordedRequest:
     api_key_ok: bool
     status: int
     fault: str | None
+    header_names: frozenset[str] = frozenset()
     at: float = field(default_factory=time.monotonic)
 
 
@@ -304,6 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = parse_qs(parts.query, keep_blank_values=True)
         body = self._read_body()
         key_ok = self.headers.get("api-key") == emulator.api_key
+        header_names = frozenset(name.lower() for name in self.headers)
         fault = emulator._next_fault()
         if fault == "ok":
             fault = None
@@ -314,7 +319,9 @@ class _Handler(BaseHTTPRequestHandler):
         def record(status: int) -> None:
             # Recorded before the client can see an answer, so a test that got its answer
             # always finds the request here.
-            emulator._record(RecordedRequest(method, parts.path, query, key_ok, status, fault))
+            emulator._record(
+                RecordedRequest(method, parts.path, query, key_ok, status, fault, header_names=header_names)
+            )
 
         if fault in _SHORT_CIRCUITS:
             record(int(_FAULT_STATUS.get(fault, HTTPStatus.OK)))

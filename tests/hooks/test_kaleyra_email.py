@@ -325,6 +325,24 @@ class TestBadArgumentsSendNothing:
 # ------------------------------------------------------------------------------------------
 
 
+def test_a_netrc_entry_for_the_api_host_adds_no_credentials(
+    kaleyra_email_connection, kaleyra_email_emulator, monkeypatch, tmp_path
+):
+    # requests would send this as an Authorization header if the hook let it read ~/.netrc.
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password netrc-secret\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    list(KaleyraEmailHook(kaleyra_email_connection).iter_logs(DAY, DAY, page_size=100, search="user0"))
+
+    seen = kaleyra_email_emulator.requests
+    assert len(seen) > 1, "the first page and the concurrent ones"
+    assert all(r.api_key_ok and "api-key" in r.header_names for r in seen)
+    assert [r.header_names & {"authorization", "proxy-authorization"} for r in seen] == [set()] * len(seen)
+
+
 class TestTestConnection:
     def test_ok(self, hook, kaleyra_email_emulator):
         ok, message = hook.test_connection()

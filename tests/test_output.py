@@ -153,3 +153,20 @@ def test_parquet_extras_that_change_kind_between_row_groups(target, monkeypatch)
         },
     ]
     assert pq.ParquetFile(io.BytesIO(target.read_bytes())).num_row_groups == 2
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 64, 10_000_000])
+def test_csv_rows_read_back_from_the_spool_whatever_the_chunk_size(tmp_path, monkeypatch, chunk_bytes):
+    # The spool is decoded a few MB at a time; with tiny chunks every row straddles a boundary.
+    import airflow_provider_kaleyra_email.output as output
+
+    monkeypatch.setattr(output, "SPOOL_CHUNK_BYTES", chunk_bytes)
+    rows = [{"message_id": f"m:{i}", "status": "OPEN", "sale_price": i / 4, "note": "é\n" * (i % 3)} for i in range(50)]
+    target = ObjectStoragePath(f"file://{tmp_path}/rows.csv")
+
+    write_rows(iter(rows), target, OutputFormat.CSV, KNOWN)
+
+    read = list(csv.DictReader(io.StringIO(target.read_bytes().decode())))
+    assert [r["message_id"] for r in read] == [f"m:{i}" for i in range(50)]
+    assert [r["note"] for r in read] == ["é\n" * (i % 3) for i in range(50)]
+    assert [float(r["sale_price"]) for r in read] == [i / 4 for i in range(50)]

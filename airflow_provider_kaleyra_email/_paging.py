@@ -1,26 +1,56 @@
 """
-The machinery behind the hook's pagination: ordered concurrent page fetches, an adaptive
-concurrency limit, de-duplication with bounded memory, and progress logging.
+The machinery behind the hook's listings: the rules that make a paged listing end, ordered
+concurrent page fetches that stop at once when the listing does, an adaptive concurrency
+limit, and progress logging.
 
-Nothing here knows about HTTP or Kaleyra; the hook passes in what to fetch.
+Nothing here knows about HTTP; the hook passes in how to fetch a page and what a row's key is.
+
+The rules, for a listing asked page by page with ``limit = page_size``:
+
+- A page is only asked for on evidence: page ``n + 1`` after page ``n`` came back full and
+  brought rows not seen before. With a ``total`` to plan with, up to ``lookahead`` pages beyond
+  that evidence may be in flight, never more than ``total`` implies; without one, one at a time.
+- A listing ends at the first page that is short, empty, or adds nothing new (a repeat, as an
+  API that clamps ``page`` sends past the end). Requests are bounded by the pages that brought
+  new rows, plus ``lookahead``, plus the repair of rows that slid while mail arrived.
+- Rows are de-duplicated by key; a row without a key is never merged with another.
+- At the end the answers must add up: the rows listed lie between the smallest and the largest
+  ``total`` the API gave, and no page repeated an earlier one other than at the end. If they do
+  not, :class:`~airflow_provider_kaleyra_email.exceptions.KaleyraEmailAPIError` says which page
+  said what, unless the caller allowed a mismatch, which is then a warning.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Hashable, Iterable, Iterator
+import msgspec
 
-T = TypeVar("T")
+from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Hashable, Iterator
+
 R = TypeVar("R")
+
+#: Keys remembered for de-duplication: about 4 MB whatever the day's size. Logs are listed
+#: newest first, so mail that arrives during a listing pushes rows into the next page: a
+#: duplicate is always near its first sighting.
+DEDUP_WINDOW_ROWS = 20_000
+
+#: Pages in a row that may bring nothing new while ``total`` says rows are sliding.
+MAX_FRUITLESS_PAGES = 3
+
+_encode = msgspec.json.Encoder().encode
 
 
 class Log(Protocol):
@@ -31,39 +61,296 @@ class Log(Protocol):
     def warning(self, msg: str, /, *args: Any) -> Any: ...
 
 
-def ordered_concurrent_map(
-    fetch: Callable[[T], R], items: Iterable[T], *, concurrency: int, lookahead: int
-) -> Iterator[R]:
-    """
-    ``map(fetch, items)`` with up to ``concurrency`` calls at once, yielding results in order.
+class Cancelled(Exception):
+    """The listing has ended (or failed elsewhere): this fetch is no longer wanted."""
 
-    At most ``lookahead`` results are in flight or waiting to be consumed, so memory does not
-    grow with the number of items. An exception from ``fetch`` is raised at its place in the
-    order; leaving the loop early cancels what has not started.
+
+def cancellable_sleep(cancel: threading.Event) -> Callable[[float], None]:
+    """A ``sleep`` for tenacity that wakes up, and gives up, as soon as ``cancel`` is set."""
+
+    def sleep(seconds: float) -> None:
+        if cancel.wait(seconds):
+            raise Cancelled
+
+    return sleep
+
+
+def fetch_in_order(
+    fetch: Callable[[int], R],
+    *,
+    allowed: Callable[[], int],
+    concurrency: int,
+    lookahead: int,
+    cancel: threading.Event,
+) -> Generator[R, None, None]:
     """
+    Yield ``fetch(1)``, ``fetch(2)``, ... in order, up to ``concurrency`` calls at once.
+
+    Page ``n`` is only asked for once ``allowed() >= n``, read again after every page the caller
+    consumes, so the caller's evidence steers how far ahead we go; at most ``lookahead`` pages
+    are in flight or waiting. The first failure anywhere sets ``cancel`` (so retries elsewhere
+    stop sleeping and nothing new is sent) and is raised at once; leaving the loop early does
+    the same, and waits only for requests already on the wire.
+    """
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def guarded(page: int) -> R:
+        if cancel.is_set():
+            raise Cancelled
+        try:
+            return fetch(page)
+        except Cancelled:
+            raise
+        except BaseException as exc:
+            with lock:
+                failures.append(exc)
+            cancel.set()
+            raise
+
     if concurrency <= 1:
-        for item in items:
-            yield fetch(item)
+        page = 1
+        while page <= allowed():
+            yield fetch(page)
+            page += 1
         return
-    source = iter(items)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="kaleyra-email-page")
     pending: deque[Future[R]] = deque()
+    next_page = 1
     try:
-        for item in source:
-            pending.append(pool.submit(fetch, item))
-            if len(pending) >= max(lookahead, concurrency):
-                break
-        while pending:
-            result = pending.popleft().result()
-            next_item = next(source, _END)
-            if next_item is not _END:
-                pending.append(pool.submit(fetch, next_item))  # type: ignore[arg-type]
+        while True:
+            while next_page <= allowed() and len(pending) < max(lookahead, 1):
+                pending.append(pool.submit(guarded, next_page))
+                next_page += 1
+            if not pending:
+                return
+            try:
+                result = pending.popleft().result()
+            except Cancelled:
+                if failures:
+                    raise failures[0] from None
+                return
+            if failures:
+                raise failures[0]
             yield result
     finally:
+        cancel.set()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-_END = object()
+@dataclass
+class Page:
+    """One answer of a paged endpoint: its rows (JSON objects) and what it said of ``total``."""
+
+    number: int
+    rows: list[dict[str, Any]]
+    #: ``total`` as a count; ``None`` when absent or unreadable.
+    total: int | None = None
+    #: ``total`` as sent, when it was present but not a count (for messages).
+    odd_total: str | None = None
+
+
+@dataclass
+class FetchStats:
+    """What one listing did: rows handed out, pages fetched, duplicates dropped, the API's total."""
+
+    endpoint: str
+    rows: int = 0
+    pages: int = 0
+    pages_expected: int | None = None
+    duplicates: int = 0
+    total: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+
+class SeenKeys:
+    """The last ``capacity`` row keys, each with the page it was first seen on."""
+
+    def __init__(self, capacity: int = DEDUP_WINDOW_ROWS):
+        self.capacity = capacity
+        self._first_page: dict[Hashable, int] = {}
+
+    def first_page(self, key: Hashable) -> int | None:
+        return self._first_page.get(key)
+
+    def add(self, key: Hashable, page: int) -> None:
+        self._first_page[key] = page
+        if len(self._first_page) > self.capacity:
+            # dicts keep insertion order: the oldest key goes first.
+            del self._first_page[next(iter(self._first_page))]
+
+
+@dataclass
+class Listing:
+    """
+    The bounded-listing rules of this module for one listing: which page may be asked next,
+    which rows of a page are new, and whether the answers added up.
+
+    :param label: what is listed, for messages (``logs 2026-11-02..2026-11-02``).
+    :param endpoint: method and path, for errors.
+    :param page_size: the ``limit`` asked for.
+    :param key_of: a row's identity; ``None`` (or a tuple holding an empty part) for a row that
+        lacks it, which is then never merged with another.
+    :param lookahead: pages that may be in flight beyond the evidence, when a total allows.
+    :param allow_mismatch: log a warning instead of failing when the answers do not add up.
+    """
+
+    label: str
+    endpoint: str
+    page_size: int
+    key_of: Callable[[list[Any]], list[Any]]
+    log: Log
+    lookahead: int = 1
+    allow_mismatch: bool = False
+    stats: FetchStats = field(init=False)
+    seen: SeenKeys = field(default_factory=SeenKeys)
+    #: The last page accepted (in order), and whether it is evidence of another.
+    last_page: int = 0
+    more: bool = True
+    ended: str = ""
+    first_total: int | None = None
+    totals: dict[int, int] = field(default_factory=dict)
+    odd_totals: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    _fingerprints: dict[int, int] = field(default_factory=dict)
+    _page_totals: dict[int, int] = field(default_factory=dict)
+    _fruitless: int = 0
+
+    def __post_init__(self) -> None:
+        self.stats = FetchStats(endpoint=self.label)
+        self.progress = Progress(self.stats, self.log)
+
+    # ----------------------------------------------------------------------------------------
+
+    def allowed(self) -> int:
+        """The highest page there is evidence (or, within ``lookahead``, a total) to ask for."""
+        if not self.more:
+            return self.last_page
+        evidence = self.last_page + 1
+        if self.first_total is None:
+            return evidence
+        planned = math.ceil(max(self.totals) / self.page_size)
+        return max(evidence, min(evidence + self.lookahead - 1, planned))
+
+    def accept(self, page: Page) -> list[dict[str, Any]]:
+        """The new rows of the next page in order; afterwards ``more`` says whether to go on."""
+        self._note_total(page)
+        if len(page.rows) > self.page_size:
+            self.problems.append(f"page {page.number} held {len(page.rows)} rows, more than limit={self.page_size}")
+            raise self.error()
+        keys = self.key_of(page.rows)
+        fingerprint = _fingerprint(page.rows, keys)
+        repeat_of = self._fingerprints.setdefault(fingerprint, page.number) if page.rows else page.number
+        fresh = [] if repeat_of != page.number else self._fresh(page, keys)
+        self.stats.duplicates += len(page.rows) - len(fresh)
+        reached_total = bool(self.totals) and self.stats.rows >= max(self.totals)
+        # Mail arriving between two fetches pushes rows down: a page can hold only rows already
+        # seen when ``total`` grew by a page or more meanwhile. That is sliding, not an end, but
+        # only for a few pages in a row, so a server that lies this way still ends.
+        slid = not fresh and self._grew_since(page, self.last_page) and self._fruitless < MAX_FRUITLESS_PAGES
+        self._fruitless = 0 if fresh else self._fruitless + 1
+        self.last_page = page.number
+        self.more = len(page.rows) == self.page_size and (bool(fresh) or slid) and not reached_total
+        if not self.more:
+            self.ended = self._why_ended(page, fresh, repeat_of)
+        return fresh
+
+    def _grew_since(self, page: Page, earlier: int) -> bool:
+        before = self._page_totals.get(earlier)
+        return page.total is not None and before is not None and page.total - before >= len(page.rows) > 0
+
+    def fresh_only(self, page: Page) -> list[dict[str, Any]]:
+        """The new rows of a page asked for again (to repair rows that slid), out of order."""
+        self._note_total(page)
+        fresh = self._fresh(page, self.key_of(page.rows))
+        self.stats.duplicates += len(page.rows) - len(fresh)
+        return fresh
+
+    def finish(self) -> None:
+        """Check that the answers added up: raise, or warn when a mismatch is allowed."""
+        rows = self.stats.rows
+        if self.totals and not min(self.totals) <= rows <= max(self.totals):
+            said = "; ".join(f"page {page} said total={total:,}" for total, page in list(self.totals.items())[:4])
+            self.problems.append(f"{rows:,} rows were listed, but {said}")
+        if not self.problems:
+            return
+        if self.allow_mismatch:
+            self.log.warning("%s (allow_count_mismatch is set, so the task goes on).", self._describe())
+            return
+        raise self.error()
+
+    def error(self) -> KaleyraEmailAPIError:
+        return KaleyraEmailAPIError(
+            endpoint=self.endpoint,
+            status_code=HTTPStatus.OK,
+            error_code=None,
+            message=self._describe()
+            + ". If this listing can legitimately move while it is read (a status search over a live day), "
+            "set allow_count_mismatch=True to log a warning instead.",
+        )
+
+    # ----------------------------------------------------------------------------------------
+
+    def _describe(self) -> str:
+        pages = f"{self.stats.pages} page(s), {self.stats.rows:,} rows, {self.stats.duplicates:,} duplicates dropped"
+        ended = f"; {self.ended}" if self.ended else ""
+        odd = "".join(f"; page {page} said total={text!r}" for text, page in list(self.odd_totals.items())[:2])
+        return f"{self.label}: the API's answers do not add up: {'; '.join(self.problems)} ({pages}{ended}{odd})"
+
+    def _note_total(self, page: Page) -> None:
+        self.progress.page_done()
+        if page.total is not None:
+            self.totals.setdefault(page.total, page.number)
+            self._page_totals[page.number] = page.total
+            if self.first_total is None and page.number == 1:
+                self.first_total = self.stats.total = page.total
+                self.stats.pages_expected = max(1, math.ceil(page.total / self.page_size))
+        elif page.odd_total is not None:
+            self.odd_totals.setdefault(page.odd_total, page.number)
+
+    def _fresh(self, page: Page, keys: list[Any]) -> list[dict[str, Any]]:
+        seen, number = self.seen, page.number
+        fresh = []
+        for row, key in zip(page.rows, keys, strict=True):
+            if _incomplete(key):
+                fresh.append(row)
+            elif seen.first_page(key) is None:
+                seen.add(key, number)
+                fresh.append(row)
+        self.stats.rows += len(fresh)
+        return fresh
+
+    def _why_ended(self, page: Page, fresh: list[dict[str, Any]], repeat_of: int) -> str:
+        n = page.number
+        if not page.rows:
+            return f"page {n} was empty"
+        if repeat_of != n:
+            if repeat_of != n - 1 and not self._grew_since(page, repeat_of):
+                # A clamped page repeats the one before it; any other repeat contradicts the rest.
+                self.problems.append(f"page {n} repeated page {repeat_of}")
+            return f"page {n} repeated page {repeat_of}, so the listing ended there"
+        if not fresh:
+            return f"page {n} held only rows already listed"
+        if len(page.rows) == self.page_size:
+            return f"page {n} completed the total"
+        return f"page {n} was the last ({len(page.rows)} rows, limit {self.page_size})"
+
+
+def _incomplete(key: Any) -> bool:
+    if key is None:
+        return True
+    return isinstance(key, tuple) and not all(key)
+
+
+def _fingerprint(rows: list[dict[str, Any]], keys: list[Any]) -> int:
+    """Equal for two pages with the same rows; rows without a key count by their content."""
+    if any(map(_incomplete, keys)):
+        return hash(_encode(rows))
+    return hash(tuple(keys))
 
 
 class AdaptiveConcurrency:
@@ -120,51 +407,6 @@ class AdaptiveConcurrency:
                 self._successes = 0
                 self.limit += 1
                 self._cond.notify()
-
-
-class RecentKeys:
-    """
-    Remembers the last ``capacity`` keys, to drop rows seen twice.
-
-    Logs are listed newest first, so mail that arrives during a listing pushes rows down into
-    the next page, where we see them again: a duplicate is always near its first sighting.
-    A window of recent keys catches that with memory that does not grow with the result.
-    """
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self._order: deque[Hashable] = deque()
-        self._seen: set[Hashable] = set()
-
-    def new_only(self, items: list[T], keys: Iterable[Hashable]) -> tuple[list[T], int]:
-        """The items of one page whose key is not among the recent ones, and how many were dropped."""
-        seen, order = self._seen, self._order
-        fresh = []
-        for item, key in zip(items, keys, strict=True):
-            if key not in seen:
-                seen.add(key)
-                order.append(key)
-                fresh.append(item)
-        while len(order) > self.capacity:
-            seen.discard(order.popleft())
-        return fresh, len(items) - len(fresh)
-
-
-@dataclass
-class FetchStats:
-    """What one listing did: rows handed out, pages fetched, duplicates dropped, the API's total."""
-
-    endpoint: str
-    rows: int = 0
-    pages: int = 0
-    pages_expected: int | None = None
-    duplicates: int = 0
-    total: int | None = None
-    seconds: float = 0.0
-
-    @property
-    def rows_per_second(self) -> float:
-        return self.rows / self.seconds if self.seconds > 0 else 0.0
 
 
 class Progress:

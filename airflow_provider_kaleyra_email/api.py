@@ -9,13 +9,15 @@ comments here say where we had to interpret it.
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from operator import itemgetter
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 DEFAULT_BASE_URL = "https://api.kaleyra.io"
 
@@ -32,6 +34,10 @@ API_DEFAULT_PAGE_SIZE = 50
 
 #: The header that carries the API key, and nothing else does.
 API_KEY_HEADER = "api-key"
+
+#: The largest response body we read (after decompression). A page of 100 log rows is about
+#: 50 KB; anything near this is not an answer we can use, and must not exhaust a worker's memory.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 
 #: Characters a message id may hold. Kaleyra's ids look like ``<uuid>:<n>``; we treat them as
 #: opaque but refuse characters that no id has and that would change a URL (``/ ? # %``),
@@ -189,6 +195,25 @@ def envelope_data(body: Any) -> list[Any]:
     return data
 
 
+def envelope_rows(body: Any) -> list[dict[str, Any]]:
+    """
+    The ``data`` list of a listing page, every entry a JSON object.
+
+    An entry that is not an object is not a row we can export or count, and dropping it would
+    lose data in silence: it raises ``ValueError``.
+    """
+    data = envelope_data(body)
+    for index, entry in enumerate(data):
+        if not isinstance(entry, dict):
+            raise ValueError(f"data[{index}] is {_preview_value(entry)} ({type(entry).__name__}), not a JSON object")
+    return data
+
+
+def _preview_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
 def envelope_total(body: Mapping[str, Any]) -> int | None:
     """The logs endpoint's ``total`` (an int, or a numeric string); ``None`` when absent or unreadable."""
     total = body.get("total")
@@ -199,6 +224,42 @@ def envelope_total(body: Mapping[str, Any]) -> int | None:
     if isinstance(total, str) and total.strip().isdigit():
         return int(total)
     return None
+
+
+def odd_total(body: Mapping[str, Any]) -> str | None:
+    """``total`` as sent when it is present but not a count (``"many"``, ``-1``, ``1.5``), for messages."""
+    if "total" not in body or body["total"] is None or envelope_total(body) is not None:
+        return None
+    return _preview_value(body["total"])
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+# --------------------------------------------------------------------------------------------
+
+
+def secret_forms(secret: str) -> list[str]:
+    """
+    The forms in which an echo of ``secret`` may come back: as is, URL-encoded, and in base64
+    (as in an ``Authorization: Basic`` header), at any alignment inside a longer base64 text.
+    """
+    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+    raw = secret.encode()
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode()
+        # Drop the characters that also depend on the bytes before and after the secret.
+        core = encoded[(4 if offset else 0) : 4 * ((offset + len(raw)) // 3)]
+        if len(core) >= 8:
+            forms.update({core, core.replace("+", "-").replace("/", "_")})
+    return sorted(forms, key=len, reverse=True)
+
+
+def scrub(text: str, secret: str | None) -> str:
+    """``text`` with every form of ``secret`` (see :func:`secret_forms`) replaced by ``***``."""
+    if not secret or not text:
+        return text
+    pattern = re.compile("|".join(re.escape(form) for form in secret_forms(secret)), re.IGNORECASE)
+    return pattern.sub("***", text)
 
 
 def page_count(total: int, page_size: int) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_kaleyra_email import validation
-from airflow_provider_kaleyra_email.api import DEFAULT_BASE_URL, MAX_PAGE_SIZE, REGION_BASE_URLS
+from airflow_provider_kaleyra_email.api import DEFAULT_BASE_URL, MAX_PAGE_SIZE, MAX_RESPONSE_BYTES, REGION_BASE_URLS
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -57,6 +57,7 @@ class ConnectionConfig:
     max_retries: int = DEFAULT_MAX_RETRIES
     page_size: int = DEFAULT_PAGE_SIZE
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_response_bytes: int = MAX_RESPONSE_BYTES
 
 
 def config_from_connection(

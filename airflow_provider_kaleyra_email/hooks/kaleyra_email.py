@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
@@ -26,6 +27,11 @@ import msgspec
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
+
+try:
+    from airflow.providers.common.compat.sdk import mask_secret
+except ImportError:  # common-compat before 1.21 (Airflow 2.11 installs 1.20)
+    from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
 from requests.adapters import HTTPAdapter
 from tenacity import (
     RetryCallState,
@@ -34,16 +40,17 @@ from tenacity import (
     stop_after_attempt,
     wait_random_exponential,
 )
-from urllib3.exceptions import NewConnectionError
+from urllib3.exceptions import DecodeError, NewConnectionError, ProtocolError, ReadTimeoutError
 
 from airflow_provider_kaleyra_email import __version__, api, validation
 from airflow_provider_kaleyra_email._paging import (
     AdaptiveConcurrency,
     FetchStats,
-    Progress,
-    RecentKeys,
+    Listing,
+    Page,
     SnapshotCoverage,
-    ordered_concurrent_map,
+    cancellable_sleep,
+    fetch_in_order,
 )
 from airflow_provider_kaleyra_email.connection import (
     MAX_CONCURRENCY,
@@ -66,10 +73,18 @@ __all__ = [
 
 #: A Retry-After longer than this is capped, so one odd header cannot park a task for hours.
 MAX_RETRY_AFTER_SECONDS = 300.0
-#: Keys remembered for de-duplication (see ``RecentKeys``): about 4 MB whatever the day's size.
-DEDUP_WINDOW_ROWS = 20_000
+#: Bytes read from the socket at a time; the deadline and the size cap are checked between reads.
+READ_CHUNK_BYTES = 256 * 1024
 
 _json_decoder = msgspec.json.Decoder()
+
+
+class _TooLarge(Exception):
+    """A response body over ``max_response_bytes``: retrying would not make it smaller."""
+
+
+class _Deadline(Exception):
+    """A response still incomplete when its ``timeout`` ran out (a body that trickles in)."""
 
 
 class _TransientError(Exception):
@@ -83,9 +98,12 @@ class _TransientError(Exception):
         error_code: str | None = None,
         retry_after: float | None = None,
         unsent: bool = False,
+        kind: str = "answer",
     ):
         super().__init__(description)
         self.description = description
+        #: ``"timeout"``, ``"connection"`` (no answer at all) or ``"answer"`` (a bad one).
+        self.kind = kind
         self.status_code = status_code
         self.error_code = error_code
         self.retry_after = retry_after
@@ -110,10 +128,11 @@ class KaleyraEmailHook(BaseHook):
     exponential backoff and jitter; anything else raises :class:`KaleyraEmailAPIError`.
 
     :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
-    :param timeout: seconds to wait for each response (default: connection extra, else 30).
+    :param timeout: seconds a whole response may take (default: connection extra, else 30).
     :param max_retries: retries after the first attempt (default: connection extra, else 5).
     :param page_size: rows per request, 1 to 100 (default: connection extra, else 100).
-    :param max_concurrency: log pages fetched at once (default: connection extra, else 4).
+    :param max_concurrency: log pages fetched at once (default: connection extra, else 8).
+    :param max_response_bytes: the largest response body read (default 64 MiB); a larger one is an error.
     :param retry_wait_initial: backoff scale in seconds: retry ``n`` waits a random time up to
         ``retry_wait_initial * 2**n``, capped at ``retry_wait_max``.
     :param retry_wait_max: longest backoff in seconds.
@@ -132,6 +151,7 @@ class KaleyraEmailHook(BaseHook):
         max_retries: int | None = None,
         page_size: int | None = None,
         max_concurrency: int | None = None,
+        max_response_bytes: int | None = None,
         retry_wait_initial: float = 1.0,
         retry_wait_max: float = 60.0,
         **kwargs: Any,
@@ -152,6 +172,10 @@ class KaleyraEmailHook(BaseHook):
         if max_concurrency is not None:
             self._overrides["max_concurrency"] = validation.int_in_range(
                 max_concurrency, parameter="max_concurrency", low=1, high=MAX_CONCURRENCY
+            )
+        if max_response_bytes is not None:
+            self._overrides["max_response_bytes"] = validation.int_in_range(
+                max_response_bytes, parameter="max_response_bytes", low=1024, high=2**40
             )
         self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
         self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
@@ -217,6 +241,9 @@ class KaleyraEmailHook(BaseHook):
         )
         if self._overrides:
             config = ConnectionConfig(**{**_config_fields(config), **self._overrides})
+        # Airflow masks a connection's password as it loads it in a task; a hook used anywhere
+        # else (a script, a test, a callback) registers it here, so no log line can hold it.
+        mask_secret(config.api_key)
         return config
 
     @cached_property
@@ -324,13 +351,17 @@ class KaleyraEmailHook(BaseHook):
         message_id: str | None = None,
         search: str | list[str] | tuple[str, ...] | None = None,
         page_size: int | None = None,
+        allow_count_mismatch: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """
         Every log row matching the filters, exactly once, newest first, across all pages.
 
         Arguments are checked now, before any request; the rows come as you iterate. After the
-        first page the hook knows ``total`` and fetches the remaining pages ``max_concurrency``
-        at a time, keeping only a few pages in memory.
+        first page the hook knows ``total`` and fetches the next pages ``max_concurrency`` at a
+        time, keeping only a few pages in memory. The listing always ends (see
+        :mod:`airflow_provider_kaleyra_email._paging` for the rules); when its answers do not
+        add up (rows and ``total`` disagree, a page repeated another) it raises
+        :class:`KaleyraEmailAPIError` once the rows are out, unless ``allow_count_mismatch``.
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -339,11 +370,14 @@ class KaleyraEmailHook(BaseHook):
         :param search: a term, or a list of terms that must all match (status, from, to or
             template name; case-insensitive).
         :param page_size: rows per request, 1 to 100.
+        :param allow_count_mismatch: log a warning instead of failing when the counts do not add
+            up, for listings that can legitimately move while read (a status search over a live day).
         """
         query = self._logs_query(
             from_date, to_date, to_mail=to_mail, message_id=message_id, search=search, page_size=page_size
         )
-        return self._iter_log_rows(query)
+        allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
+        return self._iter_log_rows(query, allow_mismatch=allow)
 
     def iter_summary_stats(
         self,
@@ -351,18 +385,25 @@ class KaleyraEmailHook(BaseHook):
         to_date: str | date | datetime | None = None,
         *,
         page_size: int | None = None,
+        allow_count_mismatch: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """
-        One flat row per day, ``{"date": ..., <every metric the API sent>}``.
+        One flat row per day, ``{"date": ..., <every metric the API sent>}``, each day once.
 
         The endpoint gives no ``total``, so pages are fetched one after another until one
-        comes back shorter than ``page_size``. A page holds up to 100 days, so even a year is
-        four requests; concurrency would buy nothing here.
+        comes back short, empty or with no day not seen before. A page holds up to 100 days,
+        so even a year is four requests; concurrency would buy nothing here.
+
+        :param from_date: first day (inclusive) in the account's time zone.
+        :param to_date: last day (inclusive) in the account's time zone.
+        :param page_size: days per request, 1 to 100.
+        :param allow_count_mismatch: log a warning instead of failing when a page repeats an
+            earlier one other than at the end.
         """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
         size = self._page_size(page_size)
-        params = _date_params(start, end)
-        return self._iter_summary_rows(params, size)
+        allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
+        return self._iter_summary_rows(_date_params(start, end), size, allow_mismatch=allow)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated request (today's summary stats, one row), without retries."""
@@ -372,16 +413,9 @@ class KaleyraEmailHook(BaseHook):
             return False, f"Connection {self.kaleyra_email_conn_id!r} is not usable: {self._scrub(str(exc))}"
         today = datetime.now(self.timezone).date()
         path = api.summary_stats_path(config.sid)
-        params = {**_date_params(today, today), "page": "1", "limit": "1"}
+        params = [*_date_params(today, today).items(), ("page", "1"), ("limit", "1")]
         try:
-            response = self.session.get(
-                config.base_url + path, params=params, timeout=config.timeout, allow_redirects=False
-            )
-            self._interpret(response, endpoint=f"GET {path}")
-        except requests.Timeout:
-            return False, f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
-        except requests.ConnectionError as exc:
-            return False, f"Cannot reach {config.base_url}: {_reason(exc)}."
+            self._send_once("GET", path, params, None, f"GET {path}")
         except KaleyraEmailAPIError as exc:
             if exc.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
                 return False, (
@@ -390,6 +424,10 @@ class KaleyraEmailHook(BaseHook):
                 )
             return False, str(exc)
         except _TransientError as exc:
+            if exc.kind == "timeout":
+                return False, f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
+            if exc.kind == "connection":
+                return False, f"Cannot reach {config.base_url}: {exc.description}."
             return False, f"{config.base_url} answered, but not usefully: {exc.description}."
         return True, f"Connected to {config.base_url} as account {config.sid}."
 
@@ -420,57 +458,50 @@ class KaleyraEmailHook(BaseHook):
     def _page_size(self, page_size: Any) -> int:
         return self.config.page_size if page_size is None else validation.page_size(page_size)
 
-    def _iter_log_rows(self, query: _LogsQuery) -> Iterator[dict[str, Any]]:
+    def _iter_log_rows(self, query: _LogsQuery, *, allow_mismatch: bool) -> Iterator[dict[str, Any]]:
         path = api.logs_path(self.config.sid)
-        stats = FetchStats(endpoint=query.label)
-        self.last_fetch = stats
-        progress = Progress(stats, self.log)
-        recent = RecentKeys(DEDUP_WINDOW_ROWS)
-
-        def fetch(page: int) -> tuple[int, list[Any], int | None]:
-            body = self._get_page(path, query.params, page, query.page_size)
-            return page, self._data(body, endpoint=f"GET {path}"), api.envelope_total(body)
-
-        _, rows, total = fetch(1)
-        stats.total = total
-        yield from self._unique(rows, recent, stats)
-        progress.page_done()
-        if total is None:
-            # No total to plan with: walk forward until a short page. Sequential forward paging
-            # never skips a row when new mail arrives at the head; it only sees some twice.
-            page = 1
-            while len(rows) == query.page_size:
-                page += 1
-                _, rows, _ = fetch(page)
-                yield from self._unique(rows, recent, stats)
-                progress.page_done()
-            self._log_finished(progress.finish())
-            return
-
-        stats.pages_expected = api.page_count(total, query.page_size)
-        self.log.info("%s: %s rows in %s pages", query.label, f"{total:,}", stats.pages_expected)
-        coverage = SnapshotCoverage(total, query.page_size)
-        coverage.add(1, len(rows), total)
-        pages = ordered_concurrent_map(
-            fetch,
-            range(2, stats.pages_expected + 1),
-            concurrency=self.config.max_concurrency,
-            lookahead=2 * self.config.max_concurrency,
+        concurrency = self.config.max_concurrency
+        listing = Listing(
+            label=query.label,
+            endpoint=f"GET {path}",
+            page_size=query.page_size,
+            key_of=api.log_row_keys,
+            log=self.log,
+            lookahead=2 * concurrency,
+            allow_mismatch=allow_mismatch,
         )
-        for page, rows, page_total in pages:
-            coverage.add(page, len(rows), page_total)
-            yield from self._unique(rows, recent, stats)
-            progress.page_done()
-        yield from self._fill_gaps(coverage, fetch, recent, stats, progress)
-        self._log_finished(progress.finish())
+        self.last_fetch = listing.stats
+        cancel = threading.Event()
+
+        def fetch(page: int) -> Page:
+            return self._get_page(path, query.params, page, query.page_size, cancel=cancel)
+
+        coverage: SnapshotCoverage | None = None
+        pages = fetch_in_order(
+            fetch, allowed=listing.allowed, concurrency=concurrency, lookahead=2 * concurrency, cancel=cancel
+        )
+        try:
+            for page in pages:
+                fresh = listing.accept(page)
+                if page.number == 1 and listing.first_total is not None:
+                    coverage = SnapshotCoverage(listing.first_total, query.page_size)
+                    self.log.info(
+                        "%s: %s rows in %s pages", query.label, f"{page.total:,}", listing.stats.pages_expected
+                    )
+                if coverage is not None:
+                    coverage.add(page.number, len(page.rows), page.total)
+                yield from fresh
+                if not listing.more:
+                    break
+        finally:
+            pages.close()
+        if coverage is not None and coverage.latest_total > coverage.total:
+            yield from self._fill_gaps(coverage, listing, lambda page: fetch(page))
+        listing.finish()
+        self._log_finished(listing.progress.finish())
 
     def _fill_gaps(
-        self,
-        coverage: SnapshotCoverage,
-        fetch: Any,
-        recent: RecentKeys,
-        stats: FetchStats,
-        progress: Progress,
+        self, coverage: SnapshotCoverage, listing: Listing, fetch: Callable[[int], Page]
     ) -> Iterator[dict[str, Any]]:
         """
         Fetch again the rows that moved between pages while we listed them.
@@ -478,52 +509,50 @@ class KaleyraEmailHook(BaseHook):
         Mail that arrives during a listing pushes every row down; a page fetched after the push
         misses rows that slid into a page fetched before it. Each response's ``total`` says how
         far rows have moved, so we know which positions of the first page's listing no page
-        covered, and fetch them where they are now.
+        covered, and fetch them where they are now (a bounded number of times).
         """
-        budget = 2 * len(coverage.gaps()) + 10
-        while coverage.gaps() and budget > 0:
+        budget, fruitless = 2 * len(coverage.gaps()) + 10, 0
+        while coverage.gaps() and budget > 0 and fruitless < 3:
             budget -= 1
-            page = coverage.page_now_holding(coverage.gaps()[0][0])
-            _, rows, page_total = fetch(page)
-            if not rows:
+            page = fetch(coverage.page_now_holding(coverage.gaps()[0][0]))
+            if not page.rows:
                 break
-            coverage.add(page, len(rows), page_total)
-            yield from self._unique(rows, recent, stats)
-            progress.page_done()
+            fresh = listing.fresh_only(page)
+            # Rows keep sliding while we repair, so one page that missed is not proof of an end.
+            fruitless = 0 if fresh else fruitless + 1
+            coverage.add(page.number, len(page.rows), page.total)
+            yield from fresh
         missing = coverage.missing()
         if missing:
             self.log.warning(
                 "%s: %d rows of the %s listed at the start moved out of reach while paging "
                 "(statuses changing under a status search, or deletions); run again to pick them up.",
-                stats.endpoint,
+                listing.label,
                 missing,
                 f"{coverage.total:,}",
             )
 
-    def _iter_summary_rows(self, params: dict[str, str], page_size: int) -> Iterator[dict[str, Any]]:
+    def _iter_summary_rows(
+        self, params: dict[str, str], page_size: int, *, allow_mismatch: bool
+    ) -> Iterator[dict[str, Any]]:
         path = api.summary_stats_path(self.config.sid)
-        stats = FetchStats(endpoint=f"summary stats {params.get('start_date', '…')}..{params.get('end_date', '…')}")
-        self.last_fetch = stats
-        progress = Progress(stats, self.log)
-        page = 0
-        days: list[Any] = [None] * page_size
-        while len(days) == page_size:
-            page += 1
-            days = self._data(self._get_page(path, tuple(params.items()), page, page_size), endpoint=f"GET {path}")
-            for day in days:
-                if isinstance(day, Mapping):
-                    stats.rows += 1
-                    yield api.flatten_day(day)
-            progress.page_done()
-        self._log_finished(progress.finish())
-
-    def _unique(self, rows: list[Any], recent: RecentKeys, stats: FetchStats) -> list[dict[str, Any]]:
-        """A page's rows that are not among the recent ones (pages can shift while mail arrives)."""
-        rows = [row for row in rows if isinstance(row, dict)]
-        fresh, dropped = recent.new_only(rows, api.log_row_keys(rows))
-        stats.rows += len(fresh)
-        stats.duplicates += dropped
-        return fresh
+        listing = Listing(
+            label=f"summary stats {params.get('start_date', '…')}..{params.get('end_date', '…')}",
+            endpoint=f"GET {path}",
+            page_size=page_size,
+            key_of=_day_keys,
+            log=self.log,
+            allow_mismatch=allow_mismatch,
+        )
+        self.last_fetch = listing.stats
+        number = 0
+        while listing.more:
+            number += 1
+            page = self._get_page(path, tuple(params.items()), number, page_size)
+            for day in listing.accept(page):
+                yield api.flatten_day(day)
+        listing.finish()
+        self._log_finished(listing.progress.finish())
 
     def _log_finished(self, stats: FetchStats) -> None:
         total = ""
@@ -541,8 +570,24 @@ class KaleyraEmailHook(BaseHook):
             total,
         )
 
-    def _get_page(self, path: str, params: tuple[tuple[str, str], ...], page: int, page_size: int) -> Any:
-        return self._call("GET", path, params=[*params, ("page", str(page)), ("limit", str(page_size))])
+    def _get_page(
+        self,
+        path: str,
+        params: tuple[tuple[str, str], ...],
+        page: int,
+        page_size: int,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Page:
+        endpoint = f"GET {path}"
+        body = self._call("GET", path, params=[*params, ("page", str(page)), ("limit", str(page_size))], cancel=cancel)
+        try:
+            rows = api.envelope_rows(body)
+        except ValueError as exc:
+            raise KaleyraEmailAPIError(
+                endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=f"page {page}: {exc}"
+            ) from None
+        return Page(page, rows, api.envelope_total(body), api.odd_total(body))
 
     @staticmethod
     def _data(body: Any, *, endpoint: str) -> list[Any]:
@@ -560,12 +605,15 @@ class KaleyraEmailHook(BaseHook):
         params: list[tuple[str, str]] | None = None,
         json_body: Any = None,
         idempotent: bool = True,
+        cancel: threading.Event | None = None,
     ) -> Any:
         """
         Send one request, retrying what is worth retrying; return the decoded JSON body.
 
         A request that is not ``idempotent`` (a send) is repeated only when the server cannot
         have acted on it: after a 429 or a refused connection, never after a timeout or a 5xx.
+        Setting ``cancel`` (the listing ended or failed elsewhere) cuts a back-off sleep short
+        and sends nothing more.
         """
         endpoint = f"{method} {path}" + (f"?{urlencode(params)}" if params else "")
         tries: list[str] = []
@@ -579,6 +627,7 @@ class KaleyraEmailHook(BaseHook):
             wait=self._wait,
             retry=retry_if_exception(worth_retrying),
             before_sleep=lambda state: self._log_retry(endpoint, state),
+            sleep=cancellable_sleep(cancel or threading.Event()),
             reraise=True,
         )
         try:
@@ -615,34 +664,47 @@ class KaleyraEmailHook(BaseHook):
         self, method: str, path: str, params: list[tuple[str, str]] | None, json_body: Any, endpoint: str
     ) -> Any:
         url = self.config.base_url + path
+        timeout = self.config.timeout
         try:
             with self._concurrency.slot():
+                deadline = time.monotonic() + timeout
                 response = self.session.request(
                     method,
                     url,
                     params=params,
                     json=json_body,
-                    timeout=self.config.timeout,
+                    timeout=timeout,
                     # The api-key header must reach the configured host and no other.
                     allow_redirects=False,
+                    stream=True,
                 )
-                # Read the body here, inside the handler: a connection dropped mid-body surfaces now.
-                response.content  # noqa: B018
+                try:
+                    content = _read_body(response.raw, deadline=deadline, limit=self.config.max_response_bytes)
+                except BaseException:
+                    response.close()  # a half-read connection must not go back to the pool
+                    raise
+                response.raw.release_conn()
+        except _TooLarge as exc:
+            raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
         except requests.ConnectTimeout:
-            raise _TransientError(f"could not connect within {self.config.timeout:g} s", unsent=True) from None
-        except requests.Timeout:
-            raise _TransientError(f"no answer within {self.config.timeout:g} s (timeout)") from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-            raise _TransientError(f"connection failed: {_reason(exc)}", unsent=_never_connected(exc)) from None
-        return self._interpret(response, endpoint=endpoint)
+            raise _TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout") from None
+        except (_Deadline, requests.Timeout, ReadTimeoutError):
+            raise _TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout") from None
+        except DecodeError as exc:
+            raise _TransientError(f"a body that could not be decompressed ({self._scrub(_reason(exc))})") from None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, ProtocolError) as exc:
+            raise _TransientError(
+                f"connection failed: {self._scrub(_reason(exc))}", unsent=_never_connected(exc), kind="connection"
+            ) from None
+        return self._interpret(response, content, endpoint=endpoint)
 
-    def _interpret(self, response: requests.Response, *, endpoint: str) -> Any:
+    def _interpret(self, response: requests.Response, content: bytes, *, endpoint: str) -> Any:
         try:
             body = interpret_response(
                 status=response.status_code,
                 reason=response.reason or "",
                 headers=response.headers,
-                content=response.content,
+                content=content,
                 endpoint=endpoint,
                 api_key=self._known_api_key(),
             )
@@ -703,7 +765,8 @@ class KaleyraEmailAsyncHook(BaseHook):
     anything else raises :class:`KaleyraEmailAPIError`.
 
     :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
-    :param timeout: seconds to wait for each response (default: connection extra, else 30).
+    :param timeout: seconds a whole response may take (default: connection extra, else 30).
+    :param max_response_bytes: the largest response body read (default 64 MiB); a larger one is an error.
     """
 
     conn_name_attr = "kaleyra_email_conn_id"
@@ -715,11 +778,17 @@ class KaleyraEmailAsyncHook(BaseHook):
         kaleyra_email_conn_id: str = default_conn_name,
         *,
         timeout: float | None = None,
+        max_response_bytes: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
         self._timeout = None if timeout is None else validation.positive_number(timeout, parameter="timeout")
+        self._max_response_bytes = (
+            None
+            if max_response_bytes is None
+            else validation.int_in_range(max_response_bytes, parameter="max_response_bytes", low=1024, high=2**40)
+        )
         self._config: ConnectionConfig | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -741,6 +810,9 @@ class KaleyraEmailAsyncHook(BaseHook):
             )
             if self._timeout is not None:
                 config = dataclasses.replace(config, timeout=self._timeout)
+            if self._max_response_bytes is not None:
+                config = dataclasses.replace(config, max_response_bytes=self._max_response_bytes)
+            await _amask_secret(config.api_key)
             self._config = config
         return self._config
 
@@ -775,22 +847,30 @@ class KaleyraEmailAsyncHook(BaseHook):
             )
         try:
             try:
-                response = await self._client.get(config.base_url + path)
+                # ``timeout`` bounds the whole response, headers and body, not each socket read.
+                status, reason, headers, content = await asyncio.wait_for(
+                    self._read(self._client, config.base_url + path, limit=config.max_response_bytes),
+                    timeout=config.timeout,
+                )
             except httpx.ConnectTimeout:
                 raise _TransientError(f"could not connect within {config.timeout:g} s", unsent=True) from None
-            except httpx.TimeoutException:
-                raise _TransientError(f"no answer within {config.timeout:g} s (timeout)") from None
+            except (httpx.TimeoutException, asyncio.TimeoutError):
+                raise _TransientError(f"no complete answer within {config.timeout:g} s (timeout)") from None
+            except httpx.DecodingError:
+                raise _TransientError("a body that could not be decompressed") from None
             except httpx.TransportError as exc:
                 reason = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
                 raise _TransientError(f"connection failed: {scrub_secret(reason, config.api_key)}") from None
             return interpret_response(
-                status=response.status_code,
-                reason=response.reason_phrase,
-                headers=response.headers,
-                content=response.content,
+                status=status,
+                reason=reason,
+                headers=headers,
+                content=content,
                 endpoint=endpoint,
                 api_key=config.api_key,
             )
+        except _TooLarge as exc:
+            raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
         except _TransientError as exc:
             raise KaleyraEmailRetriesExhaustedError(
                 endpoint=endpoint,
@@ -798,6 +878,31 @@ class KaleyraEmailAsyncHook(BaseHook):
                 error_code=exc.error_code,
                 message=f"{exc.description} (one attempt, not retried: the caller polls again)",
             ) from None
+
+    @staticmethod
+    async def _read(client: httpx.AsyncClient, url: str, *, limit: int) -> tuple[int, str, httpx.Headers, bytes]:
+        """Status, reason, headers and the decompressed body of a GET, at most ``limit`` bytes of it."""
+        async with client.stream("GET", url) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise _TooLarge(_too_large(int(declared), limit))
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise _TooLarge(_too_large(size, limit, at_least=True))
+                chunks.append(chunk)
+            return response.status_code, response.reason_phrase, response.headers, b"".join(chunks)
+
+
+async def _amask_secret(secret: str) -> None:
+    """Register ``secret`` with Airflow's masker from async code, without a blocking call on the loop."""
+    try:
+        from airflow.sdk.log import amask_secret
+    except ImportError:  # Airflow 2.11: the masker is local to the process, and the call does no I/O
+        mask_secret(secret)
+        return
+    await amask_secret(secret)
 
 
 async def _async_extra_dejson(conn: Any) -> dict[str, Any]:
@@ -844,7 +949,9 @@ def interpret_response(
     A pure function of the response, so the sync hook and the async hook read Kaleyra the same
     way: 429 (with its ``Retry-After``), 5xx and an unreadable body raise ``_TransientError``
     (worth another try); a redirect, 400/401/403/404 and an HTTP 200 whose ``error`` object is not
-    empty raise :class:`KaleyraEmailAPIError`. ``api_key`` is only used to scrub it from messages.
+    empty raise :class:`KaleyraEmailAPIError`. Every text taken from the response (Kaleyra's
+    message, the reason phrase, a ``Location``, a preview of a body) is scrubbed of ``api_key``
+    in every form an echo of it may take (:func:`~airflow_provider_kaleyra_email.api.scrub`).
 
     :param status: the HTTP status code.
     :param reason: the HTTP reason phrase, used when the body says nothing.
@@ -853,6 +960,10 @@ def interpret_response(
     :param endpoint: method and path for error messages (never the key).
     :param api_key: the connection's key, so that an echo of it never reaches a message.
     """
+
+    def clean(text: str) -> str:
+        return api.scrub(text, api_key)
+
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         retry_after = _retry_after_seconds(headers.get("Retry-After"))
         raise _TransientError(
@@ -864,45 +975,38 @@ def interpret_response(
     if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
         detail = api.error_detail_for_status(_decode(content), reason)
         raise _TransientError(
-            f"HTTP {status} ({scrub_secret(detail.message, api_key)})",
-            status_code=status,
-            error_code=detail.error_code,
+            f"HTTP {status} ({clean(detail.message)})", status_code=status, error_code=detail.error_code
         )
     if HTTPStatus.MULTIPLE_CHOICES <= status < HTTPStatus.BAD_REQUEST:
-        location = headers.get("Location", "")
+        location = clean(headers.get("Location", ""))
         raise KaleyraEmailAPIError(
             endpoint=endpoint,
             status_code=status,
             error_code=None,
-            message=(f"redirect to {location!r} not followed: the API key is only sent to the configured host"),
+            message=f"redirect to {location!r} not followed: the API key is only sent to the configured host",
         )
     body = _decode(content)
     if status >= HTTPStatus.BAD_REQUEST:
         detail = api.error_detail_for_status(body, reason)
         raise KaleyraEmailAPIError(
-            endpoint=endpoint,
-            status_code=status,
-            error_code=detail.error_code,
-            message=scrub_secret(detail.message, api_key),
+            endpoint=endpoint, status_code=status, error_code=detail.error_code, message=clean(detail.message)
         )
     if body is _UNREADABLE:
-        raise _TransientError(f"HTTP {status} with a body that is not JSON: {_preview(content)}")
+        raise _TransientError(f"HTTP {status} with a body that is not JSON: {_preview(content, api_key)}")
     error_in_body = api.error_detail(body)
     if error_in_body is not None:
         raise KaleyraEmailAPIError(
             endpoint=endpoint,
             status_code=status,
             error_code=error_in_body.error_code,
-            message=scrub_secret(error_in_body.message, api_key),
+            message=clean(error_in_body.message),
         )
     return body
 
 
 def scrub_secret(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
-    if secret and secret in text:
-        return text.replace(secret, "***")
-    return text
+    """``text`` without ``secret`` in any form an echo of it may take."""
+    return api.scrub(text, secret)
 
 
 def envelope_data(body: Any, *, endpoint: str) -> list[Any]:
@@ -949,10 +1053,47 @@ def _decode(content: bytes) -> Any:
         return _UNREADABLE
 
 
-def _preview(content: bytes, limit: int = 80) -> str:
-    text = content[:limit].decode("utf-8", "replace")
-    text = "".join(char if char.isprintable() else " " for char in text)
+def _preview(content: bytes, api_key: str | None, limit: int = 80) -> str:
+    """The start of a body, for a message: scrubbed before it is cut, so no part of a key remains."""
+    text = api.scrub(content[: 4 * limit + 1024].decode("utf-8", "replace"), api_key)
+    text = "".join(char if char.isprintable() else " " for char in text[:limit])
     return repr(text + ("…" if len(content) > limit else ""))
+
+
+def _read_body(raw: Any, *, deadline: float, limit: int) -> bytes:
+    """
+    A urllib3 response's whole body, decompressed, by ``deadline`` and at most ``limit`` bytes.
+
+    The socket timeout bounds each read; the deadline bounds them all, so a body that trickles
+    in a byte at a time fails like any timeout instead of holding the worker for ever.
+    """
+    declared = raw.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(_too_large(int(declared), limit))
+    chunks, size = [], 0
+    sock = getattr(raw.connection, "sock", None)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _Deadline
+        if sock is not None:
+            sock.settimeout(remaining)  # so that no single read outlasts the deadline either
+        chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(_too_large(size, limit, at_least=True))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
+    more = "more than " if at_least else ""
+    return (
+        f"the response body is {more}{size:,} bytes, over the limit of {limit:,} "
+        "(max_response_bytes); no page of this API is that large, so it was not read"
+    )
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -1042,6 +1183,11 @@ def _send_body(
             raise ValueError(f"message_type={message_type!r} must be a non-empty string.")
         body["type"] = message_type
     return body
+
+
+def _day_keys(days: list[dict[str, Any]]) -> list[Any]:
+    """A summary stats day's identity is its date; a day without one is never merged."""
+    return [day.get("date") or None for day in days]
 
 
 def _date_params(start: date | None, end: date | None) -> dict[str, str]:

@@ -1,11 +1,12 @@
 """
 A Kaleyra Email API emulator for tests, demos and benchmarks: a real HTTP server on loopback.
 
-``KaleyraEmailEmulator`` serves a seeded synthetic data set (:class:`SyntheticDataset`) and can
-misbehave on purpose (:class:`Faults`). It needs only the standard library and ``msgspec``, so
-it runs wherever the provider does. DAG authors get the pytest fixtures
-``kaleyra_email_emulator`` and ``kaleyra_email_connection`` automatically (a ``pytest11``
-plugin); from a shell, ``python -m airflow_provider_kaleyra_email.testing --port 8080``.
+``KaleyraEmailEmulator`` serves a seeded synthetic data set (:class:`SyntheticDataset`), can
+misbehave on purpose (:class:`Faults`, one-off ``FAULT_KINDS``) and can lie persistently about
+its pages (:class:`Quirks`). It needs only the standard library and ``msgspec``, so it runs
+wherever the provider does. DAG authors get the pytest fixtures ``kaleyra_email_emulator`` and
+``kaleyra_email_connection`` automatically (a ``pytest11`` plugin); from a shell,
+``python -m airflow_provider_kaleyra_email.testing --port 8080``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from airflow_provider_kaleyra_email.testing._server import (
     DEFAULT_API_KEY,
     DEFAULT_SID,
     FAULT_KINDS,
+    OMIT,
     Faults,
     KaleyraEmailEmulator,
+    Quirks,
     RecordedRequest,
 )
 
@@ -24,8 +27,10 @@ __all__ = [
     "DEFAULT_API_KEY",
     "DEFAULT_SID",
     "FAULT_KINDS",
+    "OMIT",
     "Faults",
     "KaleyraEmailEmulator",
+    "Quirks",
     "RecordedRequest",
     "SyntheticDataset",
 ]

@@ -6,11 +6,28 @@ It serves ``GET /v1/<SID>/email/stats/<message id>``, ``GET /v1/<SID>/email/stat
 checks the ``api-key`` header, validates ``page``/``limit``/dates like the API (HTTP 400), and
 can misbehave on purpose: latency, 429 with ``Retry-After``, 5xx, dropped connections,
 truncated or HTML bodies, slow answers, and errors inside an HTTP 200.
+
+It can also play a hostile server. One-off fault kinds (``queue_faults``, see ``FAULT_KINDS``):
+
+- ``"trickle"``: the real answer, body one byte every ``Faults.trickle_seconds``;
+- ``"oversized"`` / ``"oversized_chunked"``: a valid JSON body of ``Faults.oversized_bytes``,
+  with or without ``Content-Length``, streamed, never built in memory;
+- ``"bad_gzip"``: ``Content-Encoding: gzip`` on a body that is not gzip;
+- ``"echo_error"`` / ``"echo_html"`` / ``"echo_redirect"``: a 400 JSON error, a 502 HTML page or
+  a 302 ``Location`` that echo the API key the client sent (raw, URL-encoded, base64 Basic);
+- ``"non_object_rows"``: the real answer with ``1, "x", null, []`` ahead of the rows.
+
+And persistent lies of a broken server, proxy or API release on the paged endpoints
+(:class:`Quirks`, ``set_quirks``): clamped pages, pages that repeat others, a wrong or missing
+``total``, empty pages from some page on, more rows per page than ``limit``, and log rows
+missing fields.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import enum
 import json
 import random
 import re
@@ -18,13 +35,13 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import msgspec
 
@@ -45,6 +62,14 @@ FAULT_KINDS = (
     "slow",
     "error200",
     "redirect",
+    "trickle",  # the real answer, its body one byte every Faults.trickle_seconds
+    "oversized",  # 200 with a valid JSON body of Faults.oversized_bytes, Content-Length declared
+    "oversized_chunked",  # the same body, chunked: no Content-Length to refuse it by
+    "bad_gzip",  # 200, Content-Encoding: gzip, a body that is not gzip
+    "echo_error",  # 400 JSON error echoing the api-key the client sent (raw, URL-encoded, base64)
+    "echo_html",  # 502 HTML page echoing the sent api-key in the same three forms
+    "echo_redirect",  # 302 to a Location carrying the sent api-key URL-encoded and base64
+    "non_object_rows",  # the real answer with 1, "x", null and [] ahead of the rows (logs, summary stats)
 )
 
 #: What a fault answers, as recorded; 0 means no HTTP status reached the client.
@@ -53,11 +78,17 @@ _FAULT_STATUS = {
     "500": HTTPStatus.INTERNAL_SERVER_ERROR,
     "503": HTTPStatus.SERVICE_UNAVAILABLE,
     "redirect": HTTPStatus.FOUND,
+    "echo_error": HTTPStatus.BAD_REQUEST,
+    "echo_html": HTTPStatus.BAD_GATEWAY,
+    "echo_redirect": HTTPStatus.FOUND,
     "drop": 0,
     "drop_mid_body": 0,
 }
-#: Faults that replace the API's answer; "slow" and "error200" change it instead.
-_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {"ok", "slow", "error200"}
+#: Faults that replace the API's answer; the others delay, change or trickle it instead.
+_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {"ok", "slow", "error200", "trickle", "non_object_rows"}
+#: What "non_object_rows" puts ahead of the real rows.
+_NON_OBJECT_ROWS: tuple[Any, ...] = (1, "x", None, [])
+_CHUNK = 64 * 1024
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _encode = msgspec.json.Encoder().encode
 
@@ -74,6 +105,8 @@ class Faults:
     :param malformed: share answered 200 with a truncated JSON body or an HTML page.
     :param slow: share answered only after ``slow_seconds``.
     :param error_on_200: share answered 200 with a non-empty ``error`` object.
+    :param trickle_seconds: pause between the body's bytes of a ``"trickle"`` fault.
+    :param oversized_bytes: body size of an ``"oversized"`` or ``"oversized_chunked"`` fault.
     """
 
     latency: float = 0.0
@@ -86,6 +119,8 @@ class Faults:
     slow_seconds: float = 5.0
     error_on_200: float = 0.0
     seed: int = 0
+    trickle_seconds: float = 0.5
+    oversized_bytes: int = 80 * 1024 * 1024
 
     def draw(self, rng: random.Random) -> str | None:
         """One fault kind for the next request, or ``None`` to answer normally."""
@@ -102,6 +137,50 @@ class Faults:
                 return rng.choice(kinds)
             roll -= share
         return None
+
+
+class _Omit(enum.Enum):
+    OMIT = "OMIT"
+
+    def __repr__(self) -> str:
+        return "OMIT"
+
+
+#: What a ``Quirks.total`` function returns to leave ``total`` out of the envelope.
+OMIT = _Omit.OMIT
+
+
+@dataclass
+class Quirks:
+    """
+    Persistent lies of a broken server, proxy or API release, on ``GET .../logs`` and
+    ``GET .../stats`` (summary stats) unless noted. They change what is served, never what
+    ``dataset.expected_logs(...)`` returns.
+
+    :param clamp_pages: a page past the last one answers the last page's rows again.
+    :param page_rows_from: ``page -> served page``: page ``p`` shows the rows of page ``f(p)``.
+    :param total: logs only: ``(true_total, page) -> envelope total``; return ``OMIT`` to leave it out.
+    :param empty_from_page: pages from this one on answer ``data: []`` (``total`` unchanged).
+    :param rows_per_page: rows per page whatever ``limit`` says (``limit`` is still echoed).
+    :param drop_row_fields: logs only: fields removed from every log row served.
+    """
+
+    clamp_pages: bool = False
+    page_rows_from: Callable[[int], int] | None = None
+    total: Callable[[int, int], Any] | None = None
+    empty_from_page: int | None = None
+    rows_per_page: int | None = None
+    drop_row_fields: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("empty_from_page", "rows_per_page"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, not {value}")
+        self.drop_row_fields = tuple(self.drop_row_fields)
+
+
+_NO_QUIRKS = Quirks()
 
 
 @dataclass(frozen=True)
@@ -137,6 +216,7 @@ class KaleyraEmailEmulator:
     :param api_key: the API key it accepts.
     :param dataset: the data it serves; by default built from ``dataset_options``.
     :param faults: how often it misbehaves (see :class:`Faults`).
+    :param quirks: persistent lies on the paged endpoints (see :class:`Quirks`).
     :param redirect_location: where a ``"redirect"`` fault points.
     :param dataset_options: passed to :class:`SyntheticDataset` (``seed``, ``start_date``,
         ``days``, ``rows_per_day``, ``timezone``, ``clock``, ...).
@@ -151,6 +231,7 @@ class KaleyraEmailEmulator:
         api_key: str = DEFAULT_API_KEY,
         dataset: SyntheticDataset | None = None,
         faults: Faults | None = None,
+        quirks: Quirks | None = None,
         redirect_location: str = "http://127.0.0.1:9/elsewhere",
         **dataset_options: Any,
     ):
@@ -160,6 +241,7 @@ class KaleyraEmailEmulator:
         self.api_key = api_key
         self.dataset = dataset or SyntheticDataset(**dataset_options)
         self.faults = faults or Faults()
+        self.quirks = quirks or Quirks()
         self.redirect_location = redirect_location
         self.requests: deque[RecordedRequest] = deque(maxlen=200_000)
         self._queued_faults: deque[str] = deque()
@@ -167,6 +249,8 @@ class KaleyraEmailEmulator:
         self._rng = random.Random(self.faults.seed)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Set by stop(): handlers that trickle or stream a big body give up at once.
+        self._stopping = threading.Event()
 
     def __repr__(self) -> str:
         state = self.base_url if self._server else "stopped"
@@ -179,19 +263,36 @@ class KaleyraEmailEmulator:
     def start(self) -> KaleyraEmailEmulator:
         handler = type("Handler", (_Handler,), {"emulator": self})
         server = ThreadingHTTPServer((self.host, self.port), handler)
+        # Handler threads are daemons: server_close() does not wait for them (a trickle may run long).
         server.daemon_threads = True
         server.request_queue_size = 128
         self._server = server
         self.port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, name="kaleyra-email-emulator", daemon=True)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            # serve_forever checks for shutdown() between polls: 0.05 s keeps stop() short.
+            kwargs={"poll_interval": 0.05},
+            name="kaleyra-email-emulator",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._stopping.set()  # handlers still trickling or streaming give up
+        server, self._server = self._server, None
+        if server is not None:
+            # serve_forever() sees shutdown() at its next poll, or at once when a connection wakes it.
+            stopper = threading.Thread(target=server.shutdown, name="kaleyra-email-emulator-stop", daemon=True)
+            stopper.start()
+            address = (str(server.server_address[0]), int(server.server_address[1]))
+            deadline = time.monotonic() + 5
+            while stopper.is_alive() and time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    socket.create_connection(address, timeout=0.1).close()
+                stopper.join(timeout=0.01)
+            server.server_close()  # closes the listening socket; daemon handler threads are not awaited
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
@@ -243,12 +344,18 @@ class KaleyraEmailEmulator:
             self.faults = faults
             self._rng = random.Random(faults.seed)
 
+    def set_quirks(self, quirks: Quirks) -> None:
+        """Lie from the next request on as ``quirks`` says; ``Quirks()`` stops lying."""
+        with self._lock:
+            self.quirks = quirks
+
     def clear(self) -> None:
-        """Forget recorded requests, queued faults and fault rates."""
+        """Forget recorded requests, queued faults, fault rates and quirks."""
         with self._lock:
             self.requests.clear()
             self._queued_faults.clear()
             self.faults = Faults()
+            self.quirks = Quirks()
             self._rng = random.Random(0)
 
     def requests_to(self, endpoint: str) -> list[RecordedRequest]:
@@ -336,8 +443,13 @@ class _Handler(BaseHTTPRequestHandler):
             )
         if fault == "error200":
             payload = {"data": [], "error": {"code": "E500", "message": "Internal error while reading logs"}}
+        elif fault == "non_object_rows" and status == HTTPStatus.OK and parts.path.endswith(("/logs", "/stats")):
+            payload = {**payload, "data": [*_NON_OBJECT_ROWS, *payload["data"]]}
         record(int(status))
-        self._send(status, _encode(payload))
+        if fault == "trickle":
+            self._trickle(status, _encode(payload))
+        else:
+            self._send(status, _encode(payload))
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -360,6 +472,80 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
         elif fault == "redirect":
             self._send(HTTPStatus.FOUND, b"", "text/plain", {"Location": self.emulator.redirect_location})
+        elif fault in {"oversized", "oversized_chunked"}:
+            self._oversized(chunked=fault == "oversized_chunked")
+        elif fault == "bad_gzip":
+            self._send(HTTPStatus.OK, b"\x1f\x8b\x08\x00garbage-not-gzip-at-all", headers={"Content-Encoding": "gzip"})
+        elif fault.startswith("echo_"):
+            self._echo_key(fault)
+
+    def _echo_key(self, fault: str) -> None:
+        """Echo the API key the client sent, as careless servers and proxies do."""
+        raw, encoded, basic = _key_forms(self.headers.get("api-key") or "")
+        if fault == "echo_error":
+            message = f"Invalid api-key {raw} (url: {encoded}; Authorization: Basic {basic})"
+            payload = {"data": [], "error": {"code": "E400", "message": message}}
+            self._send(HTTPStatus.BAD_REQUEST, _encode(payload), headers={"X-Echo-Api-Key": raw})
+        elif fault == "echo_html":
+            # Not escaped on purpose: a debugging proxy's page, the key as it came.
+            page = (
+                "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1>"
+                f"<pre>upstream refused GET {self.path}\napi-key: {raw}\n"
+                f"query: ?api-key={encoded}\nAuthorization: Basic {basic}</pre></body></html>"
+            )
+            self._send(HTTPStatus.BAD_GATEWAY, page.encode("utf-8"), "text/html; charset=utf-8")
+        elif fault == "echo_redirect":
+            location = f"http://127.0.0.1:9/login?api-key={encoded}&auth={basic}"
+            self._send(HTTPStatus.FOUND, b"", "text/plain", {"Location": location})
+
+    def _trickle(self, status: HTTPStatus, body: bytes) -> None:
+        """Send ``body`` with a true ``Content-Length``, one byte every ``trickle_seconds``."""
+        pause = self.emulator.faults.trickle_seconds
+        stopping = self.emulator._stopping
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()  # headers at once
+        try:
+            for index in range(len(body)):
+                if index and stopping.wait(pause):
+                    self.close_connection = True
+                    return
+                self.wfile.write(body[index : index + 1])
+        except OSError:  # the client went away
+            self.close_connection = True
+
+    def _oversized(self, *, chunked: bool) -> None:
+        """A valid JSON envelope of ``oversized_bytes`` bytes, streamed in 64 KB chunks."""
+        head, tail = b'{"data": [], "error": {}, "padding": "', b'"}'
+        padding = max(0, self.emulator.faults.oversized_bytes - len(head) - len(tail))
+        stopping = self.emulator._stopping
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/json")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(head) + padding + len(tail)))
+        self.end_headers()
+
+        def write(data: bytes) -> None:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+        filler = b"x" * _CHUNK
+        try:
+            write(head)
+            while padding and not stopping.is_set():
+                step = min(padding, _CHUNK)
+                write(filler if step == _CHUNK else filler[:step])
+                padding -= step
+            if padding:  # the emulator is stopping
+                self.close_connection = True
+                return
+            write(tail)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away
+            self.close_connection = True
 
     def _drop(self) -> None:
         self.close_connection = True
@@ -430,8 +616,19 @@ class _Handler(BaseHTTPRequestHandler):
             message_id=_single(query, "messageId"),
             search=search,
         )
-        rows = listing.encoded((page - 1) * limit, page * limit)
-        envelope: dict[str, Any] = {"data": rows, "error": {}, "total": len(listing), "limit": str(limit)}
+        quirks = self.emulator.quirks
+        if quirks == _NO_QUIRKS:  # the fast path
+            rows: list[Any] = listing.encoded((page - 1) * limit, page * limit)
+            total: Any = len(listing)
+        else:
+            rows = listing.encoded(*_page_bounds(quirks, page, limit, len(listing)))
+            if quirks.drop_row_fields:
+                dropped = set(quirks.drop_row_fields)
+                rows = [{k: v for k, v in msgspec.json.decode(raw).items() if k not in dropped} for raw in rows]
+            total = len(listing) if quirks.total is None else quirks.total(len(listing), page)
+        envelope: dict[str, Any] = {"data": rows, "error": {}, "total": total, "limit": str(limit)}
+        if total is OMIT:
+            del envelope["total"]
         # The page shows both spellings of "where we are": offset "" and, with search, page "0".
         envelope.update({"page": "0"} if search else {"offset": ""})
         return envelope
@@ -440,7 +637,11 @@ class _Handler(BaseHTTPRequestHandler):
         start, end = _date(query, "start_date"), _date(query, "end_date")
         page, limit = _page(query), _limit(query)
         days = self.emulator.dataset.summary_days(start, end)
-        return {"data": days[(page - 1) * limit : page * limit], "error": {}}
+        quirks = self.emulator.quirks
+        first, stop = (
+            ((page - 1) * limit, page * limit) if quirks == _NO_QUIRKS else _page_bounds(quirks, page, limit, len(days))
+        )
+        return {"data": days[first:stop], "error": {}}
 
     def _message_stats(self, message_id: str) -> dict[str, Any]:
         dataset = self.emulator.dataset
@@ -479,6 +680,25 @@ class _Handler(BaseHTTPRequestHandler):
             for message_id, address in zip(message.message_ids(), recipients, strict=True)
         ]
         return {"data": data, "error": {}}
+
+
+def _page_bounds(quirks: Quirks, page: int, limit: int, count: int) -> tuple[int, int]:
+    """The rows ``[first, stop)`` that page ``page`` shows, as ``quirks`` lie."""
+    if quirks.empty_from_page is not None and page >= quirks.empty_from_page:
+        return 0, 0
+    size = quirks.rows_per_page or limit
+    served = quirks.page_rows_from(page) if quirks.page_rows_from is not None else page
+    if quirks.clamp_pages:
+        served = min(served, max(1, -(-count // size)))  # with no rows, page 1: empty
+    if served < 1:
+        return 0, 0
+    return (served - 1) * size, min(served * size, count)
+
+
+def _key_forms(key: str) -> tuple[str, str, str]:
+    """A sent API key raw, URL-encoded and as the base64 of a Basic ``user:<key>``."""
+    basic = base64.b64encode(f"user:{key}".encode()).decode("ascii")
+    return key, quote(key, safe=""), basic
 
 
 def _single(query: Mapping[str, list[str]], name: str) -> str | None:

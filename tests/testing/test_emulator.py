@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import http.client
+import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+import zlib
 from datetime import date, datetime, timedelta, timezone
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import pytest
 import requests
 
-from airflow_provider_kaleyra_email.testing import Faults, KaleyraEmailEmulator, SyntheticDataset
+from airflow_provider_kaleyra_email.testing import (
+    FAULT_KINDS,
+    OMIT,
+    Faults,
+    KaleyraEmailEmulator,
+    Quirks,
+    SyntheticDataset,
+)
 
 DAY = date(2026, 11, 2)
 pytestmark = pytest.mark.kaleyra_email_emulator(start_date=date(2026, 11, 1), days=3, rows_per_day=300)
@@ -252,6 +267,346 @@ class TestFaults:
     def test_unknown_fault_kinds_are_refused(self, kaleyra_email_emulator):
         with pytest.raises(ValueError, match="unknown fault kinds"):
             kaleyra_email_emulator.queue_faults("teapot")
+
+
+#: A key the client sends that is not the emulator's own, with characters that URL-encoding changes.
+SENT_KEY = "client/s3cret+key=&?x"
+
+
+def connect(emulator: KaleyraEmailEmulator, endpoint: str, key: str | None = None, **params):
+    """An ``http.client`` request to the emulator: the connection and its response, body not read."""
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=10)
+    target = f"/v1/{emulator.sid}/email/{endpoint}" + (f"?{urlencode(params)}" if params else "")
+    connection.request("GET", target, headers={"api-key": key or emulator.api_key})
+    return connection, connection.getresponse()
+
+
+def handler_threads_of(request_sender):
+    """Run ``request_sender`` and return the threads it made the server start."""
+    before = set(threading.enumerate())
+    result = request_sender()
+    deadline = time.monotonic() + 2
+    started: set[threading.Thread] = set()
+    while not started and time.monotonic() < deadline:
+        started = {t for t in threading.enumerate() if t not in before and "process_request" in t.name}
+        time.sleep(0.005)
+    return result, started
+
+
+class TestHostileFaults:
+    def test_the_new_kinds_can_be_queued(self, kaleyra_email_emulator):
+        for kind in ("trickle", "oversized", "oversized_chunked", "bad_gzip", "echo_error", "echo_html",
+                     "echo_redirect", "non_object_rows"):  # fmt: skip
+            assert kind in FAULT_KINDS
+        kaleyra_email_emulator.queue_faults("echo_error", "bad_gzip")
+
+    def test_trickle_sends_headers_at_once_and_the_body_a_byte_at_a_time(self, kaleyra_email_emulator):
+        pause = 0.02
+        params = {"start_date": "2020-01-01", "end_date": "2020-01-02"}  # no mail: a short body
+        expected = get(kaleyra_email_emulator, "stats", **params).content
+        kaleyra_email_emulator.set_faults(Faults(trickle_seconds=pause))
+        kaleyra_email_emulator.queue_faults("trickle")
+
+        started = time.monotonic()
+        connection, response = connect(kaleyra_email_emulator, "stats", **params)
+        headers_after = time.monotonic() - started
+        arrivals, body = [], b""
+        while len(body) < len(expected):
+            body += response.read(1)
+            arrivals.append(time.monotonic())
+        connection.close()
+
+        assert response.status == 200
+        assert int(response.headers["Content-Length"]) == len(expected)
+        assert body == expected, "the real answer, only slower"
+        gaps = sorted(later - earlier for earlier, later in itertools.pairwise(arrivals))
+        assert gaps[len(gaps) // 2] >= 0.8 * pause, "the median gap between bytes is the pause"
+        assert arrivals[-1] - arrivals[0] >= 0.8 * pause * (len(expected) - 1)
+        assert headers_after < 0.5 * (arrivals[-1] - started), "headers do not wait for the body"
+        assert kaleyra_email_emulator.requests[-1].fault == "trickle"
+        assert kaleyra_email_emulator.requests[-1].status == 200
+
+    @pytest.mark.parametrize("chunked", [False, True], ids=["content_length", "chunked"])
+    def test_oversized_is_a_valid_json_body_of_the_size_asked(self, kaleyra_email_emulator, chunked):
+        kind = "oversized_chunked" if chunked else "oversized"
+        kaleyra_email_emulator.set_faults(Faults(oversized_bytes=300_000))
+        kaleyra_email_emulator.queue_faults(kind)
+
+        connection, response = connect(kaleyra_email_emulator, "logs")
+        body = response.read()
+        assert response.status == 200
+        assert response.headers["Content-Type"] == "application/json"
+        if chunked:
+            assert response.headers["Content-Length"] is None
+            assert response.headers["Transfer-Encoding"] == "chunked"
+        else:
+            assert int(response.headers["Content-Length"]) == 300_000
+        assert len(body) == 300_000
+        parsed = json.loads(body)
+        assert parsed["data"] == []
+        assert parsed["error"] == {}
+        # The framing was right: the same connection serves the next request.
+        connection.request("GET", f"/v1/{kaleyra_email_emulator.sid}/email/stats",
+                           headers={"api-key": kaleyra_email_emulator.api_key})  # fmt: skip
+        assert connection.getresponse().status == 200
+        connection.close()
+        assert [r.fault for r in kaleyra_email_emulator.requests] == [kind, None]
+
+    @pytest.mark.parametrize("kind", ["trickle", "oversized", "oversized_chunked"])
+    def test_a_client_that_goes_away_ends_the_answer_quietly(self, kaleyra_email_emulator, kind, capsys):
+        kaleyra_email_emulator.set_faults(Faults(trickle_seconds=0.01))  # 80 MB oversized, the default
+        kaleyra_email_emulator.queue_faults(kind)
+
+        def half_read():
+            connection, response = connect(kaleyra_email_emulator, "logs", limit=100)
+            first = response.read(5)
+            connection.sock.close()
+            connection.close()
+            return response.status, first
+
+        (status, first), threads = handler_threads_of(half_read)
+        assert (status, len(first)) == (200, 5)
+        assert threads, "the server answered in a thread of its own"
+        for thread in threads:
+            thread.join(timeout=5)
+            assert not thread.is_alive(), "the answer stopped when the client left"
+        assert get(kaleyra_email_emulator, "stats").status_code == 200, "the next request is served"
+        assert "Traceback" not in capsys.readouterr().err
+
+    def test_bad_gzip_claims_gzip_and_is_not(self, kaleyra_email_emulator):
+        kaleyra_email_emulator.queue_faults("bad_gzip")
+        connection, response = connect(kaleyra_email_emulator, "logs")
+        body = response.read()
+        connection.close()
+        assert response.status == 200
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert response.headers["Content-Type"] == "application/json"
+        assert body, "a body, just not gzip"
+        with pytest.raises((OSError, EOFError, zlib.error)):
+            gzip.decompress(body)
+        kaleyra_email_emulator.queue_faults("bad_gzip")
+        with pytest.raises(requests.exceptions.ContentDecodingError):
+            get(kaleyra_email_emulator, "logs")
+
+    @staticmethod
+    def key_forms(key):
+        return key, quote(key, safe=""), base64.b64encode(f"user:{key}".encode()).decode()
+
+    def test_echo_error_is_a_400_that_repeats_the_key_the_client_sent(self, kaleyra_email_emulator):
+        kaleyra_email_emulator.queue_faults("echo_error")
+        response = get(kaleyra_email_emulator, "logs", key=SENT_KEY)
+        assert response.status_code == 400
+        body = response.json()
+        assert body["data"] == []
+        assert body["error"]["code"] == "E400"
+        for form in self.key_forms(SENT_KEY):
+            assert form in body["error"]["message"]
+        assert kaleyra_email_emulator.api_key not in response.text, "the key sent, not the emulator's"
+        assert response.headers["X-Echo-Api-Key"] == SENT_KEY
+
+    def test_echo_html_is_a_502_page_that_repeats_the_key(self, kaleyra_email_emulator):
+        kaleyra_email_emulator.queue_faults("echo_html")
+        response = get(kaleyra_email_emulator, "logs", key=SENT_KEY)
+        assert response.status_code == 502
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "<html" in response.text
+        for form in self.key_forms(SENT_KEY):
+            assert form in response.text
+
+    def test_echo_redirect_puts_the_key_in_the_location(self, kaleyra_email_emulator):
+        kaleyra_email_emulator.queue_faults("echo_redirect")
+        url = f"{kaleyra_email_emulator.base_url}/v1/{kaleyra_email_emulator.sid}/email/logs"
+        response = requests.get(url, headers={"api-key": SENT_KEY}, allow_redirects=False, timeout=10)
+        assert response.status_code == 302
+        assert response.content == b""
+        location = urlsplit(response.headers["Location"])
+        assert (location.hostname, location.port, location.path) == ("127.0.0.1", 9, "/login")
+        assert f"api-key={quote(SENT_KEY, safe='')}" in location.query
+        assert parse_qs(location.query)["api-key"] == [SENT_KEY]
+        auth = location.query.split("auth=", 1)[1]
+        assert base64.b64decode(auth).decode() == f"user:{SENT_KEY}"
+
+    @pytest.mark.parametrize("kind", ["echo_error", "echo_html", "echo_redirect"])
+    def test_echoed_keys_are_never_recorded(self, kaleyra_email_emulator, kind):
+        kaleyra_email_emulator.queue_faults(kind)
+        requests.get(f"{kaleyra_email_emulator.base_url}/v1/{kaleyra_email_emulator.sid}/email/logs",
+                     headers={"api-key": SENT_KEY}, allow_redirects=False, timeout=10)  # fmt: skip
+        (recorded,) = kaleyra_email_emulator.requests
+        assert recorded.fault == kind
+        assert "api-key" in recorded.header_names
+        assert not any(form in repr(recorded) for form in self.key_forms(SENT_KEY))
+
+    @pytest.mark.parametrize(
+        ("endpoint", "params"),
+        [("logs", {"start_date": "2026-11-02", "end_date": "2026-11-02", "limit": 5}), ("stats", {})],
+    )
+    def test_non_object_rows_come_ahead_of_the_real_rows(self, kaleyra_email_emulator, endpoint, params):
+        real = get(kaleyra_email_emulator, endpoint, **params).json()
+        kaleyra_email_emulator.queue_faults("non_object_rows")
+        response = get(kaleyra_email_emulator, endpoint, **params)
+        body = response.json()
+        assert response.status_code == 200
+        assert set(body) == set(real), "the envelope is kept"
+        assert real["data"]
+        assert all(isinstance(row, dict) for row in real["data"])
+        non_objects = [row for row in body["data"] if not isinstance(row, dict)]
+        assert {type(row) for row in non_objects} >= {int, str, type(None), list}
+        assert [row for row in body["data"] if isinstance(row, dict)] == real["data"]
+        assert kaleyra_email_emulator.requests[-1].fault == "non_object_rows"
+
+
+class TestTeardown:
+    def test_stop_is_fast(self):
+        emulator = KaleyraEmailEmulator(rows_per_day=10).start()
+        assert get(emulator, "stats").status_code == 200
+        started = time.monotonic()
+        emulator.stop()
+        assert time.monotonic() - started < 0.25
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((emulator.host, emulator.port), timeout=1).close()
+
+    def test_stop_does_not_wait_for_a_trickle_and_ends_it(self):
+        emulator = KaleyraEmailEmulator(rows_per_day=10, faults=Faults(trickle_seconds=5)).start()
+        emulator.queue_faults("trickle")
+        (connection, response), threads = handler_threads_of(lambda: connect(emulator, "stats"))
+        assert response.status == 200
+        started = time.monotonic()
+        emulator.stop()
+        assert time.monotonic() - started < 0.25
+        for thread in threads:
+            thread.join(timeout=2)
+            assert not thread.is_alive(), "the trickle gave up when the emulator stopped"
+        connection.close()
+
+
+LOGS_DAY = {"start_date": "2026-11-02", "end_date": "2026-11-02"}
+
+
+def logs_page(emulator, page, limit=100, **params):
+    return get(emulator, "logs", page=page, limit=limit, **LOGS_DAY, **params).json()
+
+
+def ids(body):
+    return [row["message_id"] for row in body["data"]]
+
+
+def stats_dates(emulator, page, limit):
+    body = get(emulator, "stats", start_date="2026-11-01", end_date="2026-11-03", page=page, limit=limit).json()
+    return [day["date"] for day in body["data"]]
+
+
+class TestQuirks:
+    def test_clamp_pages_repeats_the_last_page(self, kaleyra_email_emulator):
+        last = logs_page(kaleyra_email_emulator, 3)  # 300 rows: page 3 of 100 is the last
+        assert len(last["data"]) == 100
+        assert logs_page(kaleyra_email_emulator, 4)["data"] == [], "honest without the quirk"
+        assert stats_dates(kaleyra_email_emulator, 5, 2) == []
+
+        kaleyra_email_emulator.set_quirks(Quirks(clamp_pages=True))
+        assert ids(logs_page(kaleyra_email_emulator, 4)) == ids(last)
+        assert ids(logs_page(kaleyra_email_emulator, 40)) == ids(last)
+        assert stats_dates(kaleyra_email_emulator, 5, 2) == stats_dates(kaleyra_email_emulator, 2, 2)
+        assert len(stats_dates(kaleyra_email_emulator, 5, 2)) == 1
+        no_mail = get(kaleyra_email_emulator, "logs", start_date="2020-01-01", end_date="2020-01-01", page=3).json()
+        assert no_mail["data"] == []
+        assert no_mail["total"] == 0
+
+    def test_page_rows_from_serves_another_pages_rows(self, kaleyra_email_emulator):
+        honest = [ids(logs_page(kaleyra_email_emulator, page, limit=50)) for page in (1, 2, 3)]
+        assert len(set(map(tuple, honest))) == 3
+        kaleyra_email_emulator.set_quirks(Quirks(page_rows_from=lambda p: 2 if p == 3 else p))
+        assert [ids(logs_page(kaleyra_email_emulator, page, limit=50)) for page in (1, 2, 3)] == [
+            honest[0], honest[1], honest[1]
+        ]  # fmt: skip
+        assert stats_dates(kaleyra_email_emulator, 3, 1) == stats_dates(kaleyra_email_emulator, 2, 1)
+
+    def test_page_rows_from_is_applied_before_clamping(self, kaleyra_email_emulator):
+        last = ids(logs_page(kaleyra_email_emulator, 3))
+        kaleyra_email_emulator.set_quirks(Quirks(page_rows_from=lambda p: p + 10, clamp_pages=True))
+        assert ids(logs_page(kaleyra_email_emulator, 1)) == last
+
+    @pytest.mark.parametrize(
+        ("lie", "page", "expected"),
+        [
+            (lambda t, p: 10**9, 1, 10**9),
+            (lambda t, p: "many", 2, "many"),
+            (lambda t, p: t - 10 * p, 2, 280),
+            (lambda t, p: t + 10 * p, 3, 330),
+        ],
+        ids=["huge", "string", "shrinking", "growing"],
+    )
+    def test_total_lies(self, kaleyra_email_emulator, lie, page, expected):
+        honest = logs_page(kaleyra_email_emulator, page, limit=50)
+        assert honest["total"] == 300
+        kaleyra_email_emulator.set_quirks(Quirks(total=lie))
+        body = logs_page(kaleyra_email_emulator, page, limit=50)
+        assert body["total"] == expected
+        assert ids(body) == ids(honest), "only the total lies"
+        assert set(get(kaleyra_email_emulator, "stats").json()) == {"data", "error"}, "summary stats: no total"
+
+    def test_total_can_be_left_out(self, kaleyra_email_emulator):
+        honest = logs_page(kaleyra_email_emulator, 1, limit=10)
+        kaleyra_email_emulator.set_quirks(Quirks(total=lambda t, p: OMIT))
+        body = logs_page(kaleyra_email_emulator, 1, limit=10)
+        assert "total" not in body
+        assert set(body) == set(honest) - {"total"}
+        assert ids(body) == ids(honest)
+
+    def test_empty_from_page(self, kaleyra_email_emulator):
+        kaleyra_email_emulator.set_quirks(Quirks(empty_from_page=3))
+        assert len(logs_page(kaleyra_email_emulator, 2, limit=50)["data"]) == 50
+        for page in (3, 4):
+            body = logs_page(kaleyra_email_emulator, page, limit=50)
+            assert body["data"] == []
+            assert body["total"] == 300, "total unchanged"
+        assert len(stats_dates(kaleyra_email_emulator, 2, 1)) == 1
+        assert stats_dates(kaleyra_email_emulator, 3, 1) == []
+
+    def test_rows_per_page_ignores_limit(self, kaleyra_email_emulator):
+        every = ids(logs_page(kaleyra_email_emulator, 1, limit=100))
+        kaleyra_email_emulator.set_quirks(Quirks(rows_per_page=7))
+        body = logs_page(kaleyra_email_emulator, 2, limit=5)
+        assert ids(body) == every[7:14]
+        assert body["limit"] == "5", "limit still echoes what was asked"
+        assert len(stats_dates(kaleyra_email_emulator, 1, 1)) == 3, "stats: 7 days a page, 3 exist"
+
+    def test_drop_row_fields(self, kaleyra_email_emulator):
+        honest = logs_page(kaleyra_email_emulator, 1, limit=20)
+        kaleyra_email_emulator.set_quirks(Quirks(drop_row_fields=("message_id", "to_mail")))
+        body = logs_page(kaleyra_email_emulator, 1, limit=20)
+        assert len(body["data"]) == 20
+        assert all("message_id" not in row and "to_mail" not in row for row in body["data"])
+        expected = [{k: v for k, v in row.items() if k not in {"message_id", "to_mail"}} for row in honest["data"]]
+        assert body["data"] == expected
+        assert body["total"] == honest["total"]
+        assert "metrics" in get(kaleyra_email_emulator, "stats").json()["data"][0]["stats"][0], "logs only"
+
+    def test_quirks_do_not_change_the_expected_rows(self, kaleyra_email_emulator):
+        day = date(2026, 11, 2)
+        expected = list(kaleyra_email_emulator.dataset.expected_logs(day, day))
+        kaleyra_email_emulator.set_quirks(Quirks(clamp_pages=True, drop_row_fields=("message_id",), rows_per_page=3))
+        logs_page(kaleyra_email_emulator, 1)
+        assert list(kaleyra_email_emulator.dataset.expected_logs(day, day)) == expected
+        assert len(expected) == 300
+        assert all("message_id" in row for row in expected)
+
+    @pytest.mark.kaleyra_email_emulator(quirks=Quirks(empty_from_page=1))
+    def test_quirks_from_the_constructor_and_clear_resets_them(self, kaleyra_email_emulator):
+        assert logs_page(kaleyra_email_emulator, 1)["data"] == []
+        kaleyra_email_emulator.clear()
+        assert kaleyra_email_emulator.quirks == Quirks()
+        assert len(logs_page(kaleyra_email_emulator, 1)["data"]) == 100
+
+    def test_set_quirks_back_to_none(self, kaleyra_email_emulator):
+        kaleyra_email_emulator.set_quirks(Quirks(empty_from_page=1))
+        assert logs_page(kaleyra_email_emulator, 1)["data"] == []
+        kaleyra_email_emulator.set_quirks(Quirks())
+        assert len(logs_page(kaleyra_email_emulator, 1)["data"]) == 100
+
+    @pytest.mark.parametrize("field", ["rows_per_page", "empty_from_page"])
+    def test_page_numbers_below_one_are_refused(self, field):
+        with pytest.raises(ValueError, match=field):
+            Quirks(**{field: 0})
 
 
 class TestSend:

@@ -47,7 +47,7 @@ R = TypeVar("R")
 #: duplicate is always near its first sighting.
 DEDUP_WINDOW_ROWS = 20_000
 
-#: Pages in a row that may bring nothing new while ``total`` says rows are sliding.
+#: Pages in a row that may bring nothing new while ``total`` says rows are sliding; the last ends it.
 MAX_FRUITLESS_PAGES = 3
 
 _encode = msgspec.json.Encoder().encode
@@ -251,7 +251,7 @@ class Listing:
         # Mail arriving between two fetches pushes rows down: a page can hold only rows already
         # seen when ``total`` grew by a page or more meanwhile. That is sliding, not an end, but
         # only for a few pages in a row, so a server that lies this way still ends.
-        slid = not fresh and self._grew_since(page, self.last_page) and self._fruitless < MAX_FRUITLESS_PAGES
+        slid = not fresh and self._grew_since(page, self.last_page) and self._fruitless + 1 < MAX_FRUITLESS_PAGES
         self._fruitless = 0 if fresh else self._fruitless + 1
         self.last_page = page.number
         self.more = len(page.rows) == self.page_size and (bool(fresh) or slid) and not reached_total

@@ -1,42 +1,156 @@
-"""The paging machinery on its own."""
+"""The paging machinery on its own: the listing rules as a table, and ordered concurrent fetches."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
 
+from airflow_provider_kaleyra_email import api
 from airflow_provider_kaleyra_email._paging import (
     AdaptiveConcurrency,
-    RecentKeys,
+    Listing,
+    Page,
+    SeenKeys,
     SnapshotCoverage,
-    ordered_concurrent_map,
+    fetch_in_order,
 )
+from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
+
+SIZE = 3
 
 
-class TestOrderedConcurrentMap:
+def rows(*ids):
+    return [{"message_id": str(i), "to_mail": f"{i}@example.com"} for i in ids]
+
+
+def listing(allow_mismatch=False):
+    return Listing(
+        label="logs",
+        endpoint="GET /logs",
+        page_size=SIZE,
+        key_of=api.log_row_keys,
+        log=logging.getLogger("test.listing"),
+        lookahead=4,
+        allow_mismatch=allow_mismatch,
+    )
+
+
+def run(answers):
+    """Feed pages in order while the listing asks for more; return (rows, pages asked, listing)."""
+    state = listing()
+    got, asked = [], 0
+    while state.more and asked < len(answers):
+        page_rows, total = answers[asked]
+        asked += 1
+        got += state.accept(Page(asked, page_rows, total))
+    state.finish()
+    return [row.get("message_id") for row in got], asked, state
+
+
+# Each case: the answers to pages 1, 2, ... as (rows, total); how many pages are read; the rows.
+ENDS = {
+    "stops on a short page": ([(rows(1, 2, 3), 5), (rows(4, 5), 5), (rows(9), 5)], 2, list("12345")),
+    "stops when the total is reached": ([(rows(1, 2, 3), 6), (rows(4, 5, 6), 6), (rows(9), 6)], 2, list("123456")),
+    "stops on a clamped repeat, no total": (
+        [(rows(1, 2, 3), None), (rows(4, 5, 6), None), (rows(4, 5, 6), None)],
+        3,
+        list("123456"),
+    ),
+    "stops on an empty page, no total": ([(rows(1, 2, 3), None), ([], None), (rows(7), None)], 2, list("123")),
+    "drops duplicates within the listing": ([(rows(1, 2, 3), 5), (rows(3, 4, 5), 5)], 2, list("12345")),
+}
+
+
+@pytest.mark.parametrize(("answers", "asked", "ids"), ENDS.values(), ids=ENDS.keys())
+def test_a_listing_ends_where_the_answers_say(answers, asked, ids):
+    got, pages, _ = run(answers)
+    assert (pages, got) == (asked, ids)
+
+
+# Each case: the answers, and what the error must say.
+CONTRADICTIONS = {
+    "total far too large": (
+        [(rows(1, 2, 3), 10**9), (rows(4), 10**9)],
+        "4 rows were listed, but page 1 said total=1,000,000,000",
+    ),
+    "empty page while total says more": ([(rows(1, 2, 3), 9), ([], 9)], "page 2 was empty"),
+    "a page repeats an earlier, not the last, page": (
+        [(rows(1, 2, 3), None), (rows(4, 5, 6), None), (rows(1, 2, 3), None)],
+        "page 3 repeated page 1",
+    ),
+    "more rows than limit": ([(rows(1, 2, 3, 4), 4)], "page 1 held 4 rows, more than limit=3"),
+}
+
+
+@pytest.mark.parametrize(("answers", "message"), CONTRADICTIONS.values(), ids=CONTRADICTIONS.keys())
+def test_answers_that_contradict_each_other_end_in_an_error_naming_the_page(answers, message):
+    with pytest.raises(KaleyraEmailAPIError, match="do not add up") as raised:
+        run(answers)
+    assert message in str(raised.value)
+
+
+def test_rows_without_a_key_are_never_merged_but_a_repeated_page_of_them_ends_the_listing():
+    keyless = [{"status": "BOUNCE"}, {"status": "BOUNCE"}, {"status": "OPEN"}]
+    got, pages, state = run([(keyless, None), (keyless, None), ([{"status": "x"}], None)])
+    assert (len(got), pages) == (3, 2)
+    assert state.stats.duplicates == 3
+
+
+def test_a_page_of_seen_rows_goes_on_while_total_grew_by_a_page_but_not_for_ever():
+    state = listing(allow_mismatch=True)
+    state.accept(Page(1, rows(1, 2, 3), 3))
+    for number in range(2, 10):
+        state.accept(Page(number, rows(1, 2, 3), 3 + 3 * number))  # rows sliding by a page each time
+        if not state.more:
+            break
+    assert number == 4, "three fruitless pages in a row, then the listing ends"
+
+
+def test_pages_are_asked_on_evidence_within_the_lookahead_and_the_total():
+    state = listing()
+    assert state.allowed() == 1
+    state.accept(Page(1, rows(1, 2, 3), 10**9))
+    assert state.allowed() == 5, "evidence for page 2, and 3 more in flight"
+    state.accept(Page(2, rows(4, 5, 6), 7))
+    assert state.allowed() == 6, "never beyond the largest total, never below the evidence"
+    state.accept(Page(3, rows(7), 7))
+    assert state.allowed() == 3, "a short page ends it"
+
+
+def test_seen_keys_forget_the_oldest():
+    keys = SeenKeys(capacity=2)
+    for key, page in (("a", 1), ("b", 1), ("c", 2)):
+        keys.add(key, page)
+    assert (keys.first_page("a"), keys.first_page("c")) == (None, 2)
+
+
+class TestFetchInOrder:
     def test_results_come_in_order_although_they_finish_out_of_order(self):
         def slow_for_low(n):
             time.sleep(0.02 * (5 - n % 5))
             return n
 
-        assert list(ordered_concurrent_map(slow_for_low, range(20), concurrency=4, lookahead=8)) == list(range(20))
+        pages = fetch_in_order(slow_for_low, allowed=lambda: 20, concurrency=4, lookahead=8, cancel=threading.Event())
+        assert list(pages) == list(range(1, 21))
 
-    def test_at_most_lookahead_items_are_in_flight_or_waiting(self):
-        started = []
-        lock = threading.Lock()
-
-        def fetch(n):
-            with lock:
-                started.append(n)
-            return n
-
-        results = ordered_concurrent_map(fetch, range(100), concurrency=3, lookahead=6)
-        assert next(results) == 0
-        time.sleep(0.1)
-        assert len(started) <= 7
-        assert list(results) == list(range(1, 100))
+    def test_pages_are_only_asked_for_as_allowed_grows(self):
+        asked: list[int] = []
+        limit = [2]
+        pages = fetch_in_order(
+            lambda n: asked.append(n) or n,
+            allowed=lambda: limit[0],
+            concurrency=3,
+            lookahead=6,
+            cancel=threading.Event(),
+        )
+        assert next(pages) == 1
+        time.sleep(0.05)
+        assert sorted(asked) == [1, 2]
+        limit[0] = 4
+        assert list(pages) == [2, 3, 4]
 
     def test_calls_really_overlap(self):
         active, peak = 0, 0
@@ -52,31 +166,36 @@ class TestOrderedConcurrentMap:
                 active -= 1
             return n
 
-        list(ordered_concurrent_map(fetch, range(12), concurrency=4, lookahead=8))
+        list(fetch_in_order(fetch, allowed=lambda: 12, concurrency=4, lookahead=8, cancel=threading.Event()))
         assert peak == 4
 
-    def test_an_error_surfaces_at_its_place(self):
+    def test_a_failure_anywhere_is_raised_at_once_and_cancels_the_rest(self):
+        cancel = threading.Event()
+
         def fetch(n):
             if n == 3:
                 raise RuntimeError("page 3")
+            if n == 1:
+                cancel.wait(10)  # a page stuck in a back-off sleep until cancelled
             return n
 
-        results = ordered_concurrent_map(fetch, range(10), concurrency=3, lookahead=6)
-        assert [next(results) for _ in range(3)] == [0, 1, 2]
+        started = time.monotonic()
         with pytest.raises(RuntimeError, match="page 3"):
-            next(results)
+            list(fetch_in_order(fetch, allowed=lambda: 10, concurrency=3, lookahead=6, cancel=cancel))
+        assert time.monotonic() - started < 2
+        assert cancel.is_set()
 
     def test_sequential_when_concurrency_is_one(self):
         threads = set()
-        list(ordered_concurrent_map(lambda n: threads.add(threading.get_ident()), range(5), concurrency=1, lookahead=1))
+        pages = fetch_in_order(
+            lambda n: threads.add(threading.get_ident()),
+            allowed=lambda: 5,
+            concurrency=1,
+            lookahead=1,
+            cancel=threading.Event(),
+        )
+        list(pages)
         assert threads == {threading.get_ident()}
-
-
-def test_recent_keys_forget_the_oldest():
-    keys = RecentKeys(capacity=3)
-    assert keys.new_only(list("abca"), "abca") == (["a", "b", "c"], 1)
-    keys.new_only(["d", "e"], "de")
-    assert keys.new_only(["a"], "a") == (["a"], 0), "'a' fell out of the window"
 
 
 class TestSnapshotCoverage:

@@ -30,6 +30,7 @@ from tests.dag_files.wait_for_delivery import (
     DAGS,
     MAX_CONSECUTIVE_ERRORS,
     NOT_FOUND_GRACE,
+    POKE_INTERVAL,
     TIMEOUT,
     wait_with_retries,
 )
@@ -152,6 +153,23 @@ class TestModes:
         assert seen[-1].at - seen[0].at >= NOT_FOUND_GRACE * 0.9
         out, err = capfd.readouterr()
         assert f"Kaleyra still does not know message {unknown}" in out + err
+
+    def test_a_trickling_api_cannot_stretch_the_wait_past_its_bounds(self, mode, kaleyra_email_emulator, monkeypatch):
+        # Every answer trickles in a byte every 0.5 s; each poll gives up after the 1 s timeout.
+        monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(timeout=1))
+        message_id = send(kaleyra_email_emulator, "x.slow@example.com")
+        kaleyra_email_emulator.set_faults(Faults(trickle_seconds=0.5))
+        kaleyra_email_emulator.queue_faults(*["trickle"] * 50)
+        started = time.monotonic()
+
+        _, ti = run_wait(mode, message_id)
+
+        assert ti.state == "failed"
+        first = polls(kaleyra_email_emulator, message_id)[0].at
+        # The wait ends within its timeout plus one poke interval and one request timeout (plus
+        # 2 s for dag.test() to re-run a rescheduled task), where one trickled answer takes minutes.
+        assert time.monotonic() - first < TIMEOUT + POKE_INTERVAL + 1 + 2
+        assert time.monotonic() - started < 30
 
     def test_times_out_after_one_last_check(self, mode, kaleyra_email_emulator, capfd):
         message_id = send(kaleyra_email_emulator, "x.slow@example.com")  # delivered after 10 s

@@ -113,6 +113,7 @@ CASES: list[tuple[str, Callable[[Path], Any], str]] = [
     ("logs operator: output URL without scheme", fetch_logs(output_path="/data/logs.jsonl"), "output_path='/data/logs.jsonl'"),
     ("logs operator: unsupported scheme", fetch_logs(output_path="gopher://host/logs.jsonl"), "scheme 'gopher'"),
     ("stats operator: output URL is a folder", fetch_stats(output_path="file:///tmp/kaleyra/"), "names a folder"),
+    ("logs operator: output URL is an existing folder", lambda out: fetch_logs(output_path=f"file://{out}")(out), "names a folder that exists"),
 ]  # fmt: skip
 
 #: Cases that fail while the DAG is parsed: the operator cannot even be built.

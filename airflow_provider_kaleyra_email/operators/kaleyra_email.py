@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import (
+    AirflowException,
     AirflowFailException,
     Asset,
     BaseOperator,
@@ -22,12 +23,14 @@ from airflow_provider_kaleyra_email.output import (
     LOG_FIELDS,
     SUMMARY_FIELDS,
     OutputFormat,
+    remove_quietly,
     require_parquet_support,
+    temporary_for,
     write_rows,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
     from datetime import date
 
     from airflow.sdk import Context
@@ -51,12 +54,18 @@ class _KaleyraEmailFetchOperator(BaseOperator):
     :mod:`airflow_provider_kaleyra_email.intervals`). Without ``output_path`` the rows are the
     return value (XCom), up to ``max_xcom_rows``; with it they stream to one object, written
     atomically, and the return value is a small summary, also attached to any ``Asset``
-    outlet's event.
+    outlet's event. ``{from_date}`` and ``{to_date}`` in ``output_path`` become the days exported.
     """
 
-    template_fields: Sequence[str] = ("from_date", "to_date", "output_path")
+    template_fields: Sequence[str] = (
+        "from_date",
+        "to_date",
+        "output_path",
+        "output_conn_id",
+        "kaleyra_email_conn_id",
+    )
     ui_color = "#e8f1fb"
-    #: Columns that lead every CSV and Parquet file, with their Parquet types.
+    #: The documented fields: the CSV and Parquet columns before ``extra``, with their Parquet types.
     known_fields: ClassVar[Mapping[str, str]]
     #: What a row is, for messages.
     row_noun: ClassVar[str]
@@ -71,6 +80,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         output_format: str = "jsonl",
         max_xcom_rows: int = DEFAULT_MAX_XCOM_ROWS,
         page_size: int | None = None,
+        allow_count_mismatch: bool = False,
         kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
@@ -82,16 +92,33 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         self.output_format = OutputFormat.parse(output_format)
         self.max_xcom_rows = validation.int_in_range(max_xcom_rows, parameter="max_xcom_rows", low=0, high=10**6)
         self.page_size = None if page_size is None else validation.page_size(page_size)
+        self.allow_count_mismatch = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
+        self._temporary: ObjectStoragePath | None = None  # the hidden object being written
+        self._killed = False
 
     @cached_property
     def hook(self) -> KaleyraEmailHook:
         return KaleyraEmailHook(self.kaleyra_email_conn_id, page_size=self.page_size)
 
+    def on_kill(self) -> None:
+        """
+        Remove the hidden temporary object being written, and stop writing: on SIGTERM, Airflow 3
+        calls this and lets the task run on until it kills it, so the write fails at its next row.
+        """
+        self._killed = True
+        if self._temporary is not None:
+            remove_quietly(self._temporary)
+
     def execute(self, context: Context) -> Any:
         # Everything is checked before the first request: dates, destination, format support.
         from_date, to_date = self._date_range(context)
         destination = self._destination(from_date, to_date)
+        if destination is not None and destination.is_dir():  # else the object would land inside it
+            raise ValueError(
+                f"output_path={self.output_path!r} names a folder that exists ({destination}); "
+                f"name an object in it, e.g. '.../{{from_date}}{_SUFFIXES[self.output_format][0]}'."
+            )
         if destination is not None and self.output_format is OutputFormat.PARQUET:
             require_parquet_support()
         rows = self.fetch(from_date, to_date)
@@ -146,7 +173,8 @@ class _KaleyraEmailFetchOperator(BaseOperator):
                 "install the provider that brings it (e.g. apache-airflow-providers-amazon[s3fs] for s3://)."
             )
         if url.endswith("/"):
-            raise ValueError(f"output_path={target!r} names a folder; name the object, e.g. '.../{{{{ ds }}}}.jsonl'.")
+            example = f"{{from_date}}{_SUFFIXES[self.output_format][0]}"
+            raise ValueError(f"output_path={target!r} names a folder; name the object, e.g. '.../{example}'.")
         if not url.lower().endswith(_SUFFIXES[self.output_format]):
             self.log.warning("output_path %s does not end like a %s file.", url, self.output_format.value)
         return ObjectStoragePath(url, conn_id=self.output_conn_id)
@@ -167,7 +195,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         raise AirflowFailException(
             f"{type(self).__name__}: more than max_xcom_rows={self.max_xcom_rows:,} {self.row_noun} for "
             f"{_span(from_date, to_date)}{reported}. XCom lives in the metadata database and is for small "
-            "results: set output_path (e.g. 's3://<bucket>/kaleyra/{{ ds }}.jsonl') to stream the rows "
+            "results: set output_path (e.g. 's3://<bucket>/kaleyra/{from_date}.jsonl') to stream the rows "
             "to object storage, or raise max_xcom_rows."
         )
 
@@ -180,7 +208,13 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         context: Context,
     ) -> dict[str, Any]:
         started = time.monotonic()
-        result = write_rows(rows, destination, self.output_format, self.known_fields)
+        self._temporary = temporary_for(destination)
+        try:
+            result = write_rows(
+                self._unless_killed(rows), destination, self.output_format, self.known_fields, temporary=self._temporary
+            )
+        finally:
+            self._temporary = None
         fetch = self.hook.last_fetch
         summary = {
             "path": str(destination),
@@ -199,8 +233,24 @@ class _KaleyraEmailFetchOperator(BaseOperator):
             destination,
             time.monotonic() - started,
         )
+        if result.misfits:
+            counts = [
+                f"{count:,} value{'' if count == 1 else 's'} of {name} did not fit {self.known_fields[name]}"
+                for name, count in result.misfits.items()
+            ]
+            self.log.warning(
+                "%s and %s kept in the extra column (the typed column is null in those rows).",
+                ", ".join(counts),
+                "is" if sum(result.misfits.values()) == 1 else "are",
+            )
         self._attach_to_outlets(context, summary)
         return summary
+
+    def _unless_killed(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            if self._killed:
+                raise AirflowException(f"{type(self).__name__} was killed mid-write; output_path is unchanged.")
+            yield row
 
     def _attach_to_outlets(self, context: Context, summary: dict[str, Any]) -> None:
         """Put the summary on each Asset outlet's event, for data-aware DAGs downstream."""
@@ -228,6 +278,9 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
     :param output_format: ``jsonl`` (default), ``csv`` or ``parquet`` (needs the ``parquet`` extra).
     :param max_xcom_rows: most rows returned through XCom; more fails and points at ``output_path``.
     :param page_size: rows per request, 1 to 100 (default: the connection's, else 100).
+    :param allow_count_mismatch: log a warning instead of failing when the rows listed do not add
+        up to the API's ``total`` (or a page repeated another); for listings that can legitimately
+        move while read, such as a status ``search`` over today.
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     """
 
@@ -250,7 +303,12 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
         return self.hook.iter_logs(
-            from_date, to_date, to_mail=self.to_mail or None, message_id=self.message_id or None, search=self.search
+            from_date,
+            to_date,
+            to_mail=self.to_mail or None,
+            message_id=self.message_id or None,
+            search=self.search,
+            allow_count_mismatch=self.allow_count_mismatch,
         )
 
 
@@ -265,7 +323,7 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
     row_noun = "days"
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
-        return self.hook.iter_summary_stats(from_date, to_date)
+        return self.hook.iter_summary_stats(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
 
 
 def _span(from_date: date | None, to_date: date | None) -> str:
@@ -291,7 +349,15 @@ class KaleyraEmailSendOperator(BaseOperator):
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     """
 
-    template_fields: Sequence[str] = ("from_email", "to", "subject", "html_body", "text_body", "message_type")
+    template_fields: Sequence[str] = (
+        "from_email",
+        "to",
+        "subject",
+        "html_body",
+        "text_body",
+        "message_type",
+        "kaleyra_email_conn_id",
+    )
     template_fields_renderers = {"html_body": "html", "to": "json"}
     ui_color = "#e8f1fb"
 

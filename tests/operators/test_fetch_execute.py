@@ -11,9 +11,15 @@ import sys
 import textwrap
 import time
 from datetime import date, datetime, timezone
+from unittest import mock
 
+import pyarrow.parquet as pq
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException, AirflowOptionalProviderFeatureException
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowOptionalProviderFeatureException,
+)
 
 from airflow_provider_kaleyra_email.operators.kaleyra_email import (
     KaleyraEmailFetchLogsOperator,
@@ -103,7 +109,8 @@ def test_more_rows_than_the_xcom_cap_fails_after_one_request(kaleyra_email_conne
         operator.execute(DAILY_NOV_2)
 
     assert "the API reports 2,000" in str(error.value)
-    assert "set output_path" in str(error.value)
+    assert "set output_path (e.g. 's3://<bucket>/kaleyra/{from_date}.jsonl')" in str(error.value)
+    assert "ds }}" not in str(error.value), "{{ ds }} is the logical date in UTC, not the day exported"
     assert len(kaleyra_email_emulator.requests) == 1
 
 
@@ -120,7 +127,7 @@ def test_the_cap_also_holds_without_a_total(kaleyra_email_connection, kaleyra_em
     [
         ({"output_path": "/tmp/logs.jsonl"}, "output_path='/tmp/logs.jsonl' is not a URL"),
         ({"output_path": "bogus://bucket/logs.jsonl"}, "uses the scheme 'bogus'"),
-        ({"output_path": "file:///tmp/kaleyra/"}, "names a folder"),
+        ({"output_path": "file:///tmp/kaleyra/"}, "names a folder; name the object, e.g. '.../{from_date}.jsonl'"),
         ({"output_path": 42}, "output_path=42 (int) must be a URL string"),
         ({"from_date": "2026-11-31"}, "from_date='2026-11-31' is not a real calendar date"),
         ({"from_date": "2026-11-03", "to_date": "2026-11-02"}, "is after to_date"),
@@ -233,3 +240,144 @@ def test_a_task_killed_mid_write_leaves_no_object_at_the_final_path(kaleyra_emai
 
     assert not final.exists()
     assert all(p.name.startswith(".") and p.name.endswith(".tmp") for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("operator_class", [KaleyraEmailFetchLogsOperator, KaleyraEmailFetchSummaryStatsOperator])
+def test_an_output_path_naming_an_existing_folder_is_refused_before_any_request(
+    kaleyra_email_connection, kaleyra_email_emulator, tmp_path, operator_class
+):
+    folder = tmp_path / "lake"
+    folder.mkdir()
+    operator = operator_class(task_id="export", output_path=f"file://{folder}")  # no trailing slash
+
+    with pytest.raises(
+        ValueError, match=re.escape(f"output_path='file://{folder}' names a folder that exists")
+    ) as error:
+        operator.execute(DAILY_NOV_2)
+
+    assert "{from_date}" in str(error.value)
+    assert list(kaleyra_email_emulator.requests) == []
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("output_format", ["jsonl", "csv", "parquet"])
+def test_on_kill_mid_write_removes_the_temporary_object_and_stops_the_write(
+    kaleyra_email_connection, kaleyra_email_emulator, tmp_path, monkeypatch, output_format
+):
+    folder = tmp_path / "lake"
+    operator = KaleyraEmailFetchLogsOperator(
+        task_id="logs",
+        from_date="2026-11-02",
+        to_date="2026-11-02",
+        output_path=f"file://{folder}/logs.{output_format}",
+        output_format=output_format,
+    )
+    seen = {"rows_after_kill": 0}
+
+    def rows():
+        for i in range(5_000):
+            if i == 3_000:
+                seen["while_writing"] = [p.name for p in folder.iterdir()]
+                operator.on_kill()  # what the task runner does on SIGTERM; Airflow 3 then lets execute go on
+                seen["right_after_on_kill"] = [p.name for p in folder.iterdir()]
+            if "right_after_on_kill" in seen:
+                seen["rows_after_kill"] += 1
+            yield {"message_id": f"m:{i}", "status": "OPEN", "sale_price": 1}  # the rows never fail
+
+    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: rows())
+
+    with pytest.raises(AirflowException, match="killed mid-write"):
+        operator.execute({})
+
+    (temporary,) = seen["while_writing"]
+    assert re.fullmatch(rf"\.logs\.{output_format}\.[0-9a-f]+\.tmp", temporary)
+    assert seen["right_after_on_kill"] == [], "on_kill removes the hidden temporary object at once"
+    assert seen["rows_after_kill"] <= 1, "the write stops at the next row"
+    assert list(folder.iterdir()) == []
+
+
+def test_on_kill_outside_a_write_does_nothing(kaleyra_email_connection, kaleyra_email_emulator, tmp_path):
+    operator = KaleyraEmailFetchLogsOperator(task_id="logs", output_path=f"file://{tmp_path}/logs.jsonl")
+    operator.on_kill()
+    assert list(tmp_path.iterdir()) == []
+    assert "hook" not in vars(operator), "on_kill builds no hook"
+
+
+def test_values_that_do_not_fit_parquet_are_one_warning_with_a_count_per_column(
+    kaleyra_email_connection, kaleyra_email_emulator, tmp_path, monkeypatch
+):
+    path = tmp_path / "stats.parquet"
+    operator = KaleyraEmailFetchSummaryStatsOperator(
+        task_id="stats",
+        from_date="2026-11-01",
+        to_date="2026-11-03",
+        output_path=f"file://{path}",
+        output_format="parquet",
+    )
+    rows = [
+        {"date": "2026-11-01", "accepted": 3.5, "delivered": True, "opens": 1},
+        {"date": "2026-11-02", "accepted": 2**70, "delivered": 7, "opens": 2},
+        {"date": "2026-11-03", "accepted": "many", "delivered": 8, "opens": 3},
+    ]
+    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: iter(rows))
+    log = mock.Mock()
+    monkeypatch.setattr(KaleyraEmailFetchSummaryStatsOperator, "log", property(lambda self: log))
+
+    summary = operator.execute({})
+
+    messages = [call.args[0] % call.args[1:] for call in log.warning.call_args_list]
+    (warning,) = [message for message in messages if "did not fit" in message]  # Airflow 3 warns of its own
+    assert warning.startswith(
+        "3 values of accepted did not fit int64, 1 value of delivered did not fit int64 "
+        "and are kept in the extra column"
+    )
+    table = pq.read_table(path)
+    assert table.column("accepted").to_pylist() == [None, None, None]
+    assert table.column("delivered").to_pylist() == [None, 7, 8]
+    assert [json.loads(text) for text in table.column("extra").to_pylist()] == [
+        {"accepted": 3.5, "delivered": True},
+        {"accepted": 2**70},
+        {"accepted": "many"},
+    ]
+    assert summary["rows"] == 3
+
+
+def test_the_connection_ids_are_templated_and_the_hook_is_built_at_run_time(kaleyra_email_emulator, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_NIGHTLY", kaleyra_email_emulator.connection_json())
+    operator = KaleyraEmailFetchSummaryStatsOperator(
+        task_id="stats", kaleyra_email_conn_id="kaleyra_email_{{ params.which }}", output_conn_id="{{ params.store }}"
+    )
+    assert {"kaleyra_email_conn_id", "output_conn_id"} <= set(operator.template_fields)
+    assert "hook" not in vars(operator)
+
+    operator.render_template_fields({"params": {"which": "nightly", "store": "lake_store"}})
+
+    assert (operator.kaleyra_email_conn_id, operator.output_conn_id) == ("kaleyra_email_nightly", "lake_store")
+    assert "hook" not in vars(operator)
+    # kaleyra_email_default does not exist here: the rows come through the rendered connection.
+    assert [row["date"] for row in operator.execute(DAILY_NOV_2)] == ["2026-11-02"]
+    assert kaleyra_email_emulator.requests
+
+
+@pytest.mark.usefixtures("kaleyra_email_connection")
+def test_a_lying_total_fails_the_export_and_leaves_nothing_unless_a_mismatch_is_allowed(
+    kaleyra_email_emulator, tmp_path
+):
+    from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
+    from airflow_provider_kaleyra_email.testing import Quirks
+
+    kaleyra_email_emulator.set_quirks(Quirks(total=lambda true_total, page: 10**9))
+    path = tmp_path / "logs.jsonl"
+
+    def export(**options):
+        return KaleyraEmailFetchLogsOperator(
+            task_id="logs", output_path=f"file://{path}", max_xcom_rows=10, **options
+        ).execute(DAILY_NOV_2)
+
+    with pytest.raises(KaleyraEmailAPIError, match=r"2,000 rows were listed, but page 1 said total=1,000,000,000"):
+        export()
+    assert list(tmp_path.iterdir()) == [], "no object, and no temporary object, at the output path"
+
+    summary = export(allow_count_mismatch=True)
+    assert summary["rows"] == 2_000
+    assert len(path.read_text().splitlines()) == 2_000

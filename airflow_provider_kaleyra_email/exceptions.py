@@ -48,10 +48,18 @@ def _rebuild(
     return cls(endpoint=endpoint, status_code=status_code, error_code=error_code, message=message)
 
 
-class KaleyraEmailRetriesExhaustedError(KaleyraEmailAPIError):
+class KaleyraEmailTransientError(KaleyraEmailAPIError):
     """
-    A request kept failing in a way worth retrying (429, 5xx, timeout, dropped connection,
-    unreadable body) until ``max_retries`` ran out. The message lists what each attempt got.
+    A failure worth another try: HTTP 429, a 5xx, a timeout, a dropped connection or an
+    unreadable body. The async hook raises it after its one attempt (its caller, a trigger,
+    polls again anyway); the sync hook retries it and then raises the subclass below.
+    """
+
+
+class KaleyraEmailRetriesExhaustedError(KaleyraEmailTransientError):
+    """
+    A request kept failing in a way worth retrying until ``max_retries`` ran out. The message
+    lists what each attempt got.
     """
 
 

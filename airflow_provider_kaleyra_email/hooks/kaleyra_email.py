@@ -34,6 +34,7 @@ except ImportError:  # common-compat before 1.21 (Airflow 2.11 installs 1.20)
     from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
 from requests.adapters import HTTPAdapter
 from tenacity import (
+    AsyncRetrying,
     RetryCallState,
     Retrying,
     retry_if_exception,
@@ -61,6 +62,7 @@ from airflow_provider_kaleyra_email.connection import (
 from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailAPIError,
     KaleyraEmailRetriesExhaustedError,
+    KaleyraEmailTransientError,
 )
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "KaleyraEmailAsyncHook",
     "KaleyraEmailHook",
     "KaleyraEmailRetriesExhaustedError",
+    "KaleyraEmailTransientError",
     "interpret_response",
 ]
 
@@ -110,6 +113,92 @@ class _TransientError(Exception):
         #: The server cannot have acted on the request (refused connection, 429), so even a
         #: request that is not idempotent, like a send, may be repeated.
         self.unsent = unsent
+
+
+class _Attempts:
+    """
+    The one retry policy of both hooks (as dbt Cloud's ``retry_args``), for one request.
+
+    ``retry_args`` go to tenacity's ``Retrying`` (sync) or ``AsyncRetrying`` (async) alike:
+    429 waits its ``Retry-After``, other transient failures back off with full jitter, up to
+    ``max_retries``. A request that is not ``idempotent`` (a send) is repeated only when the
+    server cannot have acted on it. ``failure`` turns the last transient error into what the
+    caller sees, listing what each attempt got.
+    """
+
+    def __init__(
+        self, *, endpoint: str, max_retries: int, idempotent: bool, wait_initial: float, wait_max: float, log: Any
+    ) -> None:
+        self.endpoint = endpoint
+        self.max_retries = max_retries
+        self.idempotent = idempotent
+        self.log = log
+        self.tries: list[str] = []
+        self.started = time.monotonic()
+        # "Full jitter": a random wait up to an exponentially growing cap, so many workers that
+        # failed together do not come back together.
+        self._backoff = wait_random_exponential(multiplier=wait_initial, max=wait_max)
+
+    @property
+    def retry_args(self) -> dict[str, Any]:
+        return {
+            "stop": stop_after_attempt(self.max_retries + 1),
+            "wait": self._wait,
+            "retry": retry_if_exception(self._worth_retrying),
+            "after": self._record,
+            "before_sleep": self._log_retry,
+            "reraise": True,
+        }
+
+    def failure(self, error: _TransientError) -> KaleyraEmailAPIError:
+        """What the caller sees once tenacity gave up (``after`` has recorded every retryable try)."""
+        if not self._worth_retrying(error):
+            return KaleyraEmailAPIError(
+                endpoint=self.endpoint,
+                status_code=error.status_code,
+                error_code=error.error_code,
+                message=(
+                    f"{error.description}; not retried, because Kaleyra may have acted on it already "
+                    "(check the logs before sending again)"
+                ),
+            )
+        return KaleyraEmailRetriesExhaustedError(
+            endpoint=self.endpoint,
+            status_code=error.status_code,
+            error_code=error.error_code,
+            message=(
+                f"gave up after {len(self.tries)} attempt(s) in {time.monotonic() - self.started:.1f} s "
+                f"(max_retries={self.max_retries}): " + "; ".join(_summarize(self.tries))
+            ),
+        )
+
+    def _worth_retrying(self, error: BaseException) -> bool:
+        return isinstance(error, _TransientError) and (self.idempotent or error.unsent)
+
+    def _record(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, _TransientError):
+            self.tries.append(error.description)
+
+    def _wait(self, state: RetryCallState) -> float:
+        """Honour ``Retry-After`` (plus a little jitter so threads do not return in step); else back off."""
+        error = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(error, _TransientError) and error.retry_after is not None:
+            delay = min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
+            return delay + random.uniform(0, 0.1 * delay + 0.05)
+        return float(self._backoff(state))
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        self.log.warning(
+            "%s: %s; retry %d of %d in %.1f s",
+            self.endpoint,
+            error.description if isinstance(error, _TransientError) else error,
+            state.attempt_number,
+            self.max_retries,
+            delay,
+        )
 
 
 @dataclass(frozen=True)
@@ -616,49 +705,24 @@ class KaleyraEmailHook(BaseHook):
         and sends nothing more.
         """
         endpoint = f"{method} {path}" + (f"?{urlencode(params)}" if params else "")
-        tries: list[str] = []
-        started = time.monotonic()
-
-        def worth_retrying(error: BaseException) -> bool:
-            return isinstance(error, _TransientError) and (idempotent or error.unsent)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.config.max_retries + 1),
-            wait=self._wait,
-            retry=retry_if_exception(worth_retrying),
-            before_sleep=lambda state: self._log_retry(endpoint, state),
-            sleep=cancellable_sleep(cancel or threading.Event()),
-            reraise=True,
-        )
+        attempts = self._attempts(endpoint, idempotent=idempotent)
         try:
-            for attempt in retrying:
+            for attempt in Retrying(**attempts.retry_args, sleep=cancellable_sleep(cancel or threading.Event())):
                 with attempt:
-                    try:
-                        return self._send_once(method, path, params, json_body, endpoint)
-                    except _TransientError as exc:
-                        tries.append(exc.description)
-                        raise
+                    return self._send_once(method, path, params, json_body, endpoint)
         except _TransientError as exc:
-            if not worth_retrying(exc):
-                raise KaleyraEmailAPIError(
-                    endpoint=endpoint,
-                    status_code=exc.status_code,
-                    error_code=exc.error_code,
-                    message=(
-                        f"{exc.description}; not retried, because Kaleyra may have acted on it already "
-                        "(check the logs before sending again)"
-                    ),
-                ) from None
-            raise KaleyraEmailRetriesExhaustedError(
-                endpoint=endpoint,
-                status_code=exc.status_code,
-                error_code=exc.error_code,
-                message=(
-                    f"gave up after {len(tries)} attempt(s) in {time.monotonic() - started:.1f} s "
-                    f"(max_retries={self.config.max_retries}): " + "; ".join(_summarize(tries))
-                ),
-            ) from None
+            raise attempts.failure(exc) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _attempts(self, endpoint: str, *, idempotent: bool) -> _Attempts:
+        return _Attempts(
+            endpoint=endpoint,
+            max_retries=self.config.max_retries,
+            idempotent=idempotent,
+            wait_initial=self.retry_wait_initial,
+            wait_max=self.retry_wait_max,
+            log=self.log,
+        )
 
     def _send_once(
         self, method: str, path: str, params: list[tuple[str, str]] | None, json_body: Any, endpoint: str
@@ -715,30 +779,6 @@ class KaleyraEmailHook(BaseHook):
         self._concurrency.succeeded()
         return body
 
-    def _wait(self, state: RetryCallState) -> float:
-        """Honour ``Retry-After`` (plus a little jitter so threads do not return in step); else back off."""
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None else None
-        if isinstance(error, _TransientError) and error.retry_after is not None:
-            delay = min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
-            return delay + random.uniform(0, 0.1 * delay + 0.05)
-        # "Full jitter": a random wait up to an exponentially growing cap, so many workers that
-        # failed together do not come back together.
-        backoff = wait_random_exponential(multiplier=self.retry_wait_initial, max=self.retry_wait_max)
-        return float(backoff(state))
-
-    def _log_retry(self, endpoint: str, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        self.log.warning(
-            "%s: %s; retry %d of %d in %.1f s",
-            endpoint,
-            error.description if isinstance(error, _TransientError) else error,
-            state.attempt_number,
-            self.config.max_retries,
-            delay,
-        )
-
     def _known_api_key(self) -> str | None:
         """The key, if the connection was read already; never a reason to read it."""
         config = self.__dict__.get("config")
@@ -759,14 +799,18 @@ class KaleyraEmailAsyncHook(BaseHook):
     the same :func:`interpret_response` as the sync hook. Redirects are never followed, so the
     ``api-key`` header reaches the configured host and no other.
 
-    It makes exactly one attempt per call and does not retry: its caller, a trigger, polls again
-    anyway and counts consecutive failures itself. A failure that is worth another try (429, 5xx,
-    timeout, dropped connection, unreadable body) raises :class:`KaleyraEmailRetriesExhaustedError`;
-    anything else raises :class:`KaleyraEmailAPIError`.
+    It retries with the sync hook's policy (``AsyncRetrying`` over the same arguments): a
+    failure worth another try (429, 5xx, timeout, dropped connection, unreadable body) raises
+    :class:`KaleyraEmailRetriesExhaustedError` once ``max_retries`` ran out; anything else raises
+    :class:`KaleyraEmailAPIError`. By default it makes one attempt: its callers, triggers, poll
+    again anyway, and a poll must stay within one ``timeout``.
 
     :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
     :param timeout: seconds a whole response may take (default: connection extra, else 30).
+    :param max_retries: retries after the first attempt (default 0, see above).
     :param max_response_bytes: the largest response body read (default 64 MiB); a larger one is an error.
+    :param retry_wait_initial: backoff scale in seconds, as for :class:`KaleyraEmailHook`.
+    :param retry_wait_max: longest backoff in seconds.
     """
 
     conn_name_attr = "kaleyra_email_conn_id"
@@ -778,11 +822,17 @@ class KaleyraEmailAsyncHook(BaseHook):
         kaleyra_email_conn_id: str = default_conn_name,
         *,
         timeout: float | None = None,
+        max_retries: int = 0,
         max_response_bytes: int | None = None,
+        retry_wait_initial: float = 1.0,
+        retry_wait_max: float = 60.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
+        self._max_retries = validation.int_in_range(max_retries, parameter="max_retries", low=0, high=MAX_RETRIES)
+        self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
+        self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
         self._timeout = None if timeout is None else validation.positive_number(timeout, parameter="timeout")
         self._max_response_bytes = (
             None
@@ -812,6 +862,7 @@ class KaleyraEmailAsyncHook(BaseHook):
                 config = dataclasses.replace(config, timeout=self._timeout)
             if self._max_response_bytes is not None:
                 config = dataclasses.replace(config, max_response_bytes=self._max_response_bytes)
+            config = dataclasses.replace(config, max_retries=self._max_retries)
             await _amask_secret(config.api_key)
             self._config = config
         return self._config
@@ -821,7 +872,7 @@ class KaleyraEmailAsyncHook(BaseHook):
         One message with its ``recipients``, as :meth:`KaleyraEmailHook.get_message_stats` returns it.
 
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
-        :raises KaleyraEmailRetriesExhaustedError: when the one attempt failed in a way worth retrying.
+        :raises KaleyraEmailTransientError: when the one attempt failed in a way worth retrying.
         """
         message_id = validation.message_id(message_id)
         config = await self.get_config()
@@ -841,43 +892,47 @@ class KaleyraEmailAsyncHook(BaseHook):
             await client.aclose()
 
     async def _get(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
+        attempts = _Attempts(
+            endpoint=endpoint,
+            max_retries=config.max_retries,
+            idempotent=True,
+            wait_initial=self.retry_wait_initial,
+            wait_max=self.retry_wait_max,
+            log=self.log,
+        )
+        try:
+            async for attempt in AsyncRetrying(**attempts.retry_args):
+                with attempt:
+                    return await self._get_once(config, path, endpoint=endpoint)
+        except _TransientError as exc:
+            raise attempts.failure(exc) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def _get_once(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 headers=_request_headers(config), timeout=config.timeout, follow_redirects=False
             )
         try:
-            try:
-                # ``timeout`` bounds the whole response, headers and body, not each socket read.
-                status, reason, headers, content = await asyncio.wait_for(
-                    self._read(self._client, config.base_url + path, limit=config.max_response_bytes),
-                    timeout=config.timeout,
-                )
-            except httpx.ConnectTimeout:
-                raise _TransientError(f"could not connect within {config.timeout:g} s", unsent=True) from None
-            except (httpx.TimeoutException, asyncio.TimeoutError):
-                raise _TransientError(f"no complete answer within {config.timeout:g} s (timeout)") from None
-            except httpx.DecodingError:
-                raise _TransientError("a body that could not be decompressed") from None
-            except httpx.TransportError as exc:
-                reason = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
-                raise _TransientError(f"connection failed: {scrub_secret(reason, config.api_key)}") from None
-            return interpret_response(
-                status=status,
-                reason=reason,
-                headers=headers,
-                content=content,
-                endpoint=endpoint,
-                api_key=config.api_key,
+            # ``timeout`` bounds the whole response, headers and body, not each socket read.
+            status, reason, headers, content = await asyncio.wait_for(
+                self._read(self._client, config.base_url + path, limit=config.max_response_bytes),
+                timeout=config.timeout,
             )
         except _TooLarge as exc:
             raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
-        except _TransientError as exc:
-            raise KaleyraEmailRetriesExhaustedError(
-                endpoint=endpoint,
-                status_code=exc.status_code,
-                error_code=exc.error_code,
-                message=f"{exc.description} (one attempt, not retried: the caller polls again)",
-            ) from None
+        except httpx.ConnectTimeout:
+            raise _TransientError(f"could not connect within {config.timeout:g} s", unsent=True) from None
+        except (httpx.TimeoutException, asyncio.TimeoutError):
+            raise _TransientError(f"no complete answer within {config.timeout:g} s (timeout)") from None
+        except httpx.DecodingError:
+            raise _TransientError("a body that could not be decompressed") from None
+        except httpx.TransportError as exc:
+            text = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
+            raise _TransientError(f"connection failed: {scrub_secret(text, config.api_key)}") from None
+        return interpret_response(
+            status=status, reason=reason, headers=headers, content=content, endpoint=endpoint, api_key=config.api_key
+        )
 
     @staticmethod
     async def _read(client: httpx.AsyncClient, url: str, *, limit: int) -> tuple[int, str, httpx.Headers, bytes]:

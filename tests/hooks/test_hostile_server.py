@@ -17,7 +17,10 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError, KaleyraEmailRetriesExhaustedError
+from airflow_provider_kaleyra_email.exceptions import (
+    KaleyraEmailAPIError,
+    KaleyraEmailRetriesExhaustedError,
+)
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook, KaleyraEmailHook
 from airflow_provider_kaleyra_email.testing import OMIT, Faults, KaleyraEmailEmulator, Quirks
 
@@ -222,7 +225,7 @@ async def test_the_async_hook_bounds_a_trickling_body_by_its_timeout(emulator):
     emulator.set_faults(Faults(trickle_seconds=0.5))
     emulator.queue_faults("trickle")
     message_id = emulator.dataset.message_id(DAY, 0)
-    hook = KaleyraEmailAsyncHook(timeout=1)
+    hook = KaleyraEmailAsyncHook(timeout=1, max_retries=0)
     started = time.monotonic()
     try:
         with pytest.raises(KaleyraEmailRetriesExhaustedError, match="no complete answer within 1 s"):
@@ -280,7 +283,7 @@ def test_a_body_that_will_not_decompress_is_an_unreadable_body_and_retried(emula
 @pytest.mark.asyncio
 async def test_the_async_hook_retries_nothing_but_names_an_undecodable_body(emulator):
     emulator.queue_faults("bad_gzip")
-    hook = KaleyraEmailAsyncHook()
+    hook = KaleyraEmailAsyncHook(max_retries=0)
     try:
         with pytest.raises(KaleyraEmailRetriesExhaustedError, match="could not be decompressed"):
             await hook.get_message_stats(emulator.dataset.message_id(DAY, 0))

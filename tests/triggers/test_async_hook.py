@@ -62,7 +62,7 @@ async def test_failures_read_the_same_as_in_the_sync_hook(kaleyra_email_emulator
     """One interpretation (interpret_response) for both: same class, same status, for every fault."""
     message_id = synthetic_id(kaleyra_email_emulator)
     kaleyra_email_emulator.queue_faults(fault, fault)
-    hook = KaleyraEmailAsyncHook()
+    hook = KaleyraEmailAsyncHook(max_retries=0)
 
     with pytest.raises(KaleyraEmailAPIError) as in_async:
         await hook.get_message_stats(message_id)
@@ -112,3 +112,16 @@ async def test_a_sent_message_reads_back(kaleyra_email_emulator):
     await hook.aclose()
     assert [r["to"] for r in message["recipients"]] == ["ops@example.com"]
     assert json.loads(json.dumps(message)) == message
+
+
+@pytest.mark.asyncio
+async def test_the_async_hook_retries_with_the_sync_hooks_policy(kaleyra_email_emulator):
+    message_id = synthetic_id(kaleyra_email_emulator)
+    kaleyra_email_emulator.queue_faults("503", "drop")
+    hook = KaleyraEmailAsyncHook(max_retries=2, retry_wait_initial=0.01, retry_wait_max=0.02)
+    try:
+        got = await hook.get_message_stats(message_id)
+    finally:
+        await hook.aclose()
+    assert got["message_id"] == message_id
+    assert [r.fault for r in kaleyra_email_emulator.requests] == ["503", "drop", None]

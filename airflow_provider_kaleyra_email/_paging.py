@@ -242,7 +242,7 @@ class Listing:
         if len(page.rows) > self.page_size:
             self.problems.append(f"page {page.number} held {len(page.rows)} rows, more than limit={self.page_size}")
             raise self.error()
-        keys = self.key_of(page.rows)
+        keys = self._keys(page.rows)
         fingerprint = _fingerprint(page.rows, keys)
         repeat_of = self._fingerprints.setdefault(fingerprint, page.number) if page.rows else page.number
         fresh = [] if repeat_of != page.number else self._fresh(page, keys)
@@ -266,7 +266,7 @@ class Listing:
     def fresh_only(self, page: Page) -> list[dict[str, Any]]:
         """The new rows of a page asked for again (to repair rows that slid), out of order."""
         self._note_total(page)
-        fresh = self._fresh(page, self.key_of(page.rows))
+        fresh = self._fresh(page, self._keys(page.rows))
         self.stats.duplicates += len(page.rows) - len(fresh)
         return fresh
 
@@ -312,6 +312,14 @@ class Listing:
         elif page.odd_total is not None:
             self.odd_totals.setdefault(page.odd_total, page.number)
 
+    def _keys(self, rows: list[dict[str, Any]]) -> list[Any]:
+        keys = self.key_of(rows)
+        try:
+            hash(tuple(keys))
+        except TypeError:  # an id that is a list or an object: compare it by its JSON
+            keys = [_hashable(key) for key in keys]
+        return keys
+
     def _fresh(self, page: Page, keys: list[Any]) -> list[dict[str, Any]]:
         seen, number = self.seen, page.number
         fresh = []
@@ -344,6 +352,14 @@ def _incomplete(key: Any) -> bool:
     if key is None:
         return True
     return isinstance(key, tuple) and not all(key)
+
+
+def _hashable(key: Any) -> Any:
+    try:
+        hash(key)
+    except TypeError:
+        return _encode(key)
+    return key
 
 
 def _fingerprint(rows: list[dict[str, Any]], keys: list[Any]) -> int:

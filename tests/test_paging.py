@@ -99,6 +99,12 @@ def test_rows_without_a_key_are_never_merged_but_a_repeated_page_of_them_ends_th
     assert state.stats.duplicates == 3
 
 
+def test_ids_that_are_lists_or_objects_are_compared_by_their_json():
+    odd = [{"message_id": ["a"], "to_mail": {"x": 1}}, {"message_id": ["b"], "to_mail": {"x": 1}}]
+    state = listing()
+    assert state.accept(Page(1, [*odd, odd[0]], None)) == odd
+
+
 def test_a_page_of_seen_rows_goes_on_while_total_grew_by_a_page_but_not_for_ever():
     state = listing(allow_mismatch=True)
     state.accept(Page(1, rows(1, 2, 3), 3))

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_kaleyra_email import validation
-from airflow_provider_kaleyra_email.api import DEFAULT_BASE_URL, MAX_PAGE_SIZE, MAX_RESPONSE_BYTES, REGION_BASE_URLS
+from airflow_provider_kaleyra_email.hooks._api import (
+    DEFAULT_BASE_URL,
+    MAX_PAGE_SIZE,
+    MAX_RESPONSE_BYTES,
+    REGION_BASE_URLS,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

@@ -13,7 +13,7 @@ from datetime import date, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from airflow_provider_kaleyra_email.api import MAX_PAGE_SIZE, MESSAGE_ID_ALLOWED, REGION_BASE_URLS
+from airflow_provider_kaleyra_email.hooks._api import MAX_PAGE_SIZE, MESSAGE_ID_ALLOWED, REGION_BASE_URLS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from airflow_provider_kaleyra_email import api
+from airflow_provider_kaleyra_email.hooks import _api as api
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailRetriesExhaustedError
 from airflow_provider_kaleyra_email.operators.kaleyra_email import KaleyraEmailFetchLogsOperator
 from airflow_provider_kaleyra_email.testing import Faults

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from email.utils import parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
 from typing import Any
@@ -23,7 +21,6 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
-import msgspec
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
@@ -35,24 +32,11 @@ except ImportError:  # common-compat before 1.21 (Airflow 2.11 installs 1.20)
 from requests.adapters import HTTPAdapter
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    wait_random_exponential,
 )
-from urllib3.exceptions import DecodeError, NewConnectionError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-from airflow_provider_kaleyra_email import __version__, api, validation
-from airflow_provider_kaleyra_email._paging import (
-    AdaptiveConcurrency,
-    FetchStats,
-    Listing,
-    Page,
-    SnapshotCoverage,
-    cancellable_sleep,
-    fetch_in_order,
-)
+from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.connection import (
     MAX_CONCURRENCY,
     MAX_RETRIES,
@@ -64,6 +48,17 @@ from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailRetriesExhaustedError,
     KaleyraEmailTransientError,
 )
+from airflow_provider_kaleyra_email.hooks import _api
+from airflow_provider_kaleyra_email.hooks._api import interpret_response
+from airflow_provider_kaleyra_email.hooks._paging import (
+    AdaptiveConcurrency,
+    FetchStats,
+    Listing,
+    Page,
+    SnapshotCoverage,
+    cancellable_sleep,
+    fetch_in_order,
+)
 
 __all__ = [
     "KaleyraEmailAPIError",
@@ -73,132 +68,6 @@ __all__ = [
     "KaleyraEmailTransientError",
     "interpret_response",
 ]
-
-#: A Retry-After longer than this is capped, so one odd header cannot park a task for hours.
-MAX_RETRY_AFTER_SECONDS = 300.0
-#: Bytes read from the socket at a time; the deadline and the size cap are checked between reads.
-READ_CHUNK_BYTES = 256 * 1024
-
-_json_decoder = msgspec.json.Decoder()
-
-
-class _TooLarge(Exception):
-    """A response body over ``max_response_bytes``: retrying would not make it smaller."""
-
-
-class _Deadline(Exception):
-    """A response still incomplete when its ``timeout`` ran out (a body that trickles in)."""
-
-
-class _TransientError(Exception):
-    """A failure worth retrying. It never leaves the hook: the caller sees what tenacity made of it."""
-
-    def __init__(
-        self,
-        description: str,
-        *,
-        status_code: int | None = None,
-        error_code: str | None = None,
-        retry_after: float | None = None,
-        unsent: bool = False,
-        kind: str = "answer",
-    ):
-        super().__init__(description)
-        self.description = description
-        #: ``"timeout"``, ``"connection"`` (no answer at all) or ``"answer"`` (a bad one).
-        self.kind = kind
-        self.status_code = status_code
-        self.error_code = error_code
-        self.retry_after = retry_after
-        #: The server cannot have acted on the request (refused connection, 429), so even a
-        #: request that is not idempotent, like a send, may be repeated.
-        self.unsent = unsent
-
-
-class _Attempts:
-    """
-    The one retry policy of both hooks (as dbt Cloud's ``retry_args``), for one request.
-
-    ``retry_args`` go to tenacity's ``Retrying`` (sync) or ``AsyncRetrying`` (async) alike:
-    429 waits its ``Retry-After``, other transient failures back off with full jitter, up to
-    ``max_retries``. A request that is not ``idempotent`` (a send) is repeated only when the
-    server cannot have acted on it. ``failure`` turns the last transient error into what the
-    caller sees, listing what each attempt got.
-    """
-
-    def __init__(
-        self, *, endpoint: str, max_retries: int, idempotent: bool, wait_initial: float, wait_max: float, log: Any
-    ) -> None:
-        self.endpoint = endpoint
-        self.max_retries = max_retries
-        self.idempotent = idempotent
-        self.log = log
-        self.tries: list[str] = []
-        self.started = time.monotonic()
-        # "Full jitter": a random wait up to an exponentially growing cap, so many workers that
-        # failed together do not come back together.
-        self._backoff = wait_random_exponential(multiplier=wait_initial, max=wait_max)
-
-    @property
-    def retry_args(self) -> dict[str, Any]:
-        return {
-            "stop": stop_after_attempt(self.max_retries + 1),
-            "wait": self._wait,
-            "retry": retry_if_exception(self._worth_retrying),
-            "after": self._record,
-            "before_sleep": self._log_retry,
-            "reraise": True,
-        }
-
-    def failure(self, error: _TransientError) -> KaleyraEmailAPIError:
-        """What the caller sees once tenacity gave up (``after`` has recorded every retryable try)."""
-        if not self._worth_retrying(error):
-            return KaleyraEmailAPIError(
-                endpoint=self.endpoint,
-                status_code=error.status_code,
-                error_code=error.error_code,
-                message=(
-                    f"{error.description}; not retried, because Kaleyra may have acted on it already "
-                    "(check the logs before sending again)"
-                ),
-            )
-        return KaleyraEmailRetriesExhaustedError(
-            endpoint=self.endpoint,
-            status_code=error.status_code,
-            error_code=error.error_code,
-            message=(
-                f"gave up after {len(self.tries)} attempt(s) in {time.monotonic() - self.started:.1f} s "
-                f"(max_retries={self.max_retries}): " + "; ".join(_summarize(self.tries))
-            ),
-        )
-
-    def _worth_retrying(self, error: BaseException) -> bool:
-        return isinstance(error, _TransientError) and (self.idempotent or error.unsent)
-
-    def _record(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, _TransientError):
-            self.tries.append(error.description)
-
-    def _wait(self, state: RetryCallState) -> float:
-        """Honour ``Retry-After`` (plus a little jitter so threads do not return in step); else back off."""
-        error = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(error, _TransientError) and error.retry_after is not None:
-            delay = min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
-            return delay + random.uniform(0, 0.1 * delay + 0.05)
-        return float(self._backoff(state))
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        self.log.warning(
-            "%s: %s; retry %d of %d in %.1f s",
-            self.endpoint,
-            error.description if isinstance(error, _TransientError) else error,
-            state.attempt_number,
-            self.max_retries,
-            delay,
-        )
 
 
 @dataclass(frozen=True)
@@ -339,7 +208,7 @@ class KaleyraEmailHook(BaseHook):
     def session(self) -> requests.Session:
         """One session per hook: connections are reused across pages and threads."""
         session = requests.Session()
-        session.headers.update(_request_headers(self.config))
+        session.headers.update(_api.request_headers(self.config.api_key))
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, self.config.max_concurrency), max_retries=0)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
@@ -378,8 +247,8 @@ class KaleyraEmailHook(BaseHook):
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
         """
         message_id = validation.message_id(message_id)
-        path = api.message_stats_path(self.config.sid, message_id)
-        return message_from_body(self._call("GET", path), message_id=message_id, endpoint=f"GET {path}")
+        path = _api.message_stats_path(self.config.sid, message_id)
+        return _api.message_from_body(self._call("GET", path), message_id=message_id, endpoint=f"GET {path}")
 
     def send_email(
         self,
@@ -414,7 +283,7 @@ class KaleyraEmailHook(BaseHook):
             text_body=text_body,
             message_type=message_type,
         )
-        path = api.send_path(self.config.sid)
+        path = _api.send_path(self.config.sid)
         response = self._call("POST", path, json_body=body, idempotent=False)
         ids = [
             str(entry["message_id"])
@@ -448,7 +317,7 @@ class KaleyraEmailHook(BaseHook):
         Arguments are checked now, before any request; the rows come as you iterate. After the
         first page the hook knows ``total`` and fetches the next pages ``max_concurrency`` at a
         time, keeping only a few pages in memory. The listing always ends (see
-        :mod:`airflow_provider_kaleyra_email._paging` for the rules); when its answers do not
+        :mod:`airflow_provider_kaleyra_email.hooks._paging` for the rules); when its answers do not
         add up (rows and ``total`` disagree, a page repeated another) it raises
         :class:`KaleyraEmailAPIError` once the rows are out, unless ``allow_count_mismatch``.
 
@@ -492,7 +361,7 @@ class KaleyraEmailHook(BaseHook):
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
         size = self._page_size(page_size)
         allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        return self._iter_summary_rows(_date_params(start, end), size, allow_mismatch=allow)
+        return self._iter_summary_rows(_api.date_params(start, end), size, allow_mismatch=allow)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated request (today's summary stats, one row), without retries."""
@@ -501,8 +370,8 @@ class KaleyraEmailHook(BaseHook):
         except Exception as exc:
             return False, f"Connection {self.kaleyra_email_conn_id!r} is not usable: {self._scrub(str(exc))}"
         today = datetime.now(self.timezone).date()
-        path = api.summary_stats_path(config.sid)
-        params = [*_date_params(today, today).items(), ("page", "1"), ("limit", "1")]
+        path = _api.summary_stats_path(config.sid)
+        params = [*_api.date_params(today, today).items(), ("page", "1"), ("limit", "1")]
         try:
             self._send_once("GET", path, params, None, f"GET {path}")
         except KaleyraEmailAPIError as exc:
@@ -512,7 +381,7 @@ class KaleyraEmailHook(BaseHook):
                     "Check the account SID (login) and the API key (password)."
                 )
             return False, str(exc)
-        except _TransientError as exc:
+        except _api.TransientError as exc:
             if exc.kind == "timeout":
                 return False, f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
             if exc.kind == "connection":
@@ -535,7 +404,7 @@ class KaleyraEmailHook(BaseHook):
         page_size: Any,
     ) -> _LogsQuery:
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
-        params = list(_date_params(start, end).items())
+        params = list(_api.date_params(start, end).items())
         if to_mail is not None:
             params.append(("toMail", validation.email_address(to_mail, parameter="to_mail")))
         if message_id is not None:
@@ -548,13 +417,13 @@ class KaleyraEmailHook(BaseHook):
         return self.config.page_size if page_size is None else validation.page_size(page_size)
 
     def _iter_log_rows(self, query: _LogsQuery, *, allow_mismatch: bool) -> Iterator[dict[str, Any]]:
-        path = api.logs_path(self.config.sid)
+        path = _api.logs_path(self.config.sid)
         concurrency = self.config.max_concurrency
         listing = Listing(
             label=query.label,
             endpoint=f"GET {path}",
             page_size=query.page_size,
-            key_of=api.log_row_keys,
+            key_of=_api.log_row_keys,
             log=self.log,
             lookahead=2 * concurrency,
             allow_mismatch=allow_mismatch,
@@ -624,12 +493,12 @@ class KaleyraEmailHook(BaseHook):
     def _iter_summary_rows(
         self, params: dict[str, str], page_size: int, *, allow_mismatch: bool
     ) -> Iterator[dict[str, Any]]:
-        path = api.summary_stats_path(self.config.sid)
+        path = _api.summary_stats_path(self.config.sid)
         listing = Listing(
             label=f"summary stats {params.get('start_date', '…')}..{params.get('end_date', '…')}",
             endpoint=f"GET {path}",
             page_size=page_size,
-            key_of=_day_keys,
+            key_of=_api.day_keys,
             log=self.log,
             allow_mismatch=allow_mismatch,
         )
@@ -639,7 +508,7 @@ class KaleyraEmailHook(BaseHook):
             number += 1
             page = self._get_page(path, tuple(params.items()), number, page_size)
             for day in listing.accept(page):
-                yield api.flatten_day(day)
+                yield _api.flatten_day(day)
         listing.finish()
         self._log_finished(listing.progress.finish())
 
@@ -671,16 +540,16 @@ class KaleyraEmailHook(BaseHook):
         endpoint = f"GET {path}"
         body = self._call("GET", path, params=[*params, ("page", str(page)), ("limit", str(page_size))], cancel=cancel)
         try:
-            rows = api.envelope_rows(body)
+            rows = _api.envelope_rows(body)
         except ValueError as exc:
             raise KaleyraEmailAPIError(
                 endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=f"page {page}: {exc}"
             ) from None
-        return Page(page, rows, api.envelope_total(body), api.odd_total(body))
+        return Page(page, rows, _api.envelope_total(body), _api.odd_total(body))
 
     @staticmethod
     def _data(body: Any, *, endpoint: str) -> list[Any]:
-        return envelope_data(body, endpoint=endpoint)
+        return _api.data_of(body, endpoint=endpoint)
 
     # ----------------------------------------------------------------------------------------
     # One request
@@ -710,12 +579,12 @@ class KaleyraEmailHook(BaseHook):
             for attempt in Retrying(**attempts.retry_args, sleep=cancellable_sleep(cancel or threading.Event())):
                 with attempt:
                     return self._send_once(method, path, params, json_body, endpoint)
-        except _TransientError as exc:
+        except _api.TransientError as exc:
             raise attempts.failure(exc) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def _attempts(self, endpoint: str, *, idempotent: bool) -> _Attempts:
-        return _Attempts(
+    def _attempts(self, endpoint: str, *, idempotent: bool) -> _api.Attempts:
+        return _api.Attempts(
             endpoint=endpoint,
             max_retries=self.config.max_retries,
             idempotent=idempotent,
@@ -743,22 +612,26 @@ class KaleyraEmailHook(BaseHook):
                     stream=True,
                 )
                 try:
-                    content = _read_body(response.raw, deadline=deadline, limit=self.config.max_response_bytes)
+                    content = _api.read_body(response.raw, deadline=deadline, limit=self.config.max_response_bytes)
                 except BaseException:
                     response.close()  # a half-read connection must not go back to the pool
                     raise
                 response.raw.release_conn()
-        except _TooLarge as exc:
+        except _api.TooLarge as exc:
             raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
         except requests.ConnectTimeout:
-            raise _TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout") from None
-        except (_Deadline, requests.Timeout, ReadTimeoutError):
-            raise _TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout") from None
+            raise _api.TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout") from None
+        except (_api.Deadline, requests.Timeout, ReadTimeoutError):
+            raise _api.TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout") from None
         except DecodeError as exc:
-            raise _TransientError(f"a body that could not be decompressed ({self._scrub(_reason(exc))})") from None
+            raise _api.TransientError(
+                f"a body that could not be decompressed ({self._scrub(_api.reason_of(exc))})"
+            ) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, ProtocolError) as exc:
-            raise _TransientError(
-                f"connection failed: {self._scrub(_reason(exc))}", unsent=_never_connected(exc), kind="connection"
+            raise _api.TransientError(
+                f"connection failed: {self._scrub(_api.reason_of(exc))}",
+                unsent=_api.never_connected(exc),
+                kind="connection",
             ) from None
         return self._interpret(response, content, endpoint=endpoint)
 
@@ -772,7 +645,7 @@ class KaleyraEmailHook(BaseHook):
                 endpoint=endpoint,
                 api_key=self._known_api_key(),
             )
-        except _TransientError as exc:
+        except _api.TransientError as exc:
             if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:
                 self._concurrency.throttled()
             raise
@@ -786,7 +659,7 @@ class KaleyraEmailHook(BaseHook):
 
     def _scrub(self, text: str) -> str:
         """Kaleyra should never echo the key, but if it ever does, it stops here."""
-        return scrub_secret(text, self._known_api_key())
+        return _api.scrub(text, self._known_api_key())
 
 
 class KaleyraEmailAsyncHook(BaseHook):
@@ -876,14 +749,14 @@ class KaleyraEmailAsyncHook(BaseHook):
         """
         message_id = validation.message_id(message_id)
         config = await self.get_config()
-        path = api.message_stats_path(config.sid, message_id)
+        path = _api.message_stats_path(config.sid, message_id)
         endpoint = f"GET {path}"
         body = await self._get(config, path, endpoint=endpoint)
-        return message_from_body(body, message_id=message_id, endpoint=endpoint)
+        return _api.message_from_body(body, message_id=message_id, endpoint=endpoint)
 
     def scrub(self, text: str) -> str:
         """``text`` without the API key, should anything ever have echoed it."""
-        return scrub_secret(text, self._config.api_key if self._config is not None else None)
+        return _api.scrub(text, self._config.api_key if self._config is not None else None)
 
     async def aclose(self) -> None:
         """Close the HTTP client; the hook opens a new one if it is used again."""
@@ -892,7 +765,7 @@ class KaleyraEmailAsyncHook(BaseHook):
             await client.aclose()
 
     async def _get(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
-        attempts = _Attempts(
+        attempts = _api.Attempts(
             endpoint=endpoint,
             max_retries=config.max_retries,
             idempotent=True,
@@ -904,14 +777,14 @@ class KaleyraEmailAsyncHook(BaseHook):
             async for attempt in AsyncRetrying(**attempts.retry_args):
                 with attempt:
                     return await self._get_once(config, path, endpoint=endpoint)
-        except _TransientError as exc:
+        except _api.TransientError as exc:
             raise attempts.failure(exc) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _get_once(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
         if self._client is None:
             self._client = httpx.AsyncClient(
-                headers=_request_headers(config), timeout=config.timeout, follow_redirects=False
+                headers=_api.request_headers(config.api_key), timeout=config.timeout, follow_redirects=False
             )
         try:
             # ``timeout`` bounds the whole response, headers and body, not each socket read.
@@ -919,17 +792,17 @@ class KaleyraEmailAsyncHook(BaseHook):
                 self._read(self._client, config.base_url + path, limit=config.max_response_bytes),
                 timeout=config.timeout,
             )
-        except _TooLarge as exc:
+        except _api.TooLarge as exc:
             raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
         except httpx.ConnectTimeout:
-            raise _TransientError(f"could not connect within {config.timeout:g} s", unsent=True) from None
+            raise _api.TransientError(f"could not connect within {config.timeout:g} s", unsent=True) from None
         except (httpx.TimeoutException, asyncio.TimeoutError):
-            raise _TransientError(f"no complete answer within {config.timeout:g} s (timeout)") from None
+            raise _api.TransientError(f"no complete answer within {config.timeout:g} s (timeout)") from None
         except httpx.DecodingError:
-            raise _TransientError("a body that could not be decompressed") from None
+            raise _api.TransientError("a body that could not be decompressed") from None
         except httpx.TransportError as exc:
             text = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
-            raise _TransientError(f"connection failed: {scrub_secret(text, config.api_key)}") from None
+            raise _api.TransientError(f"connection failed: {_api.scrub(text, config.api_key)}") from None
         return interpret_response(
             status=status, reason=reason, headers=headers, content=content, endpoint=endpoint, api_key=config.api_key
         )
@@ -940,12 +813,12 @@ class KaleyraEmailAsyncHook(BaseHook):
         async with client.stream("GET", url) as response:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > limit:
-                raise _TooLarge(_too_large(int(declared), limit))
+                raise _api.TooLarge(_api.too_large(int(declared), limit))
             chunks, size = [], 0
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > limit:
-                    raise _TooLarge(_too_large(size, limit, at_least=True))
+                    raise _api.TooLarge(_api.too_large(size, limit, at_least=True))
                 chunks.append(chunk)
             return response.status_code, response.reason_phrase, response.headers, b"".join(chunks)
 
@@ -974,236 +847,6 @@ async def _async_extra_dejson(conn: Any) -> dict[str, Any]:
     except ImportError:
         return dict(await asyncio.to_thread(lambda: conn.extra_dejson))
     return dict(await get_async_extra_dejson(conn))
-
-
-def _request_headers(config: ConnectionConfig) -> dict[str, str]:
-    return {
-        api.API_KEY_HEADER: config.api_key,
-        "Accept": "application/json",
-        "User-Agent": f"airflow-provider-kaleyra-email/{__version__}",
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# What a response means: shared by the sync hook (requests) and the async hook (httpx)
-# --------------------------------------------------------------------------------------------
-
-
-def interpret_response(
-    *,
-    status: int,
-    reason: str,
-    headers: Mapping[str, str],
-    content: bytes,
-    endpoint: str,
-    api_key: str | None = None,
-) -> Any:
-    """
-    Return the decoded body of a response that succeeded, or raise what its failure means.
-
-    A pure function of the response, so the sync hook and the async hook read Kaleyra the same
-    way: 429 (with its ``Retry-After``), 5xx and an unreadable body raise ``_TransientError``
-    (worth another try); a redirect, 400/401/403/404 and an HTTP 200 whose ``error`` object is not
-    empty raise :class:`KaleyraEmailAPIError`. Every text taken from the response (Kaleyra's
-    message, the reason phrase, a ``Location``, a preview of a body) is scrubbed of ``api_key``
-    in every form an echo of it may take (:func:`~airflow_provider_kaleyra_email.api.scrub`).
-
-    :param status: the HTTP status code.
-    :param reason: the HTTP reason phrase, used when the body says nothing.
-    :param headers: the response headers (a case-insensitive mapping).
-    :param content: the raw body.
-    :param endpoint: method and path for error messages (never the key).
-    :param api_key: the connection's key, so that an echo of it never reaches a message.
-    """
-
-    def clean(text: str) -> str:
-        return api.scrub(text, api_key)
-
-    if status == HTTPStatus.TOO_MANY_REQUESTS:
-        retry_after = _retry_after_seconds(headers.get("Retry-After"))
-        raise _TransientError(
-            "HTTP 429 (rate limited" + (f", Retry-After {retry_after:g} s)" if retry_after is not None else ")"),
-            status_code=status,
-            retry_after=retry_after,
-            unsent=True,
-        )
-    if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
-        detail = api.error_detail_for_status(_decode(content), reason)
-        raise _TransientError(
-            f"HTTP {status} ({clean(detail.message)})", status_code=status, error_code=detail.error_code
-        )
-    if HTTPStatus.MULTIPLE_CHOICES <= status < HTTPStatus.BAD_REQUEST:
-        location = clean(headers.get("Location", ""))
-        raise KaleyraEmailAPIError(
-            endpoint=endpoint,
-            status_code=status,
-            error_code=None,
-            message=f"redirect to {location!r} not followed: the API key is only sent to the configured host",
-        )
-    body = _decode(content)
-    if status >= HTTPStatus.BAD_REQUEST:
-        detail = api.error_detail_for_status(body, reason)
-        raise KaleyraEmailAPIError(
-            endpoint=endpoint, status_code=status, error_code=detail.error_code, message=clean(detail.message)
-        )
-    if body is _UNREADABLE:
-        raise _TransientError(f"HTTP {status} with a body that is not JSON: {_preview(content, api_key)}")
-    error_in_body = api.error_detail(body)
-    if error_in_body is not None:
-        raise KaleyraEmailAPIError(
-            endpoint=endpoint,
-            status_code=status,
-            error_code=error_in_body.error_code,
-            message=clean(error_in_body.message),
-        )
-    return body
-
-
-def scrub_secret(text: str, secret: str | None) -> str:
-    """``text`` without ``secret`` in any form an echo of it may take."""
-    return api.scrub(text, secret)
-
-
-def envelope_data(body: Any, *, endpoint: str) -> list[Any]:
-    """The ``data`` list of a successful response; an unexpected shape is a :class:`KaleyraEmailAPIError`."""
-    try:
-        return api.envelope_data(body)
-    except ValueError as exc:
-        raise KaleyraEmailAPIError(
-            endpoint=endpoint,
-            status_code=HTTPStatus.OK,
-            error_code=None,
-            message=f"unexpected body: {exc}",
-        ) from None
-
-
-def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str, Any]:
-    """
-    The one message of a ``stats/<message id>`` body, with ``recipients`` always a list.
-
-    An empty ``data`` list means Kaleyra does not know the id (yet): that is a 404, like the
-    status Kaleyra answers for an unknown id.
-    """
-    messages = envelope_data(body, endpoint=endpoint)
-    if not messages or not isinstance(messages[0], Mapping):
-        raise KaleyraEmailAPIError(
-            endpoint=endpoint,
-            status_code=HTTPStatus.NOT_FOUND,
-            error_code=None,
-            message=f"no message with id {message_id!r} in the response",
-        )
-    message = dict(messages[0])
-    if not isinstance(message.get("recipients"), list):
-        message["recipients"] = []
-    return message
-
-
-_UNREADABLE: Any = object()
-
-
-def _decode(content: bytes) -> Any:
-    try:
-        return _json_decoder.decode(content)
-    except msgspec.DecodeError:
-        return _UNREADABLE
-
-
-def _preview(content: bytes, api_key: str | None, limit: int = 80) -> str:
-    """The start of a body, for a message: scrubbed before it is cut, so no part of a key remains."""
-    text = api.scrub(content[: 4 * limit + 1024].decode("utf-8", "replace"), api_key)
-    text = "".join(char if char.isprintable() else " " for char in text[:limit])
-    return repr(text + ("…" if len(content) > limit else ""))
-
-
-def _read_body(raw: Any, *, deadline: float, limit: int) -> bytes:
-    """
-    A urllib3 response's whole body, decompressed, by ``deadline`` and at most ``limit`` bytes.
-
-    The socket timeout bounds each read; the deadline bounds them all, so a body that trickles
-    in a byte at a time fails like any timeout instead of holding the worker for ever.
-    """
-    declared = raw.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge(_too_large(int(declared), limit))
-    chunks, size = [], 0
-    sock = getattr(raw.connection, "sock", None)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Deadline
-        if sock is not None:
-            sock.settimeout(remaining)  # so that no single read outlasts the deadline either
-        chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(_too_large(size, limit, at_least=True))
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
-    more = "more than " if at_least else ""
-    return (
-        f"the response body is {more}{size:,} bytes, over the limit of {limit:,} "
-        "(max_response_bytes); no page of this API is that large, so it was not read"
-    )
-
-
-def _retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _reason(exc: BaseException) -> str:
-    """The root cause of a requests error, without the long urllib3 wrapper text."""
-    cause: BaseException = exc
-    while True:
-        inner = getattr(cause, "reason", None)
-        if isinstance(inner, BaseException):
-            cause = inner
-            continue
-        if cause.args and isinstance(cause.args[0], BaseException):
-            cause = cause.args[0]
-            continue
-        break
-    text = str(cause)
-    return f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
-
-
-def _never_connected(exc: BaseException) -> bool:
-    """Whether a requests error happened before the request reached the server."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, NewConnectionError):
-            return True
-        nested = getattr(cause, "reason", None)
-        if isinstance(nested, BaseException):
-            cause = nested
-        elif cause.args and isinstance(cause.args[0], BaseException):
-            cause = cause.args[0]
-        else:
-            cause = None
-    return False
-
-
-def _summarize(tries: list[str]) -> list[str]:
-    """``['HTTP 503', 'HTTP 503', 'timeout']`` -> ``['HTTP 503 (x2)', 'timeout']``."""
-    counts: dict[str, int] = {}
-    for outcome in tries:
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return [f"{outcome} (x{count})" if count > 1 else outcome for outcome, count in counts.items()]
 
 
 def _send_body(
@@ -1238,20 +881,6 @@ def _send_body(
             raise ValueError(f"message_type={message_type!r} must be a non-empty string.")
         body["type"] = message_type
     return body
-
-
-def _day_keys(days: list[dict[str, Any]]) -> list[Any]:
-    """A summary stats day's identity is its date; a day without one is never merged."""
-    return [day.get("date") or None for day in days]
-
-
-def _date_params(start: date | None, end: date | None) -> dict[str, str]:
-    params = {}
-    if start is not None:
-        params["start_date"] = start.isoformat()
-    if end is not None:
-        params["end_date"] = end.isoformat()
-    return params
 
 
 def _config_fields(config: ConnectionConfig) -> dict[str, Any]:

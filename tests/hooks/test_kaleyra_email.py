@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from airflow_provider_kaleyra_email import api
+from airflow_provider_kaleyra_email.hooks import _api as api
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import (
     KaleyraEmailAPIError,
     KaleyraEmailHook,

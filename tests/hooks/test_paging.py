@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from airflow_provider_kaleyra_email import api
-from airflow_provider_kaleyra_email._paging import (
+from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
+from airflow_provider_kaleyra_email.hooks import _api as api
+from airflow_provider_kaleyra_email.hooks._paging import (
     AdaptiveConcurrency,
     Listing,
     Page,
@@ -17,7 +18,6 @@ from airflow_provider_kaleyra_email._paging import (
     SnapshotCoverage,
     fetch_in_order,
 )
-from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 
 SIZE = 3
 

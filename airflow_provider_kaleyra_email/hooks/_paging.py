@@ -138,6 +138,80 @@ def fetch_in_order(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def list_rows(
+    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int
+) -> Iterator[dict[str, Any]]:
+    """
+    Yield every new row of a listing, as :class:`Listing`'s rules allow, then check its counts.
+
+    Pages are fetched ``concurrency`` at a time and handed over in order. When ``total`` grew
+    while we listed (mail arriving, newest first), the rows that slid past a page already
+    fetched are fetched again where they are now (see :class:`SnapshotCoverage`).
+
+    :param fetch: ``fetch(page, cancel)`` returns one page; ``cancel`` cuts its retries short.
+    :param listing: the rules and the record of this listing.
+    :param concurrency: pages fetched at once.
+    """
+    cancel = threading.Event()
+    coverage: SnapshotCoverage | None = None
+    pages = fetch_in_order(
+        lambda number: fetch(number, cancel),
+        allowed=listing.allowed,
+        concurrency=concurrency,
+        lookahead=listing.lookahead,
+        cancel=cancel,
+    )
+    try:
+        for page in pages:
+            fresh = listing.accept(page)
+            if page.number == 1 and listing.first_total is not None:
+                coverage = SnapshotCoverage(listing.first_total, listing.page_size)
+                listing.log.info(
+                    "%s: %s rows in %s pages", listing.label, f"{page.total:,}", listing.stats.pages_expected
+                )
+            if coverage is not None:
+                coverage.add(page.number, len(page.rows), page.total)
+            yield from fresh
+            if not listing.more:
+                break
+    finally:
+        pages.close()
+    if coverage is not None and coverage.latest_total > coverage.total:
+        yield from _fill_gaps(coverage, listing, lambda number: fetch(number, threading.Event()))
+    listing.finish()
+    listing.log_finished()
+
+
+def _fill_gaps(coverage: SnapshotCoverage, listing: Listing, fetch: Callable[[int], Page]) -> Iterator[dict[str, Any]]:
+    """
+    Fetch again the rows that moved between pages while we listed them.
+
+    Mail that arrives during a listing pushes every row down; a page fetched after the push
+    misses rows that slid into a page fetched before it. Each response's ``total`` says how
+    far rows have moved, so we know which positions of the first page's listing no page
+    covered, and fetch them where they are now (a bounded number of times).
+    """
+    budget, fruitless = 2 * len(coverage.gaps()) + 10, 0
+    while coverage.gaps() and budget > 0 and fruitless < MAX_FRUITLESS_PAGES:
+        budget -= 1
+        page = fetch(coverage.page_now_holding(coverage.gaps()[0][0]))
+        if not page.rows:
+            break
+        fresh = listing.fresh_only(page)
+        # Rows keep sliding while we repair, so one page that missed is not proof of an end.
+        fruitless = 0 if fresh else fruitless + 1
+        coverage.add(page.number, len(page.rows), page.total)
+        yield from fresh
+    if coverage.missing():
+        listing.log.warning(
+            "%s: %d rows of the %s listed at the start moved out of reach while paging "
+            "(statuses changing under a status search, or deletions); run again to pick them up.",
+            listing.label,
+            coverage.missing(),
+            f"{coverage.total:,}",
+        )
+
+
 @dataclass
 class Page:
     """One answer of a paged endpoint: its rows (JSON objects) and what it said of ``total``."""
@@ -282,6 +356,23 @@ class Listing:
             self.log.warning("%s (allow_count_mismatch is set, so the task goes on).", self._describe())
             return
         raise self.error()
+
+    def log_finished(self) -> None:
+        stats = self.progress.finish()
+        total = ""
+        if stats.total is not None:
+            verdict = "matches" if stats.total == stats.rows else "differs from"
+            total = f"; {stats.rows:,} {verdict} the API's total of {stats.total:,}"
+        self.log.info(
+            "%s: %s rows in %s pages, %.1f s (%s rows/s), %s duplicates dropped%s",
+            stats.endpoint,
+            f"{stats.rows:,}",
+            stats.pages,
+            stats.seconds,
+            f"{stats.rows_per_second:,.0f}",
+            stats.duplicates,
+            total,
+        )
 
     def error(self) -> KaleyraEmailAPIError:
         return KaleyraEmailAPIError(

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
@@ -55,9 +55,8 @@ from airflow_provider_kaleyra_email.hooks._paging import (
     FetchStats,
     Listing,
     Page,
-    SnapshotCoverage,
     cancellable_sleep,
-    fetch_in_order,
+    list_rows,
 )
 
 __all__ = [
@@ -418,77 +417,21 @@ class KaleyraEmailHook(BaseHook):
 
     def _iter_log_rows(self, query: _LogsQuery, *, allow_mismatch: bool) -> Iterator[dict[str, Any]]:
         path = _api.logs_path(self.config.sid)
-        concurrency = self.config.max_concurrency
         listing = Listing(
             label=query.label,
             endpoint=f"GET {path}",
             page_size=query.page_size,
             key_of=_api.log_row_keys,
             log=self.log,
-            lookahead=2 * concurrency,
+            lookahead=2 * self.config.max_concurrency,
             allow_mismatch=allow_mismatch,
         )
         self.last_fetch = listing.stats
-        cancel = threading.Event()
-
-        def fetch(page: int) -> Page:
-            return self._get_page(path, query.params, page, query.page_size, cancel=cancel)
-
-        coverage: SnapshotCoverage | None = None
-        pages = fetch_in_order(
-            fetch, allowed=listing.allowed, concurrency=concurrency, lookahead=2 * concurrency, cancel=cancel
+        return list_rows(
+            lambda page, cancel: self._get_page(path, query.params, page, query.page_size, cancel=cancel),
+            listing,
+            concurrency=self.config.max_concurrency,
         )
-        try:
-            for page in pages:
-                fresh = listing.accept(page)
-                if page.number == 1 and listing.first_total is not None:
-                    coverage = SnapshotCoverage(listing.first_total, query.page_size)
-                    self.log.info(
-                        "%s: %s rows in %s pages", query.label, f"{page.total:,}", listing.stats.pages_expected
-                    )
-                if coverage is not None:
-                    coverage.add(page.number, len(page.rows), page.total)
-                yield from fresh
-                if not listing.more:
-                    break
-        finally:
-            pages.close()
-        if coverage is not None and coverage.latest_total > coverage.total:
-            yield from self._fill_gaps(coverage, listing, lambda page: fetch(page))
-        listing.finish()
-        self._log_finished(listing.progress.finish())
-
-    def _fill_gaps(
-        self, coverage: SnapshotCoverage, listing: Listing, fetch: Callable[[int], Page]
-    ) -> Iterator[dict[str, Any]]:
-        """
-        Fetch again the rows that moved between pages while we listed them.
-
-        Mail that arrives during a listing pushes every row down; a page fetched after the push
-        misses rows that slid into a page fetched before it. Each response's ``total`` says how
-        far rows have moved, so we know which positions of the first page's listing no page
-        covered, and fetch them where they are now (a bounded number of times).
-        """
-        budget, fruitless = 2 * len(coverage.gaps()) + 10, 0
-        while coverage.gaps() and budget > 0 and fruitless < 3:
-            budget -= 1
-            page = fetch(coverage.page_now_holding(coverage.gaps()[0][0]))
-            if not page.rows:
-                break
-            fresh = listing.fresh_only(page)
-            # Rows keep sliding while we repair, so one page that missed is not proof of an end.
-            fruitless = 0 if fresh else fruitless + 1
-            coverage.add(page.number, len(page.rows), page.total)
-            yield from fresh
-        missing = coverage.missing()
-        if missing:
-            self.log.warning(
-                "%s: %d rows of the %s listed at the start moved out of reach while paging "
-                "(statuses changing under a status search, or deletions); run again to pick them up.",
-                listing.label,
-                missing,
-                f"{coverage.total:,}",
-            )
 
     def _iter_summary_rows(
         self, params: dict[str, str], page_size: int, *, allow_mismatch: bool
@@ -503,30 +446,12 @@ class KaleyraEmailHook(BaseHook):
             allow_mismatch=allow_mismatch,
         )
         self.last_fetch = listing.stats
-        number = 0
-        while listing.more:
-            number += 1
-            page = self._get_page(path, tuple(params.items()), number, page_size)
-            for day in listing.accept(page):
-                yield _api.flatten_day(day)
-        listing.finish()
-        self._log_finished(listing.progress.finish())
-
-    def _log_finished(self, stats: FetchStats) -> None:
-        total = ""
-        if stats.total is not None:
-            verdict = "matches" if stats.total == stats.rows else "differs from"
-            total = f"; {stats.rows:,} {verdict} the API's total of {stats.total:,}"
-        self.log.info(
-            "%s: %s rows in %s pages, %.1f s (%s rows/s), %s duplicates dropped%s",
-            stats.endpoint,
-            f"{stats.rows:,}",
-            stats.pages,
-            stats.seconds,
-            f"{stats.rows_per_second:,.0f}",
-            stats.duplicates,
-            total,
+        days = list_rows(
+            lambda page, cancel: self._get_page(path, tuple(params.items()), page, page_size, cancel=cancel),
+            listing,
+            concurrency=1,  # no total to plan with; and a page holds 100 days
         )
+        return map(_api.flatten_day, days)
 
     def _get_page(
         self,

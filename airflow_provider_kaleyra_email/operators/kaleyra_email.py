@@ -395,3 +395,8 @@ class KaleyraEmailSendOperator(BaseOperator):
             text_body=self.text_body,
             message_type=self.message_type,
         )
+
+
+from airflow_provider_kaleyra_email.operators._report import (  # noqa: E402  (re-exported: the public path)
+    KaleyraEmailDeliverabilityReportOperator as KaleyraEmailDeliverabilityReportOperator,
+)

@@ -1,0 +1,254 @@
+"""
+A deliverability report: summary stats and failed log rows in, figures, HTML and PNG out.
+
+The rules, stated once:
+
+- a rate is a metric's total over the range divided by the total ``accepted``: delivered
+  (``delivered``), opened (``opens``), bounced (``bounces``), blocked (``blocks``). A metric the
+  API never sent, or a range with nothing accepted, has no rate (``None``, shown as "n/a"), never 0;
+- a failure is a log row whose status is BOUNCE, BLOCKED, FAILED or SUPPRESSED. Its reason is
+  the row's error text (``description``), counted per (status, reason); every address in its
+  ``to_mail`` (comma-separated) counts one failure for the address's domain.
+
+Pure: no Airflow, no HTTP. matplotlib (the Agg canvas, no pyplot) is imported only to draw, and
+the charts are embedded in the HTML as ``data:`` URIs, so the page opens offline anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import textwrap
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+FAILURE_STATUSES = ("BOUNCE", "BLOCKED", "FAILED", "SUPPRESSED")
+#: Rate name -> the summary stats metric it counts.
+RATES = {"delivered": "delivered", "opened": "opens", "bounced": "bounces", "blocked": "blocks"}
+NO_REASON = "(no reason given)"
+_COLORS = {"delivered": "#2e7d32", "opened": "#1565c0", "bounced": "#ef6c00", "blocked": "#c62828"}
+
+
+@dataclass
+class FailureTally:
+    """Failed rows counted as they stream past: by status, by (status, reason), by domain."""
+
+    statuses: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[tuple[str, str]] = field(default_factory=Counter)
+    domains: Counter[str] = field(default_factory=Counter)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        status = str(row.get("status") or "").strip().upper()
+        if status not in FAILURE_STATUSES:
+            return
+        self.statuses[status] += 1
+        self.reasons[status, " ".join(str(row.get("description") or "").split()) or NO_REASON] += 1
+        for address in str(row.get("to_mail") or "").split(","):
+            if address := address.strip().lower():
+                self.domains[address.rpartition("@")[2] or address] += 1
+
+
+@dataclass(frozen=True)
+class Report:
+    from_date: date
+    to_date: date
+    timezone: str
+    read_at: datetime
+    days: list[tuple[date, dict[str, float]]]  # every day of the range, in order
+    totals: dict[str, float]
+    rates: dict[str, float | None]
+    failures: dict[str, int]
+    top_reasons: list[tuple[str, str, int]]
+    top_domains: list[tuple[str, int]]
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self.totals.get("accepted")) or bool(self.failures)
+
+    def summary(self) -> dict[str, Any]:
+        """A small, JSON-safe digest for XCom and Asset events."""
+        return {
+            "from_date": self.from_date.isoformat(),
+            "to_date": self.to_date.isoformat(),
+            "timezone": self.timezone,
+            "read_at": self.read_at.isoformat(),
+            "totals": self.totals,
+            "rates": self.rates,
+            "failures": self.failures,
+            "top_reasons": [{"status": s, "reason": r, "count": n} for s, r, n in self.top_reasons],
+            "top_domains": [{"domain": d, "count": n} for d, n in self.top_domains],
+        }
+
+
+def build_report(
+    summary_rows: Iterable[Mapping[str, Any]],
+    tally: FailureTally,
+    *,
+    from_date: date,
+    to_date: date,
+    timezone: str,
+    read_at: datetime,
+    top: int = 10,
+) -> Report:
+    """The figures of the range ``from_date..to_date`` (inclusive); days without stats count 0."""
+    days: dict[date, dict[str, float]] = {from_date + timedelta(n): {} for n in range((to_date - from_date).days + 1)}
+    totals: dict[str, float] = {}
+    for row in summary_rows:
+        day = _day(row.get("date"))
+        if day is None or day not in days:
+            continue
+        for name, value in row.items():
+            if name != "date" and isinstance(value, int | float) and not isinstance(value, bool):
+                days[day][name] = days[day].get(name, 0) + value
+                totals[name] = totals.get(name, 0) + value
+    ranked = sorted(tally.reasons.items(), key=lambda item: (-item[1], item[0]))
+    return Report(
+        from_date=from_date,
+        to_date=to_date,
+        timezone=timezone,
+        read_at=read_at,
+        days=list(days.items()),
+        totals=dict(sorted(totals.items())),
+        rates={name: _rate(totals, metric) for name, metric in RATES.items()},
+        failures={status: tally.statuses[status] for status in FAILURE_STATUSES if tally.statuses[status]},
+        top_reasons=[(status, reason, count) for (status, reason), count in ranked[:top]],
+        top_domains=sorted(tally.domains.items(), key=lambda item: (-item[1], item[0]))[:top],
+    )
+
+
+def _day(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return None
+
+
+def _rate(metrics: Mapping[str, float], metric: str) -> float | None:
+    accepted = metrics.get("accepted") or 0
+    return metrics[metric] / accepted if metric in metrics and accepted > 0 else None
+
+
+def percent(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.1%}"
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def main_chart(report: Report) -> bytes:
+    """Daily volume, then delivered/opened and bounced/blocked rates per day: a 1000 x 700 PNG."""
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+    from matplotlib.ticker import PercentFormatter
+
+    figure = _figure(10, 7)
+    title = f"Email deliverability {report.from_date} to {report.to_date} ({report.timezone})"
+    if not report.has_data:
+        figure.text(0.5, 0.5, f"No email data\n{title}", ha="center", va="center", fontsize=16, color="#555")
+        return _png(figure)
+    volume, high, low = figure.subplots(3, 1, sharex=True, height_ratios=[1.2, 1, 1])
+    dates = [day for day, _ in report.days]
+    volume.bar(dates, [metrics.get("accepted", 0) for _, metrics in report.days], color="#90a4ae")
+    volume.set_ylabel("accepted / day")
+    volume.set_title(title, loc="left")
+    for axes, names in ((high, ("delivered", "opened")), (low, ("bounced", "blocked"))):
+        for name in names:
+            if report.rates[name] is not None:
+                series = [_rate(metrics, RATES[name]) for _, metrics in report.days]
+                values = [math.nan if value is None else value for value in series]
+                label = f"{name} ({percent(report.rates[name])} overall)"
+                axes.plot(dates, values, marker="o", markersize=3, color=_COLORS[name], label=label)
+        axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+        axes.set_ylim(bottom=0)
+        axes.grid(alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small", frameon=False)
+    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
+    low.xaxis.set_major_locator(locator)
+    low.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    return _png(figure)
+
+
+def bar_chart(labels: list[str], counts: list[int]) -> bytes:
+    """Horizontal bars, the largest on top; long labels shortened (the table beside has them whole)."""
+    figure = _figure(10, 1.2 + 0.4 * len(labels))
+    axes = figure.subplots()
+    axes.barh([textwrap.shorten(label, 60, placeholder=" …") for label in labels][::-1], counts[::-1], color="#c62828")
+    axes.tick_params(axis="y", labelsize="small")
+    axes.grid(axis="x", alpha=0.3)
+    return _png(figure)
+
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1040px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}
+td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}.meta,.empty{color:#555}
+"""
+
+
+def render_html(report: Report, main_png: bytes) -> str:
+    """One self-contained page: no script, no link, charts as ``data:`` URIs."""
+    e = html.escape
+    read_at = report.read_at.strftime("%Y-%m-%d %H:%M:%S %Z")
+    span = (report.to_date - report.from_date).days + 1
+    parts = [
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Email deliverability {report.from_date} to {report.to_date}</title>"
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>Email deliverability</h1><p class='meta'>{report.from_date} to {report.to_date} ({span} days, "
+        f"time zone {e(report.timezone)}). Data read {e(read_at)}.</p>",
+    ]
+    if not report.has_data:
+        parts.append(
+            "<p class='empty' id='no-data'>No data: no email was accepted and no failed delivery was logged.</p>"
+        )
+    parts.append("<h2>Rates</h2><table id='rates'><tr><th>rate</th><th>of accepted</th><th>metric</th></tr>")
+    for name, metric in RATES.items():
+        rate = report.rates[name]
+        parts.append(f"<tr><td>{name}</td><td class='n'>{percent(rate)}</td><td>{metric}</td></tr>")
+    parts.append(f"</table>{_img(main_png, 'Daily volume and rates')}")
+    parts.append("<h2>Totals</h2><table id='totals'><tr><th>metric</th><th>total</th></tr>")
+    for name, value in report.totals.items():
+        parts.append(f"<tr><td>{e(name)}</td><td class='n'>{value:,}</td></tr>")
+    for status, count in report.failures.items():
+        parts.append(f"<tr><td>{status} log rows</td><td class='n'>{count:,}</td></tr>")
+    parts.append("</table>")
+    sections = (
+        ("reasons", "Top failure reasons", "status</th><th>reason</th><th>log rows", report.top_reasons),
+        ("domains", "Recipient domains with the most failures", "domain</th><th>failed recipients", report.top_domains),
+    )
+    for key, title, header, rows in sections:
+        parts.append(f"<h2>{title}</h2>")
+        if not rows:
+            parts.append(f"<p class='empty' id='no-{key}'>None in this range.</p>")
+            continue
+        chart = bar_chart([": ".join(map(str, row[:-1])) for row in rows], [row[-1] for row in rows])
+        parts.append(f"{_img(chart, title)}<table id='{key}'><tr><th>{header}</th></tr>")
+        for row in rows:
+            cells = "".join(f"<td>{e(str(cell))}</td>" for cell in row[:-1])
+            parts.append(f"<tr>{cells}<td class='n'>{row[-1]:,}</td></tr>")
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f"<p><img alt='{html.escape(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>"

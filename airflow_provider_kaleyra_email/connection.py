@@ -7,6 +7,7 @@ trigger (``get_async_connection``) read a connection the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from airflow_provider_kaleyra_email.hooks._api import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,41 @@ def config_from_connection(
             high=MAX_CONCURRENCY,
         ),
     )
+
+
+def check_overrides(**overrides: Any) -> dict[str, Any]:
+    """
+    Check a hook's keyword overrides of the connection's settings; drop those left at ``None``.
+
+    They are checked when the hook is built, but applied only when the connection is read, so
+    no connection lookup (and no secrets backend call) happens before the first request.
+    """
+    checks: dict[str, Callable[[Any], Any]] = {
+        "timeout": lambda v: validation.positive_number(v, parameter="timeout"),
+        "max_retries": lambda v: validation.int_in_range(v, parameter="max_retries", low=0, high=MAX_RETRIES),
+        "page_size": validation.page_size,
+        "max_concurrency": lambda v: validation.int_in_range(
+            v, parameter="max_concurrency", low=1, high=MAX_CONCURRENCY
+        ),
+        "max_response_bytes": lambda v: validation.int_in_range(
+            v, parameter="max_response_bytes", low=1024, high=2**40
+        ),
+    }
+    return {name: checks[name](value) for name, value in overrides.items() if value is not None}
+
+
+def config_of(conn: Any, extra: Mapping[str, Any], *, conn_id: str, overrides: Mapping[str, Any]) -> ConnectionConfig:
+    """The settings of an Airflow ``Connection`` (its ``extra`` already parsed), with ``overrides`` applied."""
+    config = config_from_connection(
+        conn_id=conn_id,
+        login=conn.login,
+        password=conn.password,
+        host=conn.host,
+        port=conn.port,
+        schema=conn.schema,
+        extra=extra,
+    )
+    return dataclasses.replace(config, **overrides)
 
 
 def _normalized_extras(extra: Mapping[str, Any], *, conn_id: str) -> dict[str, Any]:

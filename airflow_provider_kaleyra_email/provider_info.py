@@ -90,3 +90,32 @@ def provider_info() -> dict[str, Any]:
             }
         ],
     }
+
+
+def ui_field_behaviour() -> dict[str, Any]:
+    """Return the connection form's layout for Airflow 2.11 to 3.1 (3.2+ reads it from provider info)."""
+    return {
+        "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
+        "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
+        "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
+    }
+
+
+def connection_form_widgets() -> dict[str, Any]:
+    """Return named extra fields for Airflow 2.11 to 3.1, whose web server has wtforms."""
+    from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+    from flask_babel import lazy_gettext
+    from wtforms import IntegerField, StringField
+    from wtforms.validators import NumberRange, Optional
+
+    widgets: dict[str, Any] = {}
+    for name, spec in CONN_FIELDS.items():
+        label, description = lazy_gettext(spec["label"]), spec["description"]
+        if spec["schema"]["type"] == ["integer", "null"]:
+            bounds = NumberRange(min=spec["schema"].get("minimum"), max=spec["schema"].get("maximum"))
+            widgets[name] = IntegerField(
+                label, description=description, validators=[Optional(), bounds], widget=BS3TextFieldWidget()
+            )
+        else:
+            widgets[name] = StringField(label, description=description, widget=BS3TextFieldWidget())
+    return widgets

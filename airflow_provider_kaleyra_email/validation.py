@@ -194,3 +194,37 @@ def region(value: Any) -> str | None:
         known = ", ".join(repr(name) for name in REGION_BASE_URLS)
         raise ValueError(f"Connection extra region={value!r} is not a Kaleyra region; use one of {known}.")
     return str(key)
+
+
+def send_body(
+    *,
+    from_email: Any,
+    to: Any,
+    subject: Any,
+    html_body: Any,
+    text_body: Any,
+    message_type: Any,
+) -> dict[str, Any]:
+    """Return the JSON body of a send, checked before anything goes out."""
+    recipients = [to] if isinstance(to, str) else to
+    if not isinstance(recipients, list | tuple) or not recipients:
+        raise ValueError(f"to={to!r} must be an email address or a non-empty list of them.")
+    body: dict[str, Any] = {
+        "from": email_address(from_email, parameter="from_email"),
+        "to": [email_address(r, parameter=f"to[{n}]") for n, r in enumerate(recipients)],
+    }
+    if not isinstance(subject, str) or not subject.strip():
+        raise ValueError(f"subject={subject!r} must be a non-empty string.")
+    body["subject"] = subject
+    for name, value in (("html_body", html_body), ("text_body", text_body)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name}={value!r} must be a string.")
+        if value:
+            body[name] = value
+    if "html_body" not in body and "text_body" not in body:
+        raise ValueError("html_body=None and text_body=None: give at least one body.")
+    if message_type is not None:
+        if not isinstance(message_type, str) or not message_type.strip():
+            raise ValueError(f"message_type={message_type!r} must be a non-empty string.")
+        body["type"] = message_type
+    return body

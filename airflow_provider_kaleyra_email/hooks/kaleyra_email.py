@@ -8,7 +8,6 @@ Both read a response with the same :func:`interpret_response`.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -36,13 +35,8 @@ from tenacity import (
 )
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
-from airflow_provider_kaleyra_email import validation
-from airflow_provider_kaleyra_email.connection import (
-    MAX_CONCURRENCY,
-    MAX_RETRIES,
-    ConnectionConfig,
-    config_from_connection,
-)
+from airflow_provider_kaleyra_email import provider_info, validation
+from airflow_provider_kaleyra_email.connection import ConnectionConfig, check_overrides, config_of
 from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailAPIError,
     KaleyraEmailRetriesExhaustedError,
@@ -115,25 +109,13 @@ class KaleyraEmailHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        # Checked here, but applied over the connection's settings lazily: no connection lookup
-        # (and so no secrets backend call) happens until the first request.
-        self._overrides: dict[str, Any] = {}
-        if timeout is not None:
-            self._overrides["timeout"] = validation.positive_number(timeout, parameter="timeout")
-        if max_retries is not None:
-            self._overrides["max_retries"] = validation.int_in_range(
-                max_retries, parameter="max_retries", low=0, high=MAX_RETRIES
-            )
-        if page_size is not None:
-            self._overrides["page_size"] = validation.page_size(page_size)
-        if max_concurrency is not None:
-            self._overrides["max_concurrency"] = validation.int_in_range(
-                max_concurrency, parameter="max_concurrency", low=1, high=MAX_CONCURRENCY
-            )
-        if max_response_bytes is not None:
-            self._overrides["max_response_bytes"] = validation.int_in_range(
-                max_response_bytes, parameter="max_response_bytes", low=1024, high=2**40
-            )
+        self._overrides = check_overrides(
+            timeout=timeout,
+            max_retries=max_retries,
+            page_size=page_size,
+            max_concurrency=max_concurrency,
+            max_response_bytes=max_response_bytes,
+        )
         self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
         self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
         #: What the most recent ``iter_logs``/``iter_summary_stats`` did, for summaries and tests.
@@ -148,56 +130,19 @@ class KaleyraEmailHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """The connection form for Airflow 2.11 to 3.1; 3.2+ reads ``conn-fields`` from provider info."""
-        from airflow_provider_kaleyra_email.provider_info import UI_FIELD_BEHAVIOUR
-
-        return {
-            "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
-            "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-            "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
-        }
+        """Return the connection form's layout (Airflow 2.11 to 3.1; 3.2+ reads provider info)."""
+        return provider_info.ui_field_behaviour()
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Named extra fields for Airflow 2.11 to 3.1, whose web server has wtforms."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import IntegerField, StringField
-        from wtforms.validators import NumberRange, Optional
-
-        from airflow_provider_kaleyra_email.provider_info import CONN_FIELDS
-
-        widgets: dict[str, Any] = {}
-        for name, spec in CONN_FIELDS.items():
-            label, description = lazy_gettext(spec["label"]), spec["description"]
-            if spec["schema"]["type"] == ["integer", "null"]:
-                bounds = NumberRange(min=spec["schema"].get("minimum"), max=spec["schema"].get("maximum"))
-                widgets[name] = IntegerField(
-                    label,
-                    description=description,
-                    validators=[Optional(), bounds],
-                    widget=BS3TextFieldWidget(),
-                )
-            else:
-                widgets[name] = StringField(label, description=description, widget=BS3TextFieldWidget())
-        return widgets
+        """Return the connection form's named extra fields (Airflow 2.11 to 3.1)."""
+        return provider_info.connection_form_widgets()
 
     @cached_property
     def config(self) -> ConnectionConfig:
         """The connection's settings, read and checked once, with this hook's overrides applied."""
-        # Airflow registers the connection's password with its secrets masker as it loads it.
         conn = self.get_connection(self.kaleyra_email_conn_id)
-        config = config_from_connection(
-            conn_id=self.kaleyra_email_conn_id,
-            login=conn.login,
-            password=conn.password,
-            host=conn.host,
-            port=conn.port,
-            schema=conn.schema,
-            extra=conn.extra_dejson,
-        )
-        if self._overrides:
-            config = ConnectionConfig(**{**_config_fields(config), **self._overrides})
+        config = config_of(conn, conn.extra_dejson, conn_id=self.kaleyra_email_conn_id, overrides=self._overrides)
         # Airflow masks a connection's password as it loads it in a task; a hook used anywhere
         # else (a script, a test, a callback) registers it here, so no log line can hold it.
         mask_secret(config.api_key)
@@ -274,7 +219,7 @@ class KaleyraEmailHook(BaseHook):
         :param text_body: the plain-text body.
         :param message_type: Kaleyra's ``type`` of the message (e.g. ``"MKT"``), sent only when given.
         """
-        body = _send_body(
+        body = validation.send_body(
             from_email=from_email,
             to=to,
             subject=subject,
@@ -628,15 +573,11 @@ class KaleyraEmailAsyncHook(BaseHook):
     ) -> None:
         super().__init__(**kwargs)
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        self._max_retries = validation.int_in_range(max_retries, parameter="max_retries", low=0, high=MAX_RETRIES)
+        self._overrides = check_overrides(
+            timeout=timeout, max_retries=max_retries, max_response_bytes=max_response_bytes
+        )
         self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
         self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
-        self._timeout = None if timeout is None else validation.positive_number(timeout, parameter="timeout")
-        self._max_response_bytes = (
-            None
-            if max_response_bytes is None
-            else validation.int_in_range(max_response_bytes, parameter="max_response_bytes", low=1024, high=2**40)
-        )
         self._config: ConnectionConfig | None = None
         self._client: httpx.AsyncClient | None = None
 
@@ -647,20 +588,8 @@ class KaleyraEmailAsyncHook(BaseHook):
         """The connection's settings, looked up without blocking the event loop, once."""
         if self._config is None:
             conn = await get_async_connection(self.kaleyra_email_conn_id)
-            config = config_from_connection(
-                conn_id=self.kaleyra_email_conn_id,
-                login=conn.login,
-                password=conn.password,
-                host=conn.host,
-                port=conn.port,
-                schema=conn.schema,
-                extra=await _async_extra_dejson(conn),
-            )
-            if self._timeout is not None:
-                config = dataclasses.replace(config, timeout=self._timeout)
-            if self._max_response_bytes is not None:
-                config = dataclasses.replace(config, max_response_bytes=self._max_response_bytes)
-            config = dataclasses.replace(config, max_retries=self._max_retries)
+            extra = await _async_extra_dejson(conn)
+            config = config_of(conn, extra, conn_id=self.kaleyra_email_conn_id, overrides=self._overrides)
             await _amask_secret(config.api_key)
             self._config = config
         return self._config
@@ -772,41 +701,3 @@ async def _async_extra_dejson(conn: Any) -> dict[str, Any]:
     except ImportError:
         return dict(await asyncio.to_thread(lambda: conn.extra_dejson))
     return dict(await get_async_extra_dejson(conn))
-
-
-def _send_body(
-    *,
-    from_email: Any,
-    to: Any,
-    subject: Any,
-    html_body: Any,
-    text_body: Any,
-    message_type: Any,
-) -> dict[str, Any]:
-    """The JSON body of a send, checked before anything goes out."""
-    recipients = [to] if isinstance(to, str) else to
-    if not isinstance(recipients, list | tuple) or not recipients:
-        raise ValueError(f"to={to!r} must be an email address or a non-empty list of them.")
-    body: dict[str, Any] = {
-        "from": validation.email_address(from_email, parameter="from_email"),
-        "to": [validation.email_address(r, parameter=f"to[{n}]") for n, r in enumerate(recipients)],
-    }
-    if not isinstance(subject, str) or not subject.strip():
-        raise ValueError(f"subject={subject!r} must be a non-empty string.")
-    body["subject"] = subject
-    for name, value in (("html_body", html_body), ("text_body", text_body)):
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{name}={value!r} must be a string.")
-        if value:
-            body[name] = value
-    if "html_body" not in body and "text_body" not in body:
-        raise ValueError("html_body=None and text_body=None: give at least one body.")
-    if message_type is not None:
-        if not isinstance(message_type, str) or not message_type.strip():
-            raise ValueError(f"message_type={message_type!r} must be a non-empty string.")
-        body["type"] = message_type
-    return body
-
-
-def _config_fields(config: ConnectionConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in ConnectionConfig.__dataclass_fields__}

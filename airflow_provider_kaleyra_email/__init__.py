@@ -10,7 +10,7 @@ __all__ = ["__version__", "get_provider_info"]
 
 
 def get_provider_info() -> dict[str, Any]:
-    """What Airflow's ``ProvidersManager`` reads through the ``apache_airflow_provider`` entry point."""
+    """Return what Airflow's ``ProvidersManager`` reads through the ``apache_airflow_provider`` entry point."""
     from airflow_provider_kaleyra_email.provider_info import provider_info
 
     return provider_info()

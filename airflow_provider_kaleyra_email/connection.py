@@ -139,7 +139,7 @@ def check_overrides(**overrides: Any) -> dict[str, Any]:
 
 
 def config_of(conn: Any, extra: Mapping[str, Any], *, conn_id: str, overrides: Mapping[str, Any]) -> ConnectionConfig:
-    """The settings of an Airflow ``Connection`` (its ``extra`` already parsed), with ``overrides`` applied."""
+    """Return the settings of an Airflow ``Connection`` (its ``extra`` already parsed), with ``overrides`` applied."""
     config = config_from_connection(
         conn_id=conn_id,
         login=conn.login,
@@ -186,7 +186,7 @@ def base_url_from_fields(
     *, host: str | None, port: int | None, schema: str | None, region: Any, allow_insecure_http: bool
 ) -> str:
     """
-    The base URL from the connection's ``host`` (with ``port``/``schema``) or its ``region``.
+    Return the base URL from the connection's ``host`` (with ``port``/``schema``) or its ``region``.
 
     ``host`` may be a full URL (``https://api.kaleyra.io``) or a bare host name, whose scheme
     then comes from ``schema`` (default ``https``). An explicit host wins over ``region``. Plain

@@ -50,23 +50,26 @@ def _rebuild(
 
 class KaleyraEmailTransientError(KaleyraEmailAPIError):
     """
-    A failure worth another try: HTTP 429, a 5xx, a timeout, a dropped connection or an
-    unreadable body. The async hook raises it after its one attempt (its caller, a trigger,
-    polls again anyway); the sync hook retries it and then raises the subclass below.
+    A failure worth another try.
+
+    HTTP 429, a 5xx, a timeout, a dropped connection or an unreadable body. The hooks retry it
+    and, when retries run out, raise the subclass below.
     """
 
 
 class KaleyraEmailRetriesExhaustedError(KaleyraEmailTransientError):
     """
-    A request kept failing in a way worth retrying until ``max_retries`` ran out. The message
-    lists what each attempt got.
+    A request kept failing in a way worth retrying until ``max_retries`` ran out.
+
+    The message lists what each attempt got.
     """
 
 
 class KaleyraEmailWaitError(KaleyraEmailError):
     """
-    The wait for a message cannot go on: the API kept failing (``max_consecutive_errors`` polls in
-    a row), refused the request (401, 403, 400), or still did not know the message after the
+    The wait for a message cannot go on.
+
+    The API refused the request (401, 403, 400), or still did not know the message after the
     grace for a message just sent. A terminal delivery status is not this error: it is an
     ``AirflowFailException``, so that no retry is spent on it.
     """

@@ -25,7 +25,7 @@ class NoDataIntervalError(ValueError):
 
 
 def days_for_interval(start: datetime | None, end: datetime | None, tz: tzinfo) -> tuple[date, date]:
-    """The first and last account-local day (inclusive) that a run over ``[start, end)`` exports."""
+    """Return the first and last account-local day (inclusive) that a run over ``[start, end)`` exports."""
     if start is None or end is None or end <= start:
         raise NoDataIntervalError(
             f"This run has no data interval to export (data_interval_start={_text(start)}, "

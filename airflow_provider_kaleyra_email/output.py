@@ -76,6 +76,8 @@ SUMMARY_FIELDS: Mapping[str, str] = {
 
 
 class OutputFormat(str, Enum):
+    """The formats an export can take."""
+
     JSONL = "jsonl"
     CSV = "csv"
     PARQUET = "parquet"
@@ -103,6 +105,8 @@ def require_parquet_support() -> None:
 
 @dataclass
 class WriteResult:
+    """What a write did: rows and bytes written, and values kept in ``extra``."""
+
     rows: int = 0
     bytes: int = 0
     #: Per column, how many values did not fit its Parquet type and were kept in ``extra``.
@@ -110,7 +114,7 @@ class WriteResult:
 
 
 def temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
-    """A new hidden temporary object beside ``destination``, where ``write_rows`` writes first."""
+    """Return a new hidden temporary object beside ``destination``, where ``write_rows`` writes first."""
     return destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
 
 
@@ -189,12 +193,12 @@ def _write_jsonl(rows: Iterable[Mapping[str, Any]], stream: _CountingStream) -> 
 
 
 def _text(value: Any) -> str | None:
-    """A value as text that reads back exactly: strings as they are, anything else as JSON."""
+    """Return a value as text that reads back exactly: strings as they are, anything else as JSON."""
     return value if value is None or isinstance(value, str) else _encoder.encode(value).decode()
 
 
 def _extra(row: Mapping[str, Any], documented: frozenset[str], kept: Iterable[str] = ()) -> str | None:
-    """The JSON of the row's fields without a column, and of ``kept`` (values that did not fit theirs)."""
+    """Return the JSON of the row's fields without a column, and of ``kept`` (values that did not fit theirs)."""
     names = row.keys() - documented  # a set difference in C: usually empty
     names.update(kept)
     if not names:
@@ -203,7 +207,7 @@ def _extra(row: Mapping[str, Any], documented: frozenset[str], kept: Iterable[st
 
 
 def _write_csv(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, known: Mapping[str, str]) -> WriteResult:
-    """The header, then the rows as they come; CSV is text, so every value fits."""
+    """Return the header, then the rows as they come; CSV is text, so every value fits."""
     names, documented = list(known), frozenset(known)
     result = WriteResult()
     with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:  # type: ignore[type-var]
@@ -269,9 +273,11 @@ def _record_batch(
 
 def _number(value: Any, kind: str) -> int | float | None:
     """
-    ``value`` exactly as an ``int64`` or a ``float64``, or None when it is not one: a bool, a
-    fraction for an integer, out of range (float64 holds every integer only up to 2**53), not
-    a number. A string that spells a JSON number (the API has sent numbers as strings) is that number.
+    Return ``value`` exactly as an ``int64`` or a ``float64``, or None when it is not one.
+
+    Not one: a bool, a fraction for an integer, out of range (float64 holds every integer only
+    up to 2**53), not a number. A string that spells a JSON number (the API has sent numbers
+    as strings) is that number.
     """
     if isinstance(value, str):
         with contextlib.suppress(msgspec.DecodeError):

@@ -57,6 +57,8 @@ class FailureTally:
 
 @dataclass(frozen=True)
 class Report:
+    """The figures of one report: the range, the totals and rates, and the failures."""
+
     from_date: date
     to_date: date
     timezone: str
@@ -73,7 +75,7 @@ class Report:
         return bool(self.totals.get("accepted")) or bool(self.failures)
 
     def summary(self) -> dict[str, Any]:
-        """A small, JSON-safe digest for XCom and Asset events."""
+        """Return a small, JSON-safe digest for XCom and Asset events."""
         return {
             "from_date": self.from_date.isoformat(),
             "to_date": self.to_date.isoformat(),
@@ -97,7 +99,7 @@ def build_report(
     read_at: datetime,
     top: int = 10,
 ) -> Report:
-    """The figures of the range ``from_date..to_date`` (inclusive); days without stats count 0."""
+    """Return the figures of the range ``from_date..to_date`` (inclusive); days without stats count 0."""
     days: dict[date, dict[str, float]] = {from_date + timedelta(n): {} for n in range((to_date - from_date).days + 1)}
     totals: dict[str, float] = {}
     for row in summary_rows:

@@ -23,7 +23,7 @@ _DATE_HINT = "use 'YYYY-MM-DD', a date, or a timezone-aware datetime"
 
 
 def account_timezone(name: Any, *, parameter: str = "timezone") -> ZoneInfo:
-    """The account's time zone from an IANA name such as ``'Asia/Kolkata'``."""
+    """Return the account's time zone from an IANA name such as ``'Asia/Kolkata'``."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"{parameter}={name!r} is not a time zone name; use an IANA name such as 'UTC'.")
     try:
@@ -34,7 +34,7 @@ def account_timezone(name: Any, *, parameter: str = "timezone") -> ZoneInfo:
 
 def parse_date(value: Any, *, parameter: str, tz: tzinfo) -> date:
     """
-    A calendar date in the account's time zone.
+    Return a calendar date in the account's time zone.
 
     Accepts ``'YYYY-MM-DD'``, a ``date``, an aware ``datetime`` (converted to ``tz`` first), or
     an ISO 8601 timestamp string with an offset, as ``{{ data_interval_start }}`` renders.
@@ -85,7 +85,7 @@ def date_range(from_date: Any, to_date: Any, *, tz: tzinfo) -> tuple[date | None
 
 
 def page_size(value: Any, *, parameter: str = "page_size") -> int:
-    """A page size between 1 and the API's maximum of 100 (an int, or digits from a template)."""
+    """Return a page size between 1 and the API's maximum of 100 (an int, or digits from a template)."""
     number = _integer(value, parameter=parameter)
     if not 1 <= number <= MAX_PAGE_SIZE:
         raise ValueError(f"{parameter}={value!r} is out of range; the API accepts 1 to {MAX_PAGE_SIZE}.")
@@ -122,7 +122,7 @@ def positive_number(value: Any, *, parameter: str) -> float:
 
 
 def boolean(value: Any, *, parameter: str) -> bool:
-    """A flag from connection extras, where a URI gives strings."""
+    """Return a flag from connection extras, where a URI gives strings."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "on"}:
@@ -134,7 +134,7 @@ def boolean(value: Any, *, parameter: str) -> bool:
 
 def message_id(value: Any, *, parameter: str = "message_id") -> str:
     """
-    A message id, refused when it could not be a Kaleyra id.
+    Return a message id, refused when it could not be a Kaleyra id.
 
     Ids are opaque, but none contains white space, ``/ ? # %``, quotes, brackets or ``..``;
     such a value is nearly always a template that rendered something else (a list, a path),
@@ -186,7 +186,7 @@ def search_terms(value: Any, *, parameter: str = "search") -> list[str]:
 
 
 def region(value: Any) -> str | None:
-    """The connection extra ``region``: one of Kaleyra's pods, or empty for the global API."""
+    """Return the connection extra ``region``: one of Kaleyra's pods, or empty for the global API."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     key = value.strip().lower() if isinstance(value, str) else value

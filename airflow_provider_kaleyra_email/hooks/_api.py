@@ -140,7 +140,7 @@ def error_detail(body: Any) -> ApiErrorDetail | None:
 
 
 def error_detail_for_status(body: Any, reason: str) -> ApiErrorDetail:
-    """The error of a non-2xx response: what the body says, else the HTTP reason phrase."""
+    """Return the error of a non-2xx response: what the body says, else the HTTP reason phrase."""
     detail = error_detail(body)
     if detail is not None:
         return detail
@@ -159,7 +159,7 @@ def _text_or_none(value: Any) -> str | None:
 
 
 def envelope_data(body: Any) -> list[Any]:
-    """The ``data`` list of a successful response; raises ``ValueError`` for any other shape."""
+    """Return the ``data`` list of a successful response; raises ``ValueError`` for any other shape."""
     if not isinstance(body, Mapping):
         raise ValueError(f"expected a JSON object, got {type(body).__name__}")
     data = body.get("data")
@@ -172,7 +172,7 @@ def envelope_data(body: Any) -> list[Any]:
 
 def envelope_rows(body: Any) -> list[dict[str, Any]]:
     """
-    The ``data`` list of a listing page, every entry a JSON object.
+    Return the ``data`` list of a listing page, every entry a JSON object.
 
     An entry that is not an object is not a row we can export or count, and dropping it would
     lose data in silence: it raises ``ValueError``.
@@ -190,7 +190,7 @@ def _preview_value(value: Any) -> str:
 
 
 def envelope_total(body: Mapping[str, Any]) -> int | None:
-    """The logs endpoint's ``total`` (an int, or a numeric string); ``None`` when absent or unreadable."""
+    """Return the logs endpoint's ``total`` (an int, or a numeric string); ``None`` when absent or unreadable."""
     total = body.get("total")
     if isinstance(total, bool):
         return None
@@ -215,8 +215,10 @@ def odd_total(body: Mapping[str, Any]) -> str | None:
 
 def secret_forms(secret: str) -> list[str]:
     """
-    The forms in which an echo of ``secret`` may come back: as is, URL-encoded, and in base64
-    (as in an ``Authorization: Basic`` header), at any alignment inside a longer base64 text.
+    Return the forms in which an echo of ``secret`` may come back.
+
+    As is, URL-encoded, and in base64 (as in an ``Authorization: Basic`` header), at any
+    alignment inside a longer base64 text.
     """
     forms = {secret, quote(secret, safe=""), quote_plus(secret)}
     raw = secret.encode()
@@ -265,7 +267,7 @@ def _is_number(value: Any) -> bool:
 
 
 def log_row_key(row: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A log row's identity: one row per message per recipient batch."""
+    """Return a log row's identity: one row per message per recipient batch."""
     return (row.get("message_id"), row.get("to_mail"))
 
 
@@ -281,7 +283,7 @@ def log_row_keys(rows: list[Mapping[str, Any]]) -> list[tuple[Any, Any]]:
 
 
 def day_keys(days: list[dict[str, Any]]) -> list[Any]:
-    """A summary stats day's identity is its date; a day without one is never merged."""
+    """Return each summary stats day's identity, its date; a day without one is never merged."""
     return [day.get("date") or None for day in days]
 
 
@@ -333,7 +335,7 @@ class TransientError(Exception):
 
 
 def request_headers(api_key: str) -> dict[str, str]:
-    """The headers of every request: the key in ``api-key`` and nowhere else."""
+    """Return the headers of every request: the key in ``api-key`` and nowhere else."""
     return {
         API_KEY_HEADER: api_key,
         "Accept": "application/json",
@@ -417,7 +419,7 @@ def interpret_response(
 
 
 def data_of(body: Any, *, endpoint: str) -> list[Any]:
-    """The ``data`` list of a successful response; an unexpected shape is a :class:`KaleyraEmailAPIError`."""
+    """Return the ``data`` list of a successful response; an unexpected shape is a :class:`KaleyraEmailAPIError`."""
     try:
         return envelope_data(body)
     except ValueError as exc:
@@ -431,7 +433,7 @@ def data_of(body: Any, *, endpoint: str) -> list[Any]:
 
 def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str, Any]:
     """
-    The one message of a ``stats/<message id>`` body, with ``recipients`` always a list.
+    Return the one message of a ``stats/<message id>`` body, with ``recipients`` always a list.
 
     An empty ``data`` list means Kaleyra does not know the id (yet): that is a 404, like the
     status Kaleyra answers for an unknown id.
@@ -461,7 +463,7 @@ def _decode(content: bytes) -> Any:
 
 
 def _preview(content: bytes, api_key: str | None, limit: int = 80) -> str:
-    """The start of a body, for a message: scrubbed before it is cut, so no part of a key remains."""
+    """Return the start of a body, for a message: scrubbed before it is cut, so no part of a key remains."""
     text = scrub(content[: 4 * limit + 1024].decode("utf-8", "replace"), api_key)
     text = "".join(char if char.isprintable() else " " for char in text[:limit])
     return repr(text + ("…" if len(content) > limit else ""))
@@ -469,7 +471,7 @@ def _preview(content: bytes, api_key: str | None, limit: int = 80) -> str:
 
 def read_body(raw: Any, *, deadline: float, limit: int) -> bytes:
     """
-    A urllib3 response's whole body, decompressed, by ``deadline`` and at most ``limit`` bytes.
+    Return a urllib3 response's whole body, decompressed, by ``deadline`` and at most ``limit`` bytes.
 
     The socket timeout bounds each read; the deadline bounds them all, so a body that trickles
     in a byte at a time fails like any timeout instead of holding the worker for ever.
@@ -519,7 +521,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 
 def reason_of(exc: BaseException) -> str:
-    """The root cause of a requests error, without the long urllib3 wrapper text."""
+    """Return the root cause of a requests error, without the long urllib3 wrapper text."""
     cause: BaseException = exc
     while True:
         inner = getattr(cause, "reason", None)
@@ -599,7 +601,7 @@ class Attempts:
         }
 
     def failure(self, error: TransientError) -> KaleyraEmailAPIError:
-        """What the caller sees once tenacity gave up (``after`` has recorded every retryable try)."""
+        """Return what the caller sees once tenacity gave up (``after`` has recorded every retryable try)."""
         if not self._worth_retrying(error):
             return KaleyraEmailAPIError(
                 endpoint=self.endpoint,

@@ -1,7 +1,8 @@
 """
-The machinery behind the hook's listings: the rules that make a paged listing end, ordered
-concurrent page fetches that stop at once when the listing does, an adaptive concurrency
-limit, and progress logging.
+The machinery behind the hook's listings.
+
+The rules that make a paged listing end, ordered concurrent page fetches that stop at once
+when the listing does, an adaptive concurrency limit, and progress logging.
 
 Nothing here knows about HTTP; the hook passes in how to fetch a page and what a row's key is.
 
@@ -66,7 +67,7 @@ class Cancelled(Exception):
 
 
 def cancellable_sleep(cancel: threading.Event) -> Callable[[float], None]:
-    """A ``sleep`` for tenacity that wakes up, and gives up, as soon as ``cancel`` is set."""
+    """Return a ``sleep`` for tenacity that wakes up, and gives up, as soon as ``cancel`` is set."""
 
     def sleep(seconds: float) -> None:
         if cancel.wait(seconds):
@@ -261,8 +262,9 @@ class SeenKeys:
 @dataclass
 class Listing:
     """
-    The bounded-listing rules of this module for one listing: which page may be asked next,
-    which rows of a page are new, and whether the answers added up.
+    The bounded-listing rules of this module, for one listing.
+
+    Which page may be asked next, which rows of a page are new, and whether the answers added up.
 
     :param label: what is listed, for messages (``logs 2026-11-02..2026-11-02``).
     :param endpoint: method and path, for errors.
@@ -301,7 +303,7 @@ class Listing:
     # ----------------------------------------------------------------------------------------
 
     def allowed(self) -> int:
-        """The highest page there is evidence (or, within ``lookahead``, a total) to ask for."""
+        """Return the highest page there is evidence (or, within ``lookahead``, a total) to ask for."""
         if not self.more:
             return self.last_page
         evidence = self.last_page + 1
@@ -311,7 +313,7 @@ class Listing:
         return max(evidence, min(evidence + self.lookahead - 1, planned))
 
     def accept(self, page: Page) -> list[dict[str, Any]]:
-        """The new rows of the next page in order; afterwards ``more`` says whether to go on."""
+        """Return the new rows of the next page in order; afterwards ``more`` says whether to go on."""
         self._note_total(page)
         if len(page.rows) > self.page_size:
             self.problems.append(f"page {page.number} held {len(page.rows)} rows, more than limit={self.page_size}")
@@ -338,7 +340,7 @@ class Listing:
         return page.total is not None and before is not None and page.total - before >= len(page.rows) > 0
 
     def fresh_only(self, page: Page) -> list[dict[str, Any]]:
-        """The new rows of a page asked for again (to repair rows that slid), out of order."""
+        """Return the new rows of a page asked for again (to repair rows that slid), out of order."""
         self._note_total(page)
         fresh = self._fresh(page, self._keys(page.rows))
         self.stats.duplicates += len(page.rows) - len(fresh)
@@ -462,8 +464,9 @@ def _fingerprint(rows: list[dict[str, Any]], keys: list[Any]) -> int:
 
 class AdaptiveConcurrency:
     """
-    A concurrency limit that halves when the API says 429 and creeps back up after successes
-    (additive increase, multiplicative decrease), shared by every request of one hook.
+    A concurrency limit that halves when the API says 429 and creeps back up after successes.
+
+    Additive increase, multiplicative decrease, shared by every request of one hook.
     """
 
     #: Successes at the current limit before it is raised by one.
@@ -588,7 +591,7 @@ class SnapshotCoverage:
         return sum(end - start for start, end in self.gaps())
 
     def page_now_holding(self, position: int) -> int:
-        """The page that holds snapshot ``position`` now, judging by the latest ``total``."""
+        """Return the page that holds snapshot ``position`` now, judging by the latest ``total``."""
         return (position + max(0, self.latest_total - self.total)) // self.page_size + 1
 
 

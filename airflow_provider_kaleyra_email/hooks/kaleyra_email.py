@@ -1,8 +1,9 @@
 """
-The hooks: ``KaleyraEmailHook``, one authenticated ``requests.Session`` to the Kaleyra Email API with
-paging and retries, and ``KaleyraEmailAsyncHook``, its ``httpx`` counterpart for triggers.
+The hooks of the Kaleyra Email API: ``KaleyraEmailHook`` (sync) and ``KaleyraEmailAsyncHook``.
 
-Both read a response with the same :func:`interpret_response`.
+The sync hook holds one authenticated ``requests.Session`` with paging and retries; the async
+hook is its ``httpx`` counterpart for triggers. Both read a response, and retry, by the rules
+of :mod:`airflow_provider_kaleyra_email.hooks._api`.
 """
 
 from __future__ import annotations
@@ -185,8 +186,9 @@ class KaleyraEmailHook(BaseHook):
 
     def get_message_stats(self, message_id: str) -> dict[str, Any]:
         """
-        One message with its ``recipients`` (each with ``status``, ``delivery_datetime``,
-        ``error_code``, ``error_message``).
+        Return one message with its ``recipients``.
+
+        Each recipient has ``status``, ``delivery_datetime``, ``error_code`` and ``error_message``.
 
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
         """
@@ -523,7 +525,7 @@ class KaleyraEmailHook(BaseHook):
         return body
 
     def _known_api_key(self) -> str | None:
-        """The key, if the connection was read already; never a reason to read it."""
+        """Return the key, if the connection was read already; never a reason to read it."""
         config = self.__dict__.get("config")
         return config.api_key if isinstance(config, ConnectionConfig) else None
 
@@ -585,7 +587,7 @@ class KaleyraEmailAsyncHook(BaseHook):
         return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
 
     async def get_config(self) -> ConnectionConfig:
-        """The connection's settings, looked up without blocking the event loop, once."""
+        """Return the connection's settings, looked up without blocking the event loop, once."""
         if self._config is None:
             conn = await get_async_connection(self.kaleyra_email_conn_id)
             extra = await _async_extra_dejson(conn)
@@ -689,7 +691,7 @@ async def _amask_secret(secret: str) -> None:
 
 async def _async_extra_dejson(conn: Any) -> dict[str, Any]:
     """
-    The connection's extra as a dict, without a blocking call on the event loop.
+    Return the connection's extra as a dict, without a blocking call on the event loop.
 
     ``extra_dejson`` masks the extra's secrets with a synchronous call that, on Airflow 3 before
     3.3.2, may dead-lock on an event loop; common-compat 1.23+ has the async way. Older

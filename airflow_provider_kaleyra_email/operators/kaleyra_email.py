@@ -103,8 +103,10 @@ class _KaleyraEmailFetchOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """
-        Remove the hidden temporary object being written, and stop writing: on SIGTERM, Airflow 3
-        calls this and lets the task run on until it kills it, so the write fails at its next row.
+        Remove the hidden temporary object being written, and stop writing.
+
+        On SIGTERM, Airflow 3 calls this and lets the task run on until it kills it, so the
+        write fails at its next row.
         """
         self._killed = True
         if self._temporary is not None:
@@ -133,7 +135,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
             self.hook.close()
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
-        """The rows to export; arguments are checked now, requests happen on iteration."""
+        """Return the rows to export; arguments are checked now, requests happen on iteration."""
         raise NotImplementedError
 
     def _date_range(self, context: Context) -> tuple[date | None, date | None]:

@@ -153,9 +153,10 @@ OMIT = _Omit.OMIT
 @dataclass
 class Quirks:
     """
-    Persistent lies of a broken server, proxy or API release, on ``GET .../logs`` and
-    ``GET .../stats`` (summary stats) unless noted. They change what is served, never what
-    ``dataset.expected_logs(...)`` returns.
+    Persistent lies of a broken server, proxy or API release.
+
+    On ``GET .../logs`` and ``GET .../stats`` (summary stats) unless noted. They change what is
+    served, never what ``dataset.expected_logs(...)`` returns.
 
     :param clamp_pages: a page past the last one answers the last page's rows again.
     :param page_rows_from: ``page -> served page``: page ``p`` shows the rows of page ``f(p)``.
@@ -186,8 +187,9 @@ _NO_QUIRKS = Quirks()
 @dataclass(frozen=True)
 class RecordedRequest:
     """
-    One request as the emulator saw it; ``api_key_ok`` says if the key matched. Of the headers
-    only their names are kept (lower case), never a value, so no secret is stored.
+    One request as the emulator saw it; ``api_key_ok`` says if the key matched.
+
+    Of the headers only their names are kept (lower case), never a value, so no secret is stored.
     """
 
     method: str
@@ -313,7 +315,7 @@ class KaleyraEmailEmulator:
         return f"http://{host}:{self.port}"
 
     def connection(self, **extra: Any) -> dict[str, Any]:
-        """The Airflow connection (as a dict) that reaches this emulator."""
+        """Return the Airflow connection (as a dict) that reaches this emulator."""
         return {
             "conn_type": "kaleyra_email",
             "login": self.sid,
@@ -324,7 +326,7 @@ class KaleyraEmailEmulator:
         }
 
     def connection_json(self, **extra: Any) -> str:
-        """The connection as JSON, for ``AIRFLOW_CONN_<ID>``."""
+        """Return the connection as JSON, for ``AIRFLOW_CONN_<ID>``."""
         return json.dumps(self.connection(**extra))
 
     # ---------------------------------------------------------------------------------------
@@ -359,7 +361,7 @@ class KaleyraEmailEmulator:
             self._rng = random.Random(0)
 
     def requests_to(self, endpoint: str) -> list[RecordedRequest]:
-        """Recorded requests whose path ends with ``endpoint`` (``"/logs"``, ``"/stats"``, ...)."""
+        """Return the recorded requests whose path ends with ``endpoint`` (``"/logs"``, ``"/stats"``, ...)."""
         return [request for request in list(self.requests) if request.path.endswith(endpoint)]
 
     def _next_fault(self) -> str | None:
@@ -516,7 +518,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _oversized(self, *, chunked: bool) -> None:
-        """A valid JSON envelope of ``oversized_bytes`` bytes, streamed in 64 KB chunks."""
+        """Send a valid JSON envelope of ``oversized_bytes`` bytes, streamed in 64 KB chunks."""
         head, tail = b'{"data": [], "error": {}, "padding": "', b'"}'
         padding = max(0, self.emulator.faults.oversized_bytes - len(head) - len(tail))
         stopping = self.emulator._stopping
@@ -617,15 +619,11 @@ class _Handler(BaseHTTPRequestHandler):
             search=search,
         )
         quirks = self.emulator.quirks
-        if quirks == _NO_QUIRKS:  # the fast path
-            rows: list[Any] = listing.encoded((page - 1) * limit, page * limit)
-            total: Any = len(listing)
-        else:
-            rows = listing.encoded(*_page_bounds(quirks, page, limit, len(listing)))
-            if quirks.drop_row_fields:
-                dropped = set(quirks.drop_row_fields)
-                rows = [{k: v for k, v in msgspec.json.decode(raw).items() if k not in dropped} for raw in rows]
-            total = len(listing) if quirks.total is None else quirks.total(len(listing), page)
+        first, stop = _page_bounds(quirks, page, limit, len(listing))
+        rows = listing[first:stop]
+        if quirks.drop_row_fields:
+            rows = [{k: v for k, v in row.items() if k not in quirks.drop_row_fields} for row in rows]
+        total = len(listing) if quirks.total is None else quirks.total(len(listing), page)
         envelope: dict[str, Any] = {"data": rows, "error": {}, "total": total, "limit": str(limit)}
         if total is OMIT:
             del envelope["total"]
@@ -683,7 +681,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _page_bounds(quirks: Quirks, page: int, limit: int, count: int) -> tuple[int, int]:
-    """The rows ``[first, stop)`` that page ``page`` shows, as ``quirks`` lie."""
+    """Return the rows ``[first, stop)`` that page ``page`` shows, as ``quirks`` lie."""
     if quirks.empty_from_page is not None and page >= quirks.empty_from_page:
         return 0, 0
     size = quirks.rows_per_page or limit
@@ -696,7 +694,7 @@ def _page_bounds(quirks: Quirks, page: int, limit: int, count: int) -> tuple[int
 
 
 def _key_forms(key: str) -> tuple[str, str, str]:
-    """A sent API key raw, URL-encoded and as the base64 of a Basic ``user:<key>``."""
+    """Return a sent API key raw, URL-encoded and as the base64 of a Basic ``user:<key>``."""
     basic = base64.b64encode(f"user:{key}".encode()).decode("ascii")
     return key, quote(key, safe=""), basic
 

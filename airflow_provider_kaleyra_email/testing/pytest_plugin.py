@@ -36,7 +36,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def kaleyra_email_emulator(request: FixtureRequest) -> Iterator[KaleyraEmailEmulator]:
-    """A running emulator on a free loopback port, stopped after the test."""
+    """Yield a running emulator on a free loopback port, stopped after the test."""
     options: dict[str, Any] = {}
     for marker in reversed(list(request.node.iter_markers(MARKER))):
         options.update(marker.kwargs)

@@ -17,7 +17,10 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-# Set before anything imports Airflow (our pytest11 plugin does not).
+# The emulator's fixtures are opt-in, for us as for any DAG author.
+pytest_plugins = ["airflow_provider_kaleyra_email.testing.pytest_plugin"]
+
+# Set before anything imports Airflow (the emulator's plugin does not).
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kaleyra-email-tests-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT / "tests" / "dag_files"))

@@ -77,3 +77,11 @@ def test_every_listed_module_imports(module):
     for entry in info[module]:
         for name in entry["python-modules"]:
             __import__(name)
+
+
+def test_the_emulators_pytest_plugin_is_opt_in():
+    """No pytest11 entry point: the fixtures load only where a conftest asks for them."""
+    from importlib.metadata import distribution
+
+    entry_points = distribution("airflow-provider-kaleyra-email").entry_points
+    assert [e.name for e in entry_points if e.group == "pytest11"] == []

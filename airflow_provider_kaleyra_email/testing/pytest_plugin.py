@@ -1,5 +1,8 @@
 """
-pytest fixtures for testing DAGs against the emulator, loaded automatically (``pytest11``).
+pytest fixtures for testing DAGs against the emulator; opt in from your ``conftest.py``.
+
+``pytest_plugins = ["airflow_provider_kaleyra_email.testing.pytest_plugin"]`` loads them; nothing
+loads into a pytest session by itself.
 
 ``kaleyra_email_emulator`` starts a fresh emulator for one test; configure it with the
 ``kaleyra_email_emulator`` marker, whose keyword arguments go to ``KaleyraEmailEmulator``::

@@ -274,12 +274,15 @@ def log_row_key(row: Mapping[str, Any]) -> tuple[Any, Any]:
 _complete_row_key = itemgetter("message_id", "to_mail")  # log_row_key, for rows that have both
 
 
-def log_row_keys(rows: list[Mapping[str, Any]]) -> list[tuple[Any, Any]]:
-    """``log_row_key`` of every row of a page; in C when every row has both fields, as documented."""
+def log_row_keys(rows: list[Mapping[str, Any]]) -> list[tuple[Any, Any] | None]:
+    """Return ``log_row_key`` of every row of a page, ``None`` for a row missing either part."""
     try:
-        return list(map(_complete_row_key, rows))
+        keys: list[tuple[Any, Any] | None] = list(map(_complete_row_key, rows))  # in C, the usual case
+        if all(map(all, keys)):  # type: ignore[arg-type]
+            return keys
     except KeyError:
-        return [log_row_key(row) for row in rows]
+        pass
+    return [key if all(key) else None for key in map(log_row_key, rows)]
 
 
 def day_keys(days: list[dict[str, Any]]) -> list[Any]:

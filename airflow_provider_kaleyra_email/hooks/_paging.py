@@ -243,20 +243,27 @@ class FetchStats:
 
 
 class SeenKeys:
-    """The last ``capacity`` row keys, each with the page it was first seen on."""
+    """The last ``capacity`` row keys seen, to drop rows listed twice with bounded memory."""
 
     def __init__(self, capacity: int = DEDUP_WINDOW_ROWS):
         self.capacity = capacity
-        self._first_page: dict[Hashable, int] = {}
+        self._order: deque[Hashable] = deque()
+        self._seen: set[Hashable] = set()
 
-    def first_page(self, key: Hashable) -> int | None:
-        return self._first_page.get(key)
-
-    def add(self, key: Hashable, page: int) -> None:
-        self._first_page[key] = page
-        if len(self._first_page) > self.capacity:
-            # dicts keep insertion order: the oldest key goes first.
-            del self._first_page[next(iter(self._first_page))]
+    def new_only(self, rows: list[dict[str, Any]], keys: list[Any]) -> list[dict[str, Any]]:
+        """Return the rows whose key was not seen yet; a row whose key is ``None`` always is new."""
+        seen, order = self._seen, self._order
+        fresh = []
+        for row, key in zip(rows, keys, strict=True):
+            if key is None:
+                fresh.append(row)
+            elif key not in seen:
+                seen.add(key)
+                order.append(key)
+                fresh.append(row)
+        while len(order) > self.capacity:
+            seen.discard(order.popleft())
+        return fresh
 
 
 @dataclass
@@ -269,8 +276,8 @@ class Listing:
     :param label: what is listed, for messages (``logs 2026-11-02..2026-11-02``).
     :param endpoint: method and path, for errors.
     :param page_size: the ``limit`` asked for.
-    :param key_of: a row's identity; ``None`` (or a tuple holding an empty part) for a row that
-        lacks it, which is then never merged with another.
+    :param key_of: the identity of each row of a page; ``None`` for a row that lacks it, which is
+        then never merged with another.
     :param lookahead: pages that may be in flight beyond the evidence, when a total allows.
     :param allow_mismatch: log a warning instead of failing when the answers do not add up.
     """
@@ -414,14 +421,7 @@ class Listing:
         return keys
 
     def _fresh(self, page: Page, keys: list[Any]) -> list[dict[str, Any]]:
-        seen, number = self.seen, page.number
-        fresh = []
-        for row, key in zip(page.rows, keys, strict=True):
-            if _incomplete(key):
-                fresh.append(row)
-            elif seen.first_page(key) is None:
-                seen.add(key, number)
-                fresh.append(row)
+        fresh = self.seen.new_only(page.rows, keys)
         self.stats.rows += len(fresh)
         return fresh
 
@@ -441,12 +441,6 @@ class Listing:
         return f"page {n} was the last ({len(page.rows)} rows, limit {self.page_size})"
 
 
-def _incomplete(key: Any) -> bool:
-    if key is None:
-        return True
-    return isinstance(key, tuple) and not all(key)
-
-
 def _hashable(key: Any) -> Any:
     try:
         hash(key)
@@ -457,7 +451,7 @@ def _hashable(key: Any) -> Any:
 
 def _fingerprint(rows: list[dict[str, Any]], keys: list[Any]) -> int:
     """Equal for two pages with the same rows; rows without a key count by their content."""
-    if any(map(_incomplete, keys)):
+    if None in keys:
         return hash(_encode(rows))
     return hash(tuple(keys))
 

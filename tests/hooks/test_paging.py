@@ -126,11 +126,11 @@ def test_pages_are_asked_on_evidence_within_the_lookahead_and_the_total():
     assert state.allowed() == 3, "a short page ends it"
 
 
-def test_seen_keys_forget_the_oldest():
+def test_seen_keys_forget_the_oldest_and_never_merge_a_row_without_a_key():
     keys = SeenKeys(capacity=2)
-    for key, page in (("a", 1), ("b", 1), ("c", 2)):
-        keys.add(key, page)
-    assert (keys.first_page("a"), keys.first_page("c")) == (None, 2)
+    assert keys.new_only(list("abca"), ["a", "b", None, "a"]) == ["a", "b", "c"]
+    keys.new_only(["d"], ["d"])
+    assert keys.new_only(["a", "b"], ["a", "b"]) == ["a"], "'a' fell out of the window, 'b' did not"
 
 
 class TestFetchInOrder:

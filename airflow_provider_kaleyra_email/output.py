@@ -126,8 +126,20 @@ def write_rows(
     *,
     temporary: ObjectStoragePath | None = None,
 ) -> WriteResult:
+    """Stream ``rows`` into ``destination`` in ``output_format``, all or nothing (see :func:`write_batches`)."""
+    return write_batches(_batches(rows, BATCH_ROWS), destination, output_format, known_fields, temporary=temporary)
+
+
+def write_batches(
+    batches: Iterable[list[Any]],
+    destination: ObjectStoragePath,
+    output_format: OutputFormat,
+    known_fields: Mapping[str, str],
+    *,
+    temporary: ObjectStoragePath | None = None,
+) -> WriteResult:
     """
-    Stream ``rows`` into ``destination`` in ``output_format``, all or nothing.
+    Stream batches of rows (a hook's pages) into ``destination`` in ``output_format``, all or nothing.
 
     :param known_fields: the documented fields and their Parquet types: the columns before ``extra``.
     :param temporary: the hidden temporary object to write first (default: ``temporary_for(destination)``),
@@ -140,11 +152,11 @@ def write_rows(
         with temporary.open("wb") as stream:  # type: ignore[no-untyped-call]
             counter = _CountingStream(stream)
             if output_format is OutputFormat.JSONL:
-                result = _write_jsonl(rows, counter)
+                result = _write_jsonl(batches, counter)
             elif output_format is OutputFormat.CSV:
-                result = _write_csv(rows, counter, known_fields)
+                result = _write_csv(batches, counter, known_fields)
             else:
-                result = _write_parquet(rows, counter, known_fields)
+                result = _write_parquet(_regroup(batches, PARQUET_ROW_GROUP_ROWS), counter, known_fields)
         temporary.replace(destination)
     except BaseException:
         remove_quietly(temporary)
@@ -183,10 +195,22 @@ def _batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapp
         yield batch
 
 
-def _write_jsonl(rows: Iterable[Mapping[str, Any]], stream: _CountingStream) -> WriteResult:
+def _regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:
+    """Return batches of ``size`` rows (the last one shorter) from batches of any size."""
+    group: list[Any] = []
+    for batch in batches:
+        group.extend(batch)
+        while len(group) >= size:
+            yield group[:size]
+            del group[:size]
+    if group:
+        yield group
+
+
+def _write_jsonl(batches: Iterable[list[Any]], stream: _CountingStream) -> WriteResult:
     """JSON Lines: the rows as the API sent them."""
     result = WriteResult()
-    for batch in _batches(rows, BATCH_ROWS):
+    for batch in batches:
         stream.write(_encoder.encode_lines(batch))
         result.rows += len(batch)
     return result
@@ -206,20 +230,24 @@ def _extra(row: Mapping[str, Any], documented: frozenset[str], kept: Iterable[st
     return _encoder.encode({name: value for name, value in row.items() if name in names}).decode()
 
 
-def _write_csv(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, known: Mapping[str, str]) -> WriteResult:
+def _write_csv(
+    batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]
+) -> WriteResult:
     """Return the header, then the rows as they come; CSV is text, so every value fits."""
     names, documented = list(known), frozenset(known)
     result = WriteResult()
     with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:  # type: ignore[type-var]
         writer = csv.writer(text, lineterminator="\n")
         writer.writerow([*names, EXTRA_COLUMN])
-        for batch in _batches(rows, BATCH_ROWS):
+        for batch in batches:
             writer.writerows([*(_text(row.get(name)) for name in names), _extra(row, documented)] for row in batch)
             result.rows += len(batch)
     return result
 
 
-def _write_parquet(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, known: Mapping[str, str]) -> WriteResult:
+def _write_parquet(
+    batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]
+) -> WriteResult:
     """One writer with the fixed schema; each batch of rows is one row group."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -227,7 +255,7 @@ def _write_parquet(rows: Iterable[Mapping[str, Any]], stream: _CountingStream, k
     schema = pa.schema([*((name, getattr(pa, kind)()) for name, kind in known.items()), (EXTRA_COLUMN, pa.string())])
     result = WriteResult()
     with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
-        for batch in _batches(rows, PARQUET_ROW_GROUP_ROWS):
+        for batch in batches:
             writer.write_batch(_record_batch(batch, known, schema, result.misfits), row_group_size=len(batch))
             result.rows += len(batch)
     return result

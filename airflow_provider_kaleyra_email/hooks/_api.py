@@ -11,18 +11,22 @@ interpret it. Nothing here imports Airflow.
 from __future__ import annotations
 
 import base64
+import os
 import random
 import re
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, urlsplit
 
+import certifi
 import msgspec
+import urllib3
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 from urllib3.exceptions import NewConnectionError
 
@@ -337,6 +341,24 @@ class TransientError(Exception):
         self.unsent = unsent
 
 
+def pool_manager(config: Any, *, maxsize: int) -> urllib3.PoolManager:
+    """
+    Return a urllib3 pool for ``config.base_url`` that sends the API key and nothing else of ours.
+
+    The environment's proxy (``HTTPS_PROXY``/``HTTP_PROXY``, minus ``NO_PROXY``) and CA bundle
+    (``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, else certifi's, as requests does) are read once;
+    ``~/.netrc`` is never read, so it cannot add credentials.
+    """
+    headers = request_headers(config.api_key)
+    ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    options: dict[str, Any] = {"maxsize": maxsize, "block": False, "headers": headers, "ca_certs": ca_certs}
+    parts = urlsplit(config.base_url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
+
+
 def request_headers(api_key: str) -> dict[str, str]:
     """Return the headers of every request: the key in ``api-key`` and nowhere else."""
     return {
@@ -524,7 +546,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 
 def reason_of(exc: BaseException) -> str:
-    """Return the root cause of a requests error, without the long urllib3 wrapper text."""
+    """Return the root cause of a connection error, without the long urllib3 wrapper text."""
     cause: BaseException = exc
     while True:
         inner = getattr(cause, "reason", None)
@@ -540,7 +562,7 @@ def reason_of(exc: BaseException) -> str:
 
 
 def never_connected(exc: BaseException) -> bool:
-    """Whether a requests error happened before the request reached the server."""
+    """Tell whether a connection error happened before the request reached the server."""
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, NewConnectionError):

@@ -139,11 +139,11 @@ def fetch_in_order(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def list_rows(
+def list_pages(
     fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[list[dict[str, Any]]]:
     """
-    Yield every new row of a listing, as :class:`Listing`'s rules allow, then check its counts.
+    Yield the new rows of every page of a listing, as :class:`Listing`'s rules allow; check its counts.
 
     Pages are fetched ``concurrency`` at a time and handed over in order. When ``total`` grew
     while we listed (mail arriving, newest first), the rows that slid past a page already
@@ -172,7 +172,8 @@ def list_rows(
                 )
             if coverage is not None:
                 coverage.add(page.number, len(page.rows), page.total)
-            yield from fresh
+            if fresh:
+                yield fresh
             if not listing.more:
                 break
     finally:
@@ -183,7 +184,9 @@ def list_rows(
     listing.log_finished()
 
 
-def _fill_gaps(coverage: SnapshotCoverage, listing: Listing, fetch: Callable[[int], Page]) -> Iterator[dict[str, Any]]:
+def _fill_gaps(
+    coverage: SnapshotCoverage, listing: Listing, fetch: Callable[[int], Page]
+) -> Iterator[list[dict[str, Any]]]:
     """
     Fetch again the rows that moved between pages while we listed them.
 
@@ -202,7 +205,8 @@ def _fill_gaps(coverage: SnapshotCoverage, listing: Listing, fetch: Callable[[in
         # Rows keep sliding while we repair, so one page that missed is not proof of an end.
         fruitless = 0 if fresh else fruitless + 1
         coverage.add(page.number, len(page.rows), page.total)
-        yield from fresh
+        if fresh:
+            yield fresh
     if coverage.missing():
         listing.log.warning(
             "%s: %d rows of the %s listed at the start moved out of reach while paging "
@@ -243,26 +247,35 @@ class FetchStats:
 
 
 class SeenKeys:
-    """The last ``capacity`` row keys seen, to drop rows listed twice with bounded memory."""
+    """The row keys of the last pages (about ``capacity`` keys), to drop rows listed twice."""
 
     def __init__(self, capacity: int = DEDUP_WINDOW_ROWS):
         self.capacity = capacity
-        self._order: deque[Hashable] = deque()
+        self._pages: deque[list[Hashable]] = deque()
+        self._size = 0
         self._seen: set[Hashable] = set()
 
     def new_only(self, rows: list[dict[str, Any]], keys: list[Any]) -> list[dict[str, Any]]:
         """Return the rows whose key was not seen yet; a row whose key is ``None`` always is new."""
-        seen, order = self._seen, self._order
-        fresh = []
-        for row, key in zip(rows, keys, strict=True):
-            if key is None:
-                fresh.append(row)
-            elif key not in seen:
-                seen.add(key)
-                order.append(key)
-                fresh.append(row)
-        while len(order) > self.capacity:
-            seen.discard(order.popleft())
+        seen = self._seen
+        if None not in keys and seen.isdisjoint(keys) and len(set(keys)) == len(keys):
+            fresh, new_keys = rows, keys  # the usual page: all new, checked in C
+        else:
+            fresh, new_keys = [], []
+            for row, key in zip(rows, keys, strict=True):
+                if key is None:
+                    fresh.append(row)
+                elif key not in seen:
+                    seen.add(key)
+                    new_keys.append(key)
+                    fresh.append(row)
+        seen.update(new_keys)
+        self._pages.append(new_keys)
+        self._size += len(new_keys)
+        while self._size - len(self._pages[0]) >= self.capacity:
+            oldest = self._pages.popleft()
+            seen.difference_update(oldest)
+            self._size -= len(oldest)
         return fresh
 
 

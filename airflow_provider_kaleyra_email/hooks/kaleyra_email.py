@@ -1,7 +1,7 @@
 """
 The hooks of the Kaleyra Email API: ``KaleyraEmailHook`` (sync) and ``KaleyraEmailAsyncHook``.
 
-The sync hook holds one authenticated ``requests.Session`` with paging and retries; the async
+The sync hook holds one urllib3 connection pool, with paging and retries; the async
 hook is its ``httpx`` counterpart for triggers. Both read a response, and retry, by the rules
 of :mod:`airflow_provider_kaleyra_email.hooks._api`.
 """
@@ -21,20 +21,20 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
-import requests
+import msgspec
+import urllib3
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
+from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
 
 try:
     from airflow.providers.common.compat.sdk import mask_secret
 except ImportError:  # common-compat before 1.21 (Airflow 2.11 installs 1.20)
     from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
-from requests.adapters import HTTPAdapter
 from tenacity import (
     AsyncRetrying,
     Retrying,
 )
-from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 
 from airflow_provider_kaleyra_email import provider_info, validation
 from airflow_provider_kaleyra_email.connection import ConnectionConfig, check_overrides, config_of
@@ -51,8 +51,10 @@ from airflow_provider_kaleyra_email.hooks._paging import (
     Listing,
     Page,
     cancellable_sleep,
-    list_rows,
+    list_pages,
 )
+
+_json_encode = msgspec.json.Encoder().encode
 
 __all__ = [
     "KaleyraEmailAPIError",
@@ -150,21 +152,9 @@ class KaleyraEmailHook(BaseHook):
         return config
 
     @cached_property
-    def session(self) -> requests.Session:
-        """One session per hook: connections are reused across pages and threads."""
-        session = requests.Session()
-        session.headers.update(_api.request_headers(self.config.api_key))
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, self.config.max_concurrency), max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
-        # Read the environment's proxy and CA settings once, not on every request (requests scans
-        # all of os.environ per call). This also keeps ~/.netrc from adding credentials of its own.
-        settings = session.merge_environment_settings(self.config.base_url, {}, None, None, None)
-        session.proxies.update(settings["proxies"])
-        session.verify = settings["verify"]
-        session.cert = settings["cert"]
-        session.trust_env = False
-        return session
+    def http(self) -> urllib3.PoolManager:
+        """One connection pool per hook (urllib3, without requests' per-request layers), shared by its threads."""
+        return _api.pool_manager(self.config, maxsize=max(4, self.config.max_concurrency))
 
     @cached_property
     def _concurrency(self) -> AdaptiveConcurrency:
@@ -176,9 +166,9 @@ class KaleyraEmailHook(BaseHook):
         return ZoneInfo(self.config.timezone)
 
     def close(self) -> None:
-        if "session" in self.__dict__:
-            self.session.close()
-            del self.__dict__["session"]
+        if "http" in self.__dict__:
+            self.http.clear()
+            del self.__dict__["http"]
 
     # ----------------------------------------------------------------------------------------
     # Public API
@@ -281,7 +271,30 @@ class KaleyraEmailHook(BaseHook):
             from_date, to_date, to_mail=to_mail, message_id=message_id, search=search, page_size=page_size
         )
         allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        return self._iter_log_rows(query, allow_mismatch=allow)
+        return _rows_of(self._iter_log_pages(query, allow_mismatch=allow))
+
+    def iter_log_pages(
+        self,
+        from_date: str | date | datetime | None = None,
+        to_date: str | date | datetime | None = None,
+        *,
+        to_mail: str | None = None,
+        message_id: str | None = None,
+        search: str | list[str] | tuple[str, ...] | None = None,
+        page_size: int | None = None,
+        allow_count_mismatch: bool = False,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """
+        Return the rows of :meth:`iter_logs`, one list per page, for callers that handle rows in batches.
+
+        Takes the same parameters as :meth:`iter_logs`; a page whose rows were all listed
+        before yields nothing.
+        """
+        query = self._logs_query(
+            from_date, to_date, to_mail=to_mail, message_id=message_id, search=search, page_size=page_size
+        )
+        allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
+        return self._iter_log_pages(query, allow_mismatch=allow)
 
     def iter_summary_stats(
         self,
@@ -362,7 +375,7 @@ class KaleyraEmailHook(BaseHook):
     def _page_size(self, page_size: Any) -> int:
         return self.config.page_size if page_size is None else validation.page_size(page_size)
 
-    def _iter_log_rows(self, query: _LogsQuery, *, allow_mismatch: bool) -> Iterator[dict[str, Any]]:
+    def _iter_log_pages(self, query: _LogsQuery, *, allow_mismatch: bool) -> Iterator[list[dict[str, Any]]]:
         path = _api.logs_path(self.config.sid)
         listing = Listing(
             label=query.label,
@@ -374,7 +387,7 @@ class KaleyraEmailHook(BaseHook):
             allow_mismatch=allow_mismatch,
         )
         self.last_fetch = listing.stats
-        return list_rows(
+        return list_pages(
             lambda page, cancel: self._get_page(path, query.params, page, query.page_size, cancel=cancel),
             listing,
             concurrency=self.config.max_concurrency,
@@ -393,12 +406,12 @@ class KaleyraEmailHook(BaseHook):
             allow_mismatch=allow_mismatch,
         )
         self.last_fetch = listing.stats
-        days = list_rows(
+        pages = list_pages(
             lambda page, cancel: self._get_page(path, tuple(params.items()), page, page_size, cancel=cancel),
             listing,
             concurrency=1,  # no total to plan with; and a page holds 100 days
         )
-        return map(_api.flatten_day, days)
+        return map(_api.flatten_day, _rows_of(pages))
 
     def _get_page(
         self,
@@ -468,38 +481,46 @@ class KaleyraEmailHook(BaseHook):
     def _send_once(
         self, method: str, path: str, params: list[tuple[str, str]] | None, json_body: Any, endpoint: str
     ) -> Any:
-        url = self.config.base_url + path
+        url = self.config.base_url + path + (f"?{urlencode(params)}" if params else "")
         timeout = self.config.timeout
+        body = None if json_body is None else _json_encode(json_body)
         try:
             with self._concurrency.slot():
                 deadline = time.monotonic() + timeout
-                response = self.session.request(
+                response = self.http.request(
                     method,
                     url,
-                    params=params,
-                    json=json_body,
-                    timeout=timeout,
+                    body=body,
+                    # Headers given here replace the pool's, so they carry the key too.
+                    headers=None if body is None else {**self.http.headers, "Content-Type": "application/json"},
+                    timeout=urllib3.Timeout(connect=timeout, read=timeout),
                     # The api-key header must reach the configured host and no other.
-                    allow_redirects=False,
-                    stream=True,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
                 )
                 try:
-                    content = _api.read_body(response.raw, deadline=deadline, limit=self.config.max_response_bytes)
+                    content = _api.read_body(response, deadline=deadline, limit=self.config.max_response_bytes)
                 except BaseException:
-                    response.close()  # a half-read connection must not go back to the pool
+                    response.close()  # a half-read connection must not be reused
                     raise
-                response.raw.release_conn()
+                finally:
+                    response.release_conn()
         except _api.TooLarge as exc:
             raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
-        except requests.ConnectTimeout:
+        except NewConnectionError as exc:  # refused, or no such host: nothing reached the server
+            raise _api.TransientError(
+                f"connection failed: {self._scrub(_api.reason_of(exc))}", unsent=True, kind="connection"
+            ) from None
+        except ConnectTimeoutError:
             raise _api.TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout") from None
-        except (_api.Deadline, requests.Timeout, ReadTimeoutError):
+        except (_api.Deadline, ReadTimeoutError, TimeoutError):
             raise _api.TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout") from None
         except DecodeError as exc:
             raise _api.TransientError(
                 f"a body that could not be decompressed ({self._scrub(_api.reason_of(exc))})"
             ) from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, ProtocolError) as exc:
+        except (HTTPError, OSError) as exc:
             raise _api.TransientError(
                 f"connection failed: {self._scrub(_api.reason_of(exc))}",
                 unsent=_api.never_connected(exc),
@@ -507,10 +528,10 @@ class KaleyraEmailHook(BaseHook):
             ) from None
         return self._interpret(response, content, endpoint=endpoint)
 
-    def _interpret(self, response: requests.Response, content: bytes, *, endpoint: str) -> Any:
+    def _interpret(self, response: urllib3.BaseHTTPResponse, content: bytes, *, endpoint: str) -> Any:
         try:
             body = interpret_response(
-                status=response.status_code,
+                status=response.status,
                 reason=response.reason or "",
                 headers=response.headers,
                 content=content,
@@ -703,3 +724,14 @@ async def _async_extra_dejson(conn: Any) -> dict[str, Any]:
     except ImportError:
         return dict(await asyncio.to_thread(lambda: conn.extra_dejson))
     return dict(await get_async_extra_dejson(conn))
+
+
+def _rows_of(pages: Iterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
+    """Return the rows of ``pages`` one by one; closing it closes the listing (and its requests)."""
+    try:
+        for page in pages:
+            yield from page
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()

@@ -26,7 +26,7 @@ from airflow_provider_kaleyra_email.output import (
     remove_quietly,
     require_parquet_support,
     temporary_for,
-    write_rows,
+    write_batches,
 )
 
 if TYPE_CHECKING:
@@ -123,19 +123,19 @@ class _KaleyraEmailFetchOperator(BaseOperator):
             )
         if destination is not None and self.output_format is OutputFormat.PARQUET:
             require_parquet_support()
-        rows = self.fetch(from_date, to_date)
+        batches = self.fetch(from_date, to_date)
         try:
             if destination is None:
-                return self._rows_for_xcom(rows, from_date, to_date)
-            return self._write(rows, destination, from_date, to_date, context)
+                return self._rows_for_xcom(batches, from_date, to_date)
+            return self._write(batches, destination, from_date, to_date, context)
         finally:
-            close = getattr(rows, "close", None)
+            close = getattr(batches, "close", None)
             if close is not None:
                 close()
             self.hook.close()
 
-    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
-        """Return the rows to export; arguments are checked now, requests happen on iteration."""
+    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
+        """Return the rows to export, in batches; arguments are checked now, requests happen on iteration."""
         raise NotImplementedError
 
     def _date_range(self, context: Context) -> tuple[date | None, date | None]:
@@ -182,14 +182,14 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         return ObjectStoragePath(url, conn_id=self.output_conn_id)
 
     def _rows_for_xcom(
-        self, rows: Iterator[dict[str, Any]], from_date: date | None, to_date: date | None
+        self, batches: Iterator[list[dict[str, Any]]], from_date: date | None, to_date: date | None
     ) -> list[dict[str, Any]]:
         kept: list[dict[str, Any]] = []
-        for row in rows:
+        for batch in batches:
             total = self.hook.last_fetch.total if self.hook.last_fetch else None
-            if len(kept) >= self.max_xcom_rows or (total is not None and total > self.max_xcom_rows):
+            if len(kept) + len(batch) > self.max_xcom_rows or (total is not None and total > self.max_xcom_rows):
                 self._too_many_for_xcom(from_date, to_date, total)
-            kept.append(row)
+            kept.extend(batch)
         return kept
 
     def _too_many_for_xcom(self, from_date: date | None, to_date: date | None, total: int | None) -> None:
@@ -203,7 +203,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
 
     def _write(
         self,
-        rows: Iterator[dict[str, Any]],
+        batches: Iterator[list[dict[str, Any]]],
         destination: ObjectStoragePath,
         from_date: date | None,
         to_date: date | None,
@@ -212,8 +212,12 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         started = time.monotonic()
         self._temporary = temporary_for(destination)
         try:
-            result = write_rows(
-                self._unless_killed(rows), destination, self.output_format, self.known_fields, temporary=self._temporary
+            result = write_batches(
+                self._unless_killed(batches),
+                destination,
+                self.output_format,
+                self.known_fields,
+                temporary=self._temporary,
             )
         finally:
             self._temporary = None
@@ -248,11 +252,11 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         self._attach_to_outlets(context, summary)
         return summary
 
-    def _unless_killed(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for row in rows:
+    def _unless_killed(self, batches: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+        for batch in batches:
             if self._killed:
                 raise AirflowException(f"{type(self).__name__} was killed mid-write; output_path is unchanged.")
-            yield row
+            yield batch
 
     def _attach_to_outlets(self, context: Context, summary: dict[str, Any]) -> None:
         """Put the summary on each Asset outlet's event, for data-aware DAGs downstream."""
@@ -303,8 +307,8 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
         self.message_id = message_id
         self.search = search
 
-    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
-        return self.hook.iter_logs(
+    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
+        return self.hook.iter_log_pages(
             from_date,
             to_date,
             to_mail=self.to_mail or None,
@@ -324,8 +328,9 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
     known_fields = SUMMARY_FIELDS
     row_noun = "days"
 
-    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[dict[str, Any]]:
-        return self.hook.iter_summary_stats(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
+    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
+        days = self.hook.iter_summary_stats(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
+        return (list(days) for _ in range(1))  # a year is 365 rows: one batch, read on iteration
 
 
 def _span(from_date: date | None, to_date: date | None) -> str:

@@ -126,11 +126,12 @@ def test_pages_are_asked_on_evidence_within_the_lookahead_and_the_total():
     assert state.allowed() == 3, "a short page ends it"
 
 
-def test_seen_keys_forget_the_oldest_and_never_merge_a_row_without_a_key():
+def test_seen_keys_forget_the_oldest_pages_and_never_merge_a_row_without_a_key():
     keys = SeenKeys(capacity=2)
     assert keys.new_only(list("abca"), ["a", "b", None, "a"]) == ["a", "b", "c"]
-    keys.new_only(["d"], ["d"])
-    assert keys.new_only(["a", "b"], ["a", "b"]) == ["a"], "'a' fell out of the window, 'b' did not"
+    assert keys.new_only(["d", "e"], ["d", "e"]) == ["d", "e"]
+    keys.new_only(["f"], ["f"])  # the last 2 keys are kept, in whole pages: "a" and "b" go
+    assert keys.new_only(["a", "d"], ["a", "d"]) == ["a"], "'a' fell out of the window, 'd' did not"
 
 
 class TestFetchInOrder:

@@ -284,7 +284,7 @@ def test_on_kill_mid_write_removes_the_temporary_object_and_stops_the_write(
                 seen["rows_after_kill"] += 1
             yield {"message_id": f"m:{i}", "status": "OPEN", "sale_price": 1}  # the rows never fail
 
-    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: rows())
+    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: ([row] for row in rows()))  # batches of one
 
     with pytest.raises(AirflowException, match="killed mid-write"):
         operator.execute({})
@@ -319,7 +319,7 @@ def test_values_that_do_not_fit_parquet_are_one_warning_with_a_count_per_column(
         {"date": "2026-11-02", "accepted": 2**70, "delivered": 7, "opens": 2},
         {"date": "2026-11-03", "accepted": "many", "delivered": 8, "opens": 3},
     ]
-    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: iter(rows))
+    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: iter([rows]))  # one batch
     log = mock.Mock()
     monkeypatch.setattr(KaleyraEmailFetchSummaryStatsOperator, "log", property(lambda self: log))
 

@@ -24,14 +24,15 @@ import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import msgspec
-from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
+from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, ObjectStoragePath
+from airflow.providers.common.compat.sdk import io as airflow_io  # type: ignore[attr-defined]
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping
-
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
+    from datetime import date
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -113,6 +114,74 @@ class WriteResult:
     misfits: dict[str, int] = field(default_factory=dict)
 
 
+def object_path(
+    output_path: Any, *, conn_id: str | None, from_date: date | None, to_date: date | None, example: str
+) -> ObjectStoragePath:
+    """
+    Return ``output_path`` as an ``ObjectStoragePath``, built at run time, never at parse time.
+
+    ``{from_date}`` and ``{to_date}`` in the URL become the days actually exported (in the
+    account's time zone). The URL must name an object of a file system Airflow has, not a
+    folder: the object would otherwise land inside it.
+
+    :param example: an object name for messages, e.g. ``"{from_date}.jsonl"``.
+    """
+    if isinstance(output_path, ObjectStoragePath):
+        return output_path
+    if not isinstance(output_path, str) or not output_path.strip():
+        kind = type(output_path).__name__
+        raise ValueError(f"output_path={output_path!r} ({kind}) must be a URL string, e.g. 's3://bucket/{example}'.")
+    url = output_path.strip()
+    for placeholder, day in (("{from_date}", from_date), ("{to_date}", to_date)):
+        if placeholder in url:
+            if day is None:
+                raise ValueError(f"output_path={output_path!r} uses {placeholder}, but that end of the range is open.")
+            url = url.replace(placeholder, day.isoformat())
+    scheme = urlsplit(url).scheme
+    if not scheme or len(scheme) == 1:  # a bare path, or a Windows drive letter
+        raise ValueError(f"output_path={output_path!r} is not a URL; use e.g. 'file:///data/kaleyra/{example}'.")
+    if not airflow_io.has_fs(scheme):
+        raise ValueError(
+            f"output_path={output_path!r} uses the scheme {scheme!r}, for which Airflow has no file system; "
+            "install the provider that brings it (e.g. apache-airflow-providers-amazon[s3fs] for s3://)."
+        )
+    if url.endswith("/"):
+        raise ValueError(f"output_path={output_path!r} names a folder; name the object, e.g. '.../{example}'.")
+    path = ObjectStoragePath(url, conn_id=conn_id)
+    if path.is_dir():
+        raise ValueError(
+            f"output_path={output_path!r} names a folder that exists ({path}); name an object in it, "
+            f"e.g. '.../{example}'."
+        )
+    return path
+
+
+def write_bytes(destination: ObjectStoragePath, data: bytes) -> None:
+    """Write ``data`` to ``destination`` atomically (see :func:`open_atomic`)."""
+    with open_atomic(destination) as stream:
+        stream.write(data)
+
+
+@contextlib.contextmanager
+def open_atomic(
+    destination: ObjectStoragePath, temporary: ObjectStoragePath | None = None
+) -> Iterator[_CountingStream]:
+    """
+    Open a hidden temporary object beside ``destination``; move it into place when the block ends.
+
+    If the block fails, the temporary object is removed and ``destination`` is left as it was.
+    """
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary or temporary_for(destination)
+    try:
+        with temporary.open("wb") as stream:  # type: ignore[no-untyped-call]
+            yield _CountingStream(stream)
+        temporary.replace(destination)
+    except BaseException:
+        remove_quietly(temporary)
+        raise
+
+
 def temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
     """Return a new hidden temporary object beside ``destination``, where ``write_rows`` writes first."""
     return destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
@@ -145,22 +214,13 @@ def write_batches(
     :param temporary: the hidden temporary object to write first (default: ``temporary_for(destination)``),
         for a caller that may have to remove it (a killed task).
     """
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if temporary is None:
-        temporary = temporary_for(destination)
-    try:
-        with temporary.open("wb") as stream:  # type: ignore[no-untyped-call]
-            counter = _CountingStream(stream)
-            if output_format is OutputFormat.JSONL:
-                result = _write_jsonl(batches, counter)
-            elif output_format is OutputFormat.CSV:
-                result = _write_csv(batches, counter, known_fields)
-            else:
-                result = _write_parquet(_regroup(batches, PARQUET_ROW_GROUP_ROWS), counter, known_fields)
-        temporary.replace(destination)
-    except BaseException:
-        remove_quietly(temporary)
-        raise
+    with open_atomic(destination, temporary) as counter:
+        if output_format is OutputFormat.JSONL:
+            result = _write_jsonl(batches, counter)
+        elif output_format is OutputFormat.CSV:
+            result = _write_csv(batches, counter, known_fields)
+        else:
+            result = _write_parquet(_regroup(batches, PARQUET_ROW_GROUP_ROWS), counter, known_fields)
     result.bytes = counter.bytes
     return result
 
@@ -230,9 +290,7 @@ def _extra(row: Mapping[str, Any], documented: frozenset[str], kept: Iterable[st
     return _encoder.encode({name: value for name, value in row.items() if name in names}).decode()
 
 
-def _write_csv(
-    batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]
-) -> WriteResult:
+def _write_csv(batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]) -> WriteResult:
     """Return the header, then the rows as they come; CSV is text, so every value fits."""
     names, documented = list(known), frozenset(known)
     result = WriteResult()
@@ -245,9 +303,7 @@ def _write_csv(
     return result
 
 
-def _write_parquet(
-    batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]
-) -> WriteResult:
+def _write_parquet(batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]) -> WriteResult:
     """One writer with the fixed schema; each batch of rows is one row group."""
     import pyarrow as pa
     import pyarrow.parquet as pq

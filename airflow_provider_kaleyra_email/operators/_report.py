@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import (
     AirflowOptionalProviderFeatureException,
@@ -15,11 +12,11 @@ from airflow.providers.common.compat.sdk import (
     BaseOperator,
     ObjectStoragePath,
 )
-from airflow.providers.common.compat.sdk import io as airflow_io  # type: ignore[attr-defined]
 
 from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 from airflow_provider_kaleyra_email.intervals import days_for_interval
+from airflow_provider_kaleyra_email.output import object_path, write_bytes
 from airflow_provider_kaleyra_email.report import FAILURE_STATUSES, FailureTally, build_report, main_chart, render_html
 
 if TYPE_CHECKING:
@@ -91,7 +88,8 @@ class KaleyraEmailDeliverabilityReportOperator(BaseOperator):
             tally = FailureTally()
             for status in FAILURE_STATUSES:
                 # A term also matches from, to and template name: keep the rows of this status only.
-                for row in self.hook.iter_logs(from_date, to_date, search=status):
+                # Statuses move while a recent range is read, so the listing may drift: a report tolerates it.
+                for row in self.hook.iter_logs(from_date, to_date, search=status, allow_count_mismatch=True):
                     if str(row.get("status") or "").upper() == status:
                         tally.add(row)
         finally:
@@ -100,8 +98,8 @@ class KaleyraEmailDeliverabilityReportOperator(BaseOperator):
             stats, tally, from_date=from_date, to_date=to_date, timezone=str(tz), read_at=read_at, top=self.top
         )
         png = main_chart(report)
-        _write_atomically(png_path, png)
-        _write_atomically(html_path, render_html(report, png).encode())
+        write_bytes(png_path, png)
+        write_bytes(html_path, render_html(report, png).encode())
         summary = {"path": str(html_path), "png_path": str(png_path), **report.summary()}
         self.log.info("Wrote the deliverability report %s..%s to %s: %s", from_date, to_date, html_path, report.rates)
         outlet_events = context.get("outlet_events")
@@ -123,24 +121,14 @@ class KaleyraEmailDeliverabilityReportOperator(BaseOperator):
 
     def _destinations(self, from_date: date, to_date: date) -> tuple[ObjectStoragePath, ObjectStoragePath]:
         """``output_path`` and the PNG beside it, built at run time, never at parse time."""
-        target = self.output_path
-        if isinstance(target, ObjectStoragePath):
-            html_path = target
-        elif isinstance(target, str) and target.strip():
-            url = target.strip().replace("{from_date}", from_date.isoformat()).replace("{to_date}", to_date.isoformat())
-            scheme = urlsplit(url).scheme
-            if not scheme or len(scheme) == 1:  # a bare path, or a Windows drive letter
-                raise ValueError(f"output_path={target!r} is not a URL; use e.g. 'file:///data/reports/report.html'.")
-            if not airflow_io.has_fs(scheme):
-                raise ValueError(f"output_path={target!r}: Airflow has no file system for {scheme!r}.")
-            if url.endswith("/"):
-                raise ValueError(f"output_path={target!r} names a folder; name the object, e.g. '.../report.html'.")
-            html_path = ObjectStoragePath(url, conn_id=self.output_conn_id)
-        else:
-            raise ValueError(f"output_path={target!r} must be a URL string such as 's3://bucket/report.html'.")
+        html_path = object_path(
+            self.output_path, conn_id=self.output_conn_id, from_date=from_date, to_date=to_date, example="report.html"
+        )
         name = html_path.name
         if not name.lower().endswith(_HTML_SUFFIXES):
-            raise ValueError(f"output_path={target!r} must name an .html object; the PNG is written beside it.")
+            raise ValueError(
+                f"output_path={self.output_path!r} must name an .html object; the PNG is written beside it."
+            )
         return html_path, html_path.parent / f"{name.rsplit('.', 1)[0]}.png"
 
 
@@ -152,17 +140,3 @@ def _require_matplotlib() -> None:
             "KaleyraEmailDeliverabilityReportOperator draws its charts with matplotlib, which is not "
             "installed: pip install 'airflow-provider-kaleyra-email[report]'."
         ) from None
-
-
-def _write_atomically(path: ObjectStoragePath, data: bytes) -> None:
-    """Write a hidden temporary object beside ``path``, then move it into place; remove it on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with temporary.open("wb") as stream:  # type: ignore[no-untyped-call]
-            stream.write(data)
-        temporary.replace(path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            temporary.unlink(missing_ok=True)
-        raise

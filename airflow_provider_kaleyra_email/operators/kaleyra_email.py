@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import urlsplit
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -14,7 +13,6 @@ from airflow.providers.common.compat.sdk import (
     BaseOperator,
     ObjectStoragePath,
 )
-from airflow.providers.common.compat.sdk import io as airflow_io  # type: ignore[attr-defined]
 
 from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
@@ -23,6 +21,7 @@ from airflow_provider_kaleyra_email.output import (
     LOG_FIELDS,
     SUMMARY_FIELDS,
     OutputFormat,
+    object_path,
     remove_quietly,
     require_parquet_support,
     temporary_for,
@@ -116,11 +115,6 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         # Everything is checked before the first request: dates, destination, format support.
         from_date, to_date = self._date_range(context)
         destination = self._destination(from_date, to_date)
-        if destination is not None and destination.is_dir():  # else the object would land inside it
-            raise ValueError(
-                f"output_path={self.output_path!r} names a folder that exists ({destination}); "
-                f"name an object in it, e.g. '.../{{from_date}}{_SUFFIXES[self.output_format][0]}'."
-            )
         if destination is not None and self.output_format is OutputFormat.PARQUET:
             require_parquet_support()
         batches = self.fetch(from_date, to_date)
@@ -147,39 +141,20 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         return first, last
 
     def _destination(self, from_date: date | None, to_date: date | None) -> ObjectStoragePath | None:
-        """
-        ``output_path`` as an ``ObjectStoragePath``, built here at run time, never at parse time.
-
-        ``{from_date}`` and ``{to_date}`` in the URL become the days actually exported (in the
-        account's time zone), which ``{{ ds }}`` is not when the account is not on UTC.
-        """
-        target = self.output_path
-        if target is None or (isinstance(target, str) and not target.strip()):
+        """Return ``output_path`` as an object path, or ``None`` to return rows through XCom."""
+        if self.output_path is None or (isinstance(self.output_path, str) and not self.output_path.strip()):
             return None
-        if not isinstance(target, str):
-            if isinstance(target, ObjectStoragePath):
-                return target
-            raise ValueError(f"output_path={target!r} ({type(target).__name__}) must be a URL string.")
-        url = target.strip()
-        for placeholder, day in (("{from_date}", from_date), ("{to_date}", to_date)):
-            if placeholder in url:
-                if day is None:
-                    raise ValueError(f"output_path={target!r} uses {placeholder}, but that end of the range is open.")
-                url = url.replace(placeholder, day.isoformat())
-        scheme = urlsplit(url).scheme
-        if not scheme or len(scheme) == 1:  # a bare path, or a Windows drive letter
-            raise ValueError(f"output_path={target!r} is not a URL; use e.g. 'file:///data/kaleyra/logs.jsonl'.")
-        if not airflow_io.has_fs(scheme):
-            raise ValueError(
-                f"output_path={target!r} uses the scheme {scheme!r}, for which Airflow has no file system; "
-                "install the provider that brings it (e.g. apache-airflow-providers-amazon[s3fs] for s3://)."
-            )
-        if url.endswith("/"):
-            example = f"{{from_date}}{_SUFFIXES[self.output_format][0]}"
-            raise ValueError(f"output_path={target!r} names a folder; name the object, e.g. '.../{example}'.")
-        if not url.lower().endswith(_SUFFIXES[self.output_format]):
-            self.log.warning("output_path %s does not end like a %s file.", url, self.output_format.value)
-        return ObjectStoragePath(url, conn_id=self.output_conn_id)
+        suffix = _SUFFIXES[self.output_format][0]
+        path = object_path(
+            self.output_path,
+            conn_id=self.output_conn_id,
+            from_date=from_date,
+            to_date=to_date,
+            example=f"{{from_date}}{suffix}",
+        )
+        if not path.name.lower().endswith(_SUFFIXES[self.output_format]):
+            self.log.warning("output_path %s does not end like a %s file.", path, self.output_format.value)
+        return path
 
     def _rows_for_xcom(
         self, batches: Iterator[list[dict[str, Any]]], from_date: date | None, to_date: date | None

@@ -14,7 +14,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from operator import itemgetter
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -43,51 +42,6 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: opaque but refuse characters that no id has and that would change a URL (``/ ? # %``),
 #: white space, and quotes or brackets, which are the signature of a rendered Python list.
 MESSAGE_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:~@+=")
-
-
-class StatusClass(str, Enum):
-    """How a waiting task reads a recipient's status."""
-
-    DELIVERED = "delivered"
-    IN_FLIGHT = "in_flight"
-    FAILED = "failed"
-
-
-class MessageStatus(str, Enum):
-    """The delivery statuses Kaleyra documents, with the class the sensor gives each by default."""
-
-    ACCEPTED = "ACCEPTED"
-    DEFERRED = "DEFERRED"
-    DELIVERED = "DELIVERED"
-    OPEN = "OPEN"
-    BOUNCE = "BOUNCE"
-    BLOCKED = "BLOCKED"
-    FAILED = "FAILED"
-    SUPPRESSED = "SUPPRESSED"
-
-    @property
-    def default_class(self) -> StatusClass:
-        return _DEFAULT_CLASSES[self]
-
-    @classmethod
-    def parse(cls, value: str) -> MessageStatus | None:
-        """Return the status for ``value`` (any case), or ``None`` for one Kaleyra has not documented."""
-        try:
-            return cls(value.strip().upper())
-        except ValueError:
-            return None
-
-
-_DEFAULT_CLASSES = {
-    MessageStatus.DELIVERED: StatusClass.DELIVERED,
-    MessageStatus.OPEN: StatusClass.DELIVERED,
-    MessageStatus.ACCEPTED: StatusClass.IN_FLIGHT,
-    MessageStatus.DEFERRED: StatusClass.IN_FLIGHT,
-    MessageStatus.BOUNCE: StatusClass.FAILED,
-    MessageStatus.BLOCKED: StatusClass.FAILED,
-    MessageStatus.FAILED: StatusClass.FAILED,
-    MessageStatus.SUPPRESSED: StatusClass.FAILED,
-}
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, Param, TriggerRule, task
 
-from airflow_provider_kaleyra_email.api import MessageStatus, StatusClass
+from airflow_provider_kaleyra_email.delivery import MessageStatus
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 from airflow_provider_kaleyra_email.operators.kaleyra_email import KaleyraEmailSendOperator
 from airflow_provider_kaleyra_email.sensors.kaleyra_email import KaleyraEmailMessageDeliveredSensor
@@ -51,8 +51,8 @@ def report_undelivered(**context: Any) -> list[dict[str, str]]:
     undelivered = []
     for message_id in message_ids:
         for recipient in hook.get_message_stats(message_id)["recipients"]:
-            status = MessageStatus.parse(str(recipient.get("status", "")))
-            if status is not None and status.default_class is StatusClass.FAILED:
+            status = MessageStatus.parse(recipient.get("status"))
+            if status is not None and status.is_failed:
                 undelivered.append(
                     {
                         "message_id": message_id,

@@ -7,7 +7,6 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 from airflow_provider_kaleyra_email import api
-from airflow_provider_kaleyra_email.api import MessageStatus, StatusClass
 
 
 @pytest.mark.parametrize(
@@ -99,22 +98,6 @@ def test_flatten_day_keeps_every_metric_and_adds_up_several_entries():
         "spam_reports": 1,
         "opens": 4,
     }
-
-
-def test_statuses_and_their_classes():
-    assert {s.value for s in MessageStatus} == {
-        "BLOCKED", "BOUNCE", "DEFERRED", "DELIVERED", "ACCEPTED", "FAILED", "OPEN", "SUPPRESSED",
-    }  # fmt: skip
-    assert {s for s in MessageStatus if s.default_class is StatusClass.DELIVERED} == {
-        MessageStatus.DELIVERED,
-        MessageStatus.OPEN,
-    }
-    assert {s for s in MessageStatus if s.default_class is StatusClass.IN_FLIGHT} == {
-        MessageStatus.ACCEPTED,
-        MessageStatus.DEFERRED,
-    }
-    assert MessageStatus.parse(" bounce ") is MessageStatus.BOUNCE
-    assert MessageStatus.parse("QUEUED") is None
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,7 @@ import pytest_asyncio
 
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook
 from airflow_provider_kaleyra_email.testing import DEFAULT_API_KEY, Faults
-from airflow_provider_kaleyra_email.triggers.kaleyra_email import (
-    CLASSPATH,
-    KaleyraEmailMessageStatusTrigger,
-)
+from airflow_provider_kaleyra_email.triggers.kaleyra_email import CLASSPATH, KaleyraEmailMessageDeliveredTrigger
 
 POKE = 0.2
 
@@ -29,13 +26,13 @@ def send(emulator, *to: str) -> str:
     return message_id
 
 
-def trigger(message_id: str, **kwargs) -> KaleyraEmailMessageStatusTrigger:
+def trigger(message_id: str, **kwargs) -> KaleyraEmailMessageDeliveredTrigger:
     now = time.time()
     options = {"poke_interval": POKE, "started_at": now, "end_time": now + 10}
-    return KaleyraEmailMessageStatusTrigger(message_id=message_id, **{**options, **kwargs})
+    return KaleyraEmailMessageDeliveredTrigger(message_id=message_id, **{**options, **kwargs})
 
 
-async def events_of(t: KaleyraEmailMessageStatusTrigger) -> list[dict]:
+async def events_of(t: KaleyraEmailMessageDeliveredTrigger) -> list[dict]:
     """Every event the trigger yields, read to the end of its generator."""
     return [event.payload async for event in t.run()]
 
@@ -115,7 +112,7 @@ async def test_transient_trouble_is_waited_through(kaleyra_email_emulator):
     message_id = send(kaleyra_email_emulator, "ops@example.com")
     kaleyra_email_emulator.queue_faults("503", "429", "drop", "html")
 
-    (event,) = await events_of(trigger(message_id, max_consecutive_errors=5))
+    (event,) = await events_of(trigger(message_id))
 
     assert event["status"] == "success"
     statuses = [p.status for p in stats_requests(kaleyra_email_emulator, message_id)]
@@ -123,26 +120,46 @@ async def test_transient_trouble_is_waited_through(kaleyra_email_emulator):
 
 
 @pytest.mark.asyncio
-async def test_gives_up_after_the_configured_number_of_failed_polls_in_a_row(kaleyra_email_emulator):
+async def test_an_api_that_keeps_failing_is_polled_calmly_until_the_deadline(kaleyra_email_emulator):
     message_id = send(kaleyra_email_emulator, "ops@example.com")
     kaleyra_email_emulator.set_faults(Faults(server_errors=1.0))
+    now = time.time()
 
-    (event,) = await events_of(trigger(message_id, max_consecutive_errors=3))
+    (event,) = await events_of(trigger(message_id, started_at=now, end_time=now + 1.5))
 
-    assert event["status"] == "error"
-    assert "3 polls in a row failed (max_consecutive_errors=3)" in event["message"]
-    assert len(stats_requests(kaleyra_email_emulator, message_id)) == 3
+    assert event == {
+        "status": "timeout",
+        "message_id": message_id,
+        "message": event["message"],
+        "statuses": None,
+        "failures": [],
+    }
+    assert event["message"].startswith(f"Message {message_id} was not delivered within timeout=1.5 s (the last check: ")
+    assert "HTTP 50" in event["message"]
+    polls = stats_requests(kaleyra_email_emulator, message_id)
+    # Far more failed polls than any error streak allowed, each one poke interval after the last.
+    assert len(polls) >= 6
+    assert {p.status for p in polls} <= {500, 503}
+    gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(polls[:-1])]
+    assert min(gaps) >= POKE * 0.9
 
 
 @pytest.mark.asyncio
-async def test_a_streak_handed_over_by_the_sensor_counts(kaleyra_email_emulator):
-    message_id = send(kaleyra_email_emulator, "ops@example.com")
-    kaleyra_email_emulator.set_faults(Faults(server_errors=1.0))
+async def test_has_not_fired_while_the_message_is_in_flight(kaleyra_email_emulator):
+    message_id = send(kaleyra_email_emulator, "x.slow@example.com")  # delivered after 10 s
+    now = time.time()
 
-    (event,) = await events_of(trigger(message_id, max_consecutive_errors=3, consecutive_errors=2))
+    task = asyncio.create_task(trigger(message_id, started_at=now, end_time=now + 60).run().__anext__())
+    await asyncio.sleep(1.0)
 
-    assert event["status"] == "error"
-    assert len(stats_requests(kaleyra_email_emulator, message_id)) == 1
+    assert task.done() is False
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    seen = len(stats_requests(kaleyra_email_emulator, message_id))
+    assert 3 <= seen <= 1.0 / POKE + 1
+    await asyncio.sleep(2 * POKE)
+    assert len(stats_requests(kaleyra_email_emulator, message_id)) == seen, "no poll after the cancel"
 
 
 @pytest.mark.asyncio
@@ -175,7 +192,8 @@ async def test_times_out_after_a_last_check_at_the_deadline(kaleyra_email_emulat
     polls = stats_requests(kaleyra_email_emulator, message_id)
     # Polls at 0, 0.5, 1.0 and one more at the deadline (not one poke interval later, not skipped).
     assert polls[-1].at >= monotonic_deadline
-    assert polls[-1].at - polls[-2].at < 0.5
+    assert polls[-2].at < monotonic_deadline
+    assert polls[-1].at - monotonic_deadline < 0.4
     assert polls[-1].status == 200
 
 
@@ -278,7 +296,7 @@ class TestSerialize:
             require="any",
             delivered_statuses=["OPEN"],
             failed_statuses=["BOUNCE", "BLOCKED"],
-            consecutive_errors=1,
+            not_found_grace=30,
             first_poll_at=time.time() + 5,
         )
         classpath, kwargs = original.serialize()
@@ -287,25 +305,25 @@ class TestSerialize:
         assert json.loads(json.dumps(kwargs)) == kwargs
         assert DEFAULT_API_KEY not in json.dumps(kwargs)
         assert kwargs["kaleyra_email_conn_id"] == "kaleyra_email_default"
-        rebuilt = KaleyraEmailMessageStatusTrigger(**kwargs)
+        rebuilt = KaleyraEmailMessageDeliveredTrigger(**kwargs)
         assert rebuilt.serialize() == (classpath, kwargs)
         assert kwargs["recipients"] == ["ops@example.com"]
         assert kwargs["delivered_statuses"] == ["OPEN"]
         assert kwargs["failed_statuses"] == ["BLOCKED", "BOUNCE"]
 
-    def test_the_classpath_imports(self):
+    def test_the_classpath_names_the_trigger_after_the_sensor_and_imports(self):
+        assert CLASSPATH == "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageDeliveredTrigger"
         module, _, name = CLASSPATH.rpartition(".")
-        assert getattr(importlib.import_module(module), name) is KaleyraEmailMessageStatusTrigger
+        assert getattr(importlib.import_module(module), name) is KaleyraEmailMessageDeliveredTrigger
 
-    def test_kwargs_of_an_older_release_still_load(self):
-        old = KaleyraEmailMessageStatusTrigger(
-            message_id="4d0cc5e0-8324-4042-b65e-20d03420bf0d:1", kaleyra_email_conn_id="kaleyra_email_default"
-        )
-        _, kwargs = old.serialize()
-        assert kwargs["require"] == "all"
-        assert kwargs["end_time"] is None
-        assert kwargs["consecutive_errors"] == 0
-        assert kwargs["first_poll_at"] is None
+    def test_only_message_id_is_required(self):
+        _, kwargs = KaleyraEmailMessageDeliveredTrigger(message_id="4d0cc5e0-8324-4042-b65e-20d03420bf0d:1").serialize()
+        assert kwargs == {
+            "message_id": "4d0cc5e0-8324-4042-b65e-20d03420bf0d:1", "kaleyra_email_conn_id": "kaleyra_email_default",
+            "recipients": None, "require": "all", "delivered_statuses": ["DELIVERED", "OPEN"],
+            "failed_statuses": ["BLOCKED", "BOUNCE", "FAILED", "SUPPRESSED"], "not_found_grace": 120.0,
+            "poke_interval": 60.0, "started_at": None, "end_time": None, "first_poll_at": None,
+        }  # fmt: skip
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),
@@ -313,11 +331,53 @@ class TestSerialize:
             ({"message_id": "a/b"}, "message_id='a/b'"),
             ({"poke_interval": 0}, "poke_interval=0"),
             ({"not_found_grace": -1}, "not_found_grace=-1"),
-            ({"max_consecutive_errors": 0}, "max_consecutive_errors=0"),
             ({"require": "some"}, "require='some'"),
             ({"failed_statuses": ["OPEN"]}, r"both hold \['OPEN'\]"),
         ],
     )
     def test_bad_arguments_are_refused(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
-            KaleyraEmailMessageStatusTrigger(**{"message_id": "abc:1", **kwargs})
+            KaleyraEmailMessageDeliveredTrigger(**{"message_id": "abc:1", **kwargs})
+
+
+@pytest.mark.asyncio
+async def test_a_trigger_serialized_by_an_earlier_release_loads_by_its_old_classpath_and_works(kaleyra_email_emulator):
+    """The triggerer rebuilds a stored trigger from its classpath and kwargs: those of the release before this one."""
+    message_id = send(kaleyra_email_emulator, "ops@example.com")
+    now = time.time()
+    stored = (
+        "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageStatusTrigger",
+        {
+            "message_id": message_id,
+            "kaleyra_email_conn_id": "kaleyra_email_default",
+            "recipients": None,
+            "require": "all",
+            "delivered_statuses": ["DELIVERED", "OPEN"],
+            "failed_statuses": ["BLOCKED", "BOUNCE", "FAILED", "SUPPRESSED"],
+            "poke_interval": POKE,
+            "started_at": now,
+            "end_time": now + 10,
+            "not_found_grace": 120.0,
+            "max_consecutive_errors": 5,
+            "consecutive_errors": 2,
+            "first_poll_at": None,
+        },
+    )
+    module, _, name = stored[0].rpartition(".")
+
+    old = getattr(importlib.import_module(module), name)(**stored[1])
+    (event,) = await events_of(old)
+
+    assert isinstance(old, KaleyraEmailMessageDeliveredTrigger)
+    assert event == {
+        "status": "success",
+        "message_id": message_id,
+        "message": f"Message {message_id} reached all of its recipients: ops@example.com DELIVERED.",
+        "statuses": {"ops@example.com": "DELIVERED"},
+        "failures": [],
+    }
+    # Serialized again, it names the new classpath and drops the error streak it no longer keeps.
+    classpath, kwargs = old.serialize()
+    assert classpath == CLASSPATH
+    assert "consecutive_errors" not in kwargs
+    assert "max_consecutive_errors" not in kwargs

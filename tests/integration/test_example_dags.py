@@ -12,7 +12,7 @@ import pytest
 
 from tests.dags import run_dag, task_states, xcom_value
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
 
 
 def load_examples():

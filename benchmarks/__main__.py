@@ -1,13 +1,13 @@
 """
-``python -m benchmarks``: how fast one day of logs comes out of the emulator, our way and the
-ways users would otherwise pick, in one run on this machine.
+``python -m benchmarks``: how fast one day of logs comes out of the API, our way and the ways
+users would otherwise pick, in one run on this machine.
 
-For each scenario (rows in the day, latency the emulator adds to every request), the emulator
-runs in its own process, and each client runs alone in another (see ``benchmarks/clients.py``).
-The emulator reads the whole day once before the clients run, so that each of them meets a
-server that has its rows rendered already: what is measured is the client, not the order.
-The table gives wall time, rows per second, the speed-up over each peer in the same scenario,
-and each client's peak RSS.
+For each day size, the benchmark's server (``benchmarks/server.py``) encodes the day's pages
+before the clock starts and runs in its own process, one port per latency; each client runs
+alone in another (see ``benchmarks/clients.py``). Before the clients, a raw-socket reader
+measures how many rows per second the server serves at 0 ms, and the report compares that with
+the fastest client: what is measured is the client, not the server. The table gives wall time,
+rows per second, the speed-up over each peer in the same scenario, and each client's peak RSS.
 """
 
 from __future__ import annotations
@@ -23,14 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.clients import CLIENTS
+from benchmarks.server import read_throughput
 
 DAY = "2026-11-02"
 OURS = ("hook", "fetch_jsonl", "fetch_parquet")
 PEERS = ("requests_loop", "http_operator")
 FULL = ((20_000, (0, 20, 100)), (200_000, (0, 20)), (1_000_000, (0,)))
 QUICK = ((2_000, (0,)),)
-#: The emulator keeps rows it has rendered (about 450 bytes each) for days that have settled.
-ROW_CACHE_MB = 1_000
 
 
 @dataclass
@@ -47,68 +46,79 @@ class Result:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-class Emulator:
-    """The emulator's command line, in its own process."""
+@dataclass
+class ServerCheck:
+    """What the server could serve, measured before the clients ran."""
 
-    def __init__(self, rows: int, latency_ms: int):
+    rows_in_day: int
+    rows_per_second: float
+    pages: int
+    encoded_mb: float
+    encode_seconds: float
+
+
+class Server:
+    """``benchmarks/server.py`` in its own process: one day, pre-encoded, a port per latency."""
+
+    def __init__(self, rows: int, latencies: tuple[int, ...]):
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "airflow_provider_kaleyra_email.testing", "--port", "0",
-                "--start-date", DAY, "--days", "1", "--rows-per-day", str(rows), "--latency-ms", str(latency_ms),
-                "--row-cache-mb", str(ROW_CACHE_MB),
+                sys.executable, "-m", "benchmarks.server", "--day", DAY, "--rows", str(rows),
+                "--latencies", ",".join(map(str, latencies)),
             ],
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
         assert self.process.stdout is not None
         self.info = json.loads(self.process.stdout.readline())
-        connection = json.loads(self.process.stdout.readline().split("=", 1)[1].strip().strip("'"))
-        self.key = connection["password"]
+        self.rows = rows
+        self.sid, self.key = self.info["sid"], self.info["key"]
 
-    def warm_up(self) -> None:
-        """Read the whole day once, so every measured client meets a server with its rows rendered."""
-        import requests
+    def base_url(self, latency: int) -> str:
+        return str(self.info["base_urls"][str(latency)])
 
-        session = requests.Session()
-        session.headers["api-key"] = self.key
-        url = f"{self.info['base_url']}/v1/{self.info['sid']}/email/logs"
-        page = 1
-        while True:
-            params = {"start_date": DAY, "end_date": DAY, "page": page, "limit": 100}
-            if len(session.get(url, params=params, timeout=60).json()["data"]) < 100:
-                return
-            page += 1
+    def check(self, seconds: float) -> ServerCheck:
+        """Measure the rows per second the server serves at 0 ms to a reader that does nothing (median of 3)."""
+        runs = sorted(
+            read_throughput(self.base_url(0), self.sid, self.key, DAY, self.rows, seconds=seconds) for _ in range(3)
+        )
+        info = self.info
+        return ServerCheck(self.rows, runs[1], info["pages"], info["encoded_mb"], info["encode_seconds"])
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
 
 
-def run_client(client: str, emulator: Emulator, out: Path) -> dict[str, float]:
+def run_client(client: str, base_url: str, server: Server, out: Path) -> dict[str, float]:
     completed = subprocess.run(
         [
-            sys.executable, "-m", "benchmarks.clients", client, "--base-url", emulator.info["base_url"],
-            "--sid", emulator.info["sid"], "--key", emulator.key, "--day", DAY, "--out", str(out),
+            sys.executable, "-m", "benchmarks.clients", client, "--base-url", base_url,
+            "--sid", server.sid, "--key", server.key, "--day", DAY, "--out", str(out),
         ],
         check=True,
         capture_output=True,
         text=True,
     )  # fmt: skip
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    measured: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
+    return measured
 
 
-def run(scenarios: tuple[tuple[int, tuple[int, ...]], ...], clients: list[str], repeat: int = 1) -> list[Result]:
-    results = []
+def run(
+    scenarios: tuple[tuple[int, tuple[int, ...]], ...], clients: list[str], repeat: int = 1, check_seconds: float = 0.5
+) -> tuple[list[Result], list[ServerCheck]]:
+    results, checks = [], []
     for rows, latencies in scenarios:
-        for latency in latencies:
-            emulator = Emulator(rows, latency)
-            try:
-                emulator.warm_up()
+        server = Server(rows, latencies)
+        try:
+            checks.append(server.check(check_seconds))
+            print(f"  {rows:>9,} rows: the server serves {checks[-1].rows_per_second:,.0f} rows/s", file=sys.stderr)
+            for latency in latencies:
                 for client in clients:
                     runs = []
                     for _ in range(repeat):
                         with tempfile.TemporaryDirectory(prefix="kaleyra-bench-") as out:
-                            runs.append(run_client(client, emulator, Path(out)))
+                            runs.append(run_client(client, server.base_url(latency), server, Path(out)))
                     measured = sorted(runs, key=lambda run: run["seconds"])[len(runs) // 2]  # the median run
                     result = Result(
                         rows, latency, client, int(measured["rows"]), measured["seconds"], measured["peak_rss_mb"]
@@ -117,9 +127,33 @@ def run(scenarios: tuple[tuple[int, tuple[int, ...]], ...], clients: list[str], 
                         raise SystemExit(f"{client} returned {result.rows} rows of {rows} at {latency} ms")
                     print(f"  {rows:>9,} rows {latency:>3} ms  {client:<14} {result.seconds:8.2f} s", file=sys.stderr)
                     results.append(result)
-            finally:
-                emulator.stop()
-    return results
+        finally:
+            server.stop()
+    return results, checks
+
+
+def server_report(checks: list[ServerCheck], results: list[Result]) -> str:
+    """Say, per day size, how much faster the server serves than the fastest client reads."""
+    lines = []
+    for check in checks:
+        same_day = [r for r in results if r.rows_in_day == check.rows_in_day]
+        fastest = max((r for r in same_day if r.latency_ms == 0), key=lambda r: r.rows_per_second, default=None) or max(
+            same_day, key=lambda r: r.rows_per_second, default=None
+        )
+        line = (
+            f"- {check.rows_in_day:,} rows ({check.pages:,} pages, {check.encoded_mb:,.1f} MB, encoded in "
+            f"{check.encode_seconds:,.1f} s before the clock starts): the server serves "
+            f"{check.rows_per_second:,.0f} rows/s at 0 ms to a raw-socket reader"
+        )
+        if fastest is not None:
+            ratio = check.rows_per_second / fastest.rows_per_second
+            verdict = "so the server is not the bound" if ratio >= 2 else "SO THE SERVER MAY BE THE BOUND"
+            line += (
+                f", {ratio:,.1f}x the fastest client ({fastest.client} at {fastest.latency_ms} ms, "
+                f"{fastest.rows_per_second:,.0f} rows/s): {verdict}"
+            )
+        lines.append(line + ".")
+    return "\n".join(lines)
 
 
 def table(results: list[Result]) -> str:
@@ -170,17 +204,22 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown clients {unknown}")
     started = time.monotonic()
-    scenarios = QUICK if args.quick else FULL
+    scenarios: tuple[tuple[int, tuple[int, ...]], ...] = QUICK if args.quick else FULL
     if args.rows:
         latencies = tuple(int(value) for value in args.latencies.split(","))
         scenarios = tuple((int(value), latencies) for value in args.rows.split(","))
-    results = run(scenarios, clients, repeat=1 if args.quick else args.repeat)
+    results, checks = run(
+        scenarios, clients, repeat=1 if args.quick else args.repeat, check_seconds=0.1 if args.quick else 0.5
+    )
     report = "\n\n".join(
         part
         for part in (
             f"Machine: {platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}; "
             f"median of {1 if args.quick else args.repeat} run(s) each; "
             f"benchmark took {time.monotonic() - started:,.0f} s.",
+            "Server (`benchmarks/server.py`, every page encoded before the clock starts), as a raw-socket reader "
+            "(one keep-alive connection, 8 requests in flight) measured it before the clients:\n"
+            + server_report(checks, results),
             table(results),
             rss_growth(results),
         )

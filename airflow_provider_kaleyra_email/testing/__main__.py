@@ -1,10 +1,8 @@
 """
-Run the emulator from a shell::
+Serve the emulator from a shell until interrupted.
 
-    python -m airflow_provider_kaleyra_email.testing --port 8080 --rows-per-day 5000 --latency-ms 20
-
-It prints the base URL and an ``AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT`` line to export, then
-serves until interrupted.
+``python -m airflow_provider_kaleyra_email.testing --port 8080 --rows-per-day 5000 --latency-ms 20``
+prints the base URL and an ``AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT`` line to export.
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--days", type=int, default=7)
     parser.add_argument("--rows-per-day", type=int, default=1_000)
     parser.add_argument("--timezone", default="UTC", help="the account's IANA time zone")
-    parser.add_argument("--row-cache-mb", type=float, default=64.0, help="encoded rows of settled days kept")
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--rate-limit", type=_share, default=0.0, help="share of requests answered 429")
     parser.add_argument("--retry-after", type=float, default=1.0)
@@ -63,7 +60,6 @@ def main(argv: list[str] | None = None) -> None:
         days=args.days,
         rows_per_day=args.rows_per_day,
         timezone=args.timezone,
-        row_cache_mb=args.row_cache_mb,
     )
     faults = Faults(
         latency=args.latency_ms / 1000,

@@ -8,8 +8,8 @@ from datetime import date, datetime, timezone
 import pytest
 
 from tests.dags import asset_event_extras, run_dag, task_states, xcom_value
-from tests.reports import png_size, read_page
 from tests.integration.test_example_dags import load_examples
+from tests.reports import png_size, read_page
 
 
 @pytest.mark.kaleyra_email_emulator(start_date=date(2026, 10, 20), days=14, rows_per_day=300)

@@ -180,21 +180,14 @@ class TestData:
         dataset = SyntheticDataset(start_date=DAY, days=1, rows_per_day=1_000)
         assert all(dataset.locate(dataset.message_id(DAY, row)) == (DAY, row) for row in range(0, 1_000, 7))
 
-    def test_settled_rows_are_cached_encoded_within_the_budget_and_a_new_plan_empties_the_cache(self):
-        later = datetime(2026, 11, 10, tzinfo=timezone.utc)  # a week after DAY: its statuses are settled
-        dataset = SyntheticDataset(start_date=DAY, days=1, rows_per_day=400, row_cache_mb=0.1, clock=lambda: later)
-        now = dataset.local_now()
-
-        def served():
-            return [json.loads(dataset.encoded_log_row(DAY, row, now)) for row in range(400)]
-
-        generated = [dataset.log_row(DAY, row, now) for row in range(400)]
-        assert served() == generated
-        assert served() == generated, "the second pass, partly from the cache"
-        assert 0 < dataset._encoded_bytes <= 100_000, "400 rows of about 420 bytes do not all fit in 0.1 MB"
-
-        dataset.rows_per_day = 200  # the same rows now fall at other times of the day
-        assert served()[:200] == [dataset.log_row(DAY, row, now) for row in range(200)]
+    def test_a_plan_changed_after_rows_were_served_is_seen_at_once(self):
+        dataset = SyntheticDataset(start_date=DAY, days=1, rows_per_day=400)
+        before = list(dataset.expected_logs(DAY, DAY))
+        dataset.rows_per_day = {DAY: 200}  # the same rows now fall at other times of the day
+        after = list(dataset.expected_logs(DAY, DAY))
+        assert len(after) == 200
+        assert after[-1]["message_id"] == before[-1]["message_id"]
+        assert after[0]["submitted_at"] != before[200]["submitted_at"]
 
     def test_statuses_move_over_time(self):
         start = datetime(2026, 11, 2, tzinfo=timezone.utc)

@@ -44,7 +44,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "max_concurrency": {
         "label": "Max concurrency",
-        "description": "Log pages fetched at once (default 8); lowered automatically on HTTP 429.",
+        "description": "Most log pages fetched at once (default 16); halved on HTTP 429.",
         "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 32},
     },
 }

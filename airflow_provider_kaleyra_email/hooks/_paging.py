@@ -471,20 +471,21 @@ def _fingerprint(rows: list[dict[str, Any]], keys: list[Any]) -> int:
 
 class AdaptiveConcurrency:
     """
-    A concurrency limit that halves when the API says 429 and creeps back up after successes.
+    Pages in flight: a limit that rises while the API keeps up and halves when it says 429.
 
-    Additive increase, multiplicative decrease, shared by every request of one hook.
+    It starts at ``START`` (or ``maximum`` if lower) and adds one for every window of successes
+    (one success per request in flight), up to ``maximum``: additive increase, multiplicative
+    decrease, shared by every request of one hook.
     """
 
-    #: Successes at the current limit before it is raised by one.
-    SUCCESSES_PER_STEP = 20
+    START = 8
     #: Several requests in flight see the same 429 burst; count it once per this many seconds.
     COOLDOWN_SECONDS = 1.0
 
     def __init__(self, maximum: int, *, log: Log | None = None):
         self.maximum = maximum
-        self.limit = maximum
-        self.lowest = maximum
+        self.limit = min(self.START, maximum)
+        self.lowest = self.limit
         self._active = 0
         self._successes = 0
         self._last_decrease = float("-inf")
@@ -520,7 +521,7 @@ class AdaptiveConcurrency:
             if self.limit >= self.maximum:
                 return
             self._successes += 1
-            if self._successes >= self.SUCCESSES_PER_STEP * self.limit:
+            if self._successes >= self.limit:
                 self._successes = 0
                 self.limit += 1
                 self._cond.notify()

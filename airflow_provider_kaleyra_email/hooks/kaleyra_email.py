@@ -85,7 +85,7 @@ class KaleyraEmailHook(BaseHook):
     :param timeout: seconds a whole response may take (default: connection extra, else 30).
     :param max_retries: retries after the first attempt (default: connection extra, else 5).
     :param page_size: rows per request, 1 to 100 (default: connection extra, else 100).
-    :param max_concurrency: log pages fetched at once (default: connection extra, else 8).
+    :param max_concurrency: most log pages fetched at once (default: connection extra, else 16).
     :param max_response_bytes: the largest response body read (default 64 MiB); a larger one is an error.
     :param retry_wait_initial: backoff scale in seconds: retry ``n`` waits a random time up to
         ``retry_wait_initial * 2**n``, capped at ``retry_wait_max``.

@@ -225,6 +225,17 @@ class TestSnapshotCoverage:
 
 
 class TestAdaptiveConcurrency:
+    def test_rises_by_one_per_window_of_successes_up_to_the_maximum(self):
+        limit = AdaptiveConcurrency(10)
+        assert limit.limit == AdaptiveConcurrency.START == 8
+        for _ in range(8):
+            limit.succeeded()
+        assert limit.limit == 9
+        for _ in range(100):
+            limit.succeeded()
+        assert limit.limit == 10
+        assert AdaptiveConcurrency(3).limit == 3, "never above the maximum"
+
     def test_halves_on_429_once_per_burst_and_recovers(self):
         limit = AdaptiveConcurrency(8)
         limit.throttled()
@@ -234,7 +245,7 @@ class TestAdaptiveConcurrency:
         limit.throttled()
         assert limit.limit == 2
         assert limit.lowest == 2
-        for _ in range(AdaptiveConcurrency.SUCCESSES_PER_STEP * 2):
+        for _ in range(2):
             limit.succeeded()
         assert limit.limit == 3
 

@@ -473,9 +473,10 @@ class AdaptiveConcurrency:
     """
     Pages in flight: a limit that rises while the API keeps up and halves when it says 429.
 
-    It starts at ``START`` (or ``maximum`` if lower) and adds one for every window of successes
-    (one success per request in flight), up to ``maximum``: additive increase, multiplicative
-    decrease, shared by every request of one hook.
+    It starts at ``START`` (or ``maximum`` if lower) and, for every window of successes (one
+    success per request in flight), doubles until the first 429 and then adds one, up to
+    ``maximum``: TCP's slow start, then additive increase and multiplicative decrease, shared by
+    every request of one hook.
     """
 
     START = 8
@@ -486,6 +487,7 @@ class AdaptiveConcurrency:
         self.maximum = maximum
         self.limit = min(self.START, maximum)
         self.lowest = self.limit
+        self._slow_start = True
         self._active = 0
         self._successes = 0
         self._last_decrease = float("-inf")
@@ -512,6 +514,7 @@ class AdaptiveConcurrency:
                 return
             self._last_decrease = now
             self._successes = 0
+            self._slow_start = False
             self.limit = max(1, self.limit // 2)
             self.lowest = min(self.lowest, self.limit)
             self._log.warning("Rate limited by Kaleyra (HTTP 429): concurrency lowered to %d.", self.limit)
@@ -523,8 +526,8 @@ class AdaptiveConcurrency:
             self._successes += 1
             if self._successes >= self.limit:
                 self._successes = 0
-                self.limit += 1
-                self._cond.notify()
+                self.limit = min(self.maximum, 2 * self.limit if self._slow_start else self.limit + 1)
+                self._cond.notify_all()
 
 
 class Progress:

@@ -225,15 +225,23 @@ class TestSnapshotCoverage:
 
 
 class TestAdaptiveConcurrency:
-    def test_rises_by_one_per_window_of_successes_up_to_the_maximum(self):
-        limit = AdaptiveConcurrency(10)
+    def test_doubles_per_window_of_successes_until_a_429_then_adds_one_up_to_the_maximum(self):
+        limit = AdaptiveConcurrency(40)
         assert limit.limit == AdaptiveConcurrency.START == 8
         for _ in range(8):
             limit.succeeded()
-        assert limit.limit == 9
-        for _ in range(100):
+        assert limit.limit == 16
+        for _ in range(16):
             limit.succeeded()
-        assert limit.limit == 10
+        assert limit.limit == 32
+        limit.throttled()
+        assert limit.limit == 16
+        for _ in range(16):
+            limit.succeeded()
+        assert limit.limit == 17, "after a 429, one more per window"
+        for _ in range(1000):
+            limit.succeeded()
+        assert limit.limit == 40
         assert AdaptiveConcurrency(3).limit == 3, "never above the maximum"
 
     def test_halves_on_429_once_per_burst_and_recovers(self):

@@ -31,9 +31,9 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_RETRIES = 5
 #: We ask for the API's largest page, not its default of 50: half the round trips.
 DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
-#: Most pages in flight at once. The hook starts at 8 and rises to this while the API keeps up
-#: (see ``AdaptiveConcurrency``), halving on HTTP 429: 16 hide a 20 ms round trip, and stay a
-#: modest load for the API.
+#: Most pages in flight at once. The hook keeps as many as hide the round trip (see
+#: ``AdaptiveConcurrency``), halving on HTTP 429: 16 hide a 20 ms round trip, and stay a modest
+#: load for the API.
 DEFAULT_MAX_CONCURRENCY = 16
 MAX_CONCURRENCY = 32
 MAX_RETRIES = 20

@@ -471,26 +471,32 @@ def _fingerprint(rows: list[dict[str, Any]], keys: list[Any]) -> int:
 
 class AdaptiveConcurrency:
     """
-    Pages in flight: a limit that rises while the API keeps up and halves when it says 429.
+    Pages in flight: as many as hide the round trip, no more; halved when the API says 429.
 
-    It starts at ``START`` (or ``maximum`` if lower) and, for every window of successes (one
-    success per request in flight), doubles until the first 429 and then adds one, up to
-    ``maximum``: TCP's slow start, then additive increase and multiplicative decrease, shared by
-    every request of one hook.
+    By Little's law the requests worth having in flight are the round trip divided by the time the
+    caller takes per page: with 20 ms to the API that is many, on loopback one or two (more
+    threads would only fight over the GIL). So the limit follows ``ceil(rtt / gap) + 1``, where
+    ``rtt`` is the shortest recent request and ``gap`` the time between completions, within a
+    ceiling: ``maximum``, halved on HTTP 429 and raised by one per window of successes after it
+    (additive increase, multiplicative decrease). Shared by every request of one hook.
     """
 
-    START = 8
     #: Several requests in flight see the same 429 burst; count it once per this many seconds.
     COOLDOWN_SECONDS = 1.0
+    #: Weight of the newest gap between completions in their moving average.
+    SMOOTHING = 0.2
 
     def __init__(self, maximum: int, *, log: Log | None = None):
         self.maximum = maximum
-        self.limit = min(self.START, maximum)
+        self.ceiling = maximum
+        self.limit = maximum  # until the first answers say how many are worth it
         self.lowest = self.limit
-        self._slow_start = True
         self._active = 0
         self._successes = 0
         self._last_decrease = float("-inf")
+        self._rtt = float("inf")
+        self._gap: float | None = None
+        self._last_done: float | None = None
         self._cond = threading.Condition()
         self._log: Log = log or logging.getLogger(__name__)
 
@@ -500,34 +506,46 @@ class AdaptiveConcurrency:
             while self._active >= self.limit:
                 self._cond.wait()
             self._active += 1
+        started = time.monotonic()
         try:
             yield
         finally:
+            done = time.monotonic()
             with self._cond:
                 self._active -= 1
-                self._cond.notify()
+                self._observe(done - started, done)
+                self._cond.notify(max(1, self.limit - self._active))  # wake only those who may go
 
     def throttled(self) -> None:
         with self._cond:
             now = time.monotonic()
-            if now - self._last_decrease < self.COOLDOWN_SECONDS or self.limit == 1:
+            if now - self._last_decrease < self.COOLDOWN_SECONDS or self.ceiling == 1:
                 return
             self._last_decrease = now
             self._successes = 0
-            self._slow_start = False
-            self.limit = max(1, self.limit // 2)
+            self.ceiling = max(1, min(self.ceiling, self.limit) // 2)
+            self.limit = min(self.limit, self.ceiling)
             self.lowest = min(self.lowest, self.limit)
             self._log.warning("Rate limited by Kaleyra (HTTP 429): concurrency lowered to %d.", self.limit)
 
     def succeeded(self) -> None:
         with self._cond:
-            if self.limit >= self.maximum:
+            if self.ceiling >= self.maximum:
                 return
             self._successes += 1
-            if self._successes >= self.limit:
+            if self._successes >= self.ceiling:
                 self._successes = 0
-                self.limit = min(self.maximum, 2 * self.limit if self._slow_start else self.limit + 1)
-                self._cond.notify_all()
+                self.ceiling += 1
+
+    def _observe(self, duration: float, done: float) -> None:
+        self._rtt = min(self._rtt * 1.01, duration)  # the shortest recent request, drifting up slowly
+        if self._last_done is not None:
+            gap = done - self._last_done
+            self._gap = gap if self._gap is None else (1 - self.SMOOTHING) * self._gap + self.SMOOTHING * gap
+        self._last_done = done
+        if self._gap:
+            wanted = math.ceil(self._rtt / self._gap) + 1
+            self.limit = max(1, min(self.ceiling, wanted))
 
 
 class Progress:

@@ -225,37 +225,35 @@ class TestSnapshotCoverage:
 
 
 class TestAdaptiveConcurrency:
-    def test_doubles_per_window_of_successes_until_a_429_then_adds_one_up_to_the_maximum(self):
-        limit = AdaptiveConcurrency(40)
-        assert limit.limit == AdaptiveConcurrency.START == 8
-        for _ in range(8):
-            limit.succeeded()
-        assert limit.limit == 16
-        for _ in range(16):
-            limit.succeeded()
-        assert limit.limit == 32
-        limit.throttled()
-        assert limit.limit == 16
-        for _ in range(16):
-            limit.succeeded()
-        assert limit.limit == 17, "after a 429, one more per window"
-        for _ in range(1000):
-            limit.succeeded()
-        assert limit.limit == 40
-        assert AdaptiveConcurrency(3).limit == 3, "never above the maximum"
+    @pytest.mark.parametrize(
+        ("rtt", "gap", "expected"),
+        [
+            (0.020, 0.002, 11),  # 20 ms away, a page handled every 2 ms: 10 in flight hide the trip, +1
+            (0.0005, 0.001, 2),  # loopback: one or two, more would only fight over the GIL
+            (0.100, 0.001, 16),  # far away: as many as the maximum allows
+        ],
+    )
+    def test_the_limit_is_the_round_trip_over_the_gap_between_pages(self, rtt, gap, expected):
+        limit = AdaptiveConcurrency(16)
+        assert limit.limit == 16, "all of them until the first answers say otherwise"
+        for n in range(200):
+            limit._observe(rtt, n * gap)
+        assert limit.limit == expected
 
-    def test_halves_on_429_once_per_burst_and_recovers(self):
+    def test_a_429_halves_the_ceiling_once_per_burst_and_successes_raise_it_again(self):
         limit = AdaptiveConcurrency(8)
         limit.throttled()
         limit.throttled()
-        assert limit.limit == 4
+        assert (limit.ceiling, limit.limit) == (4, 4)
         limit._last_decrease -= AdaptiveConcurrency.COOLDOWN_SECONDS
         limit.throttled()
-        assert limit.limit == 2
-        assert limit.lowest == 2
+        assert (limit.ceiling, limit.limit, limit.lowest) == (2, 2, 2)
         for _ in range(2):
             limit.succeeded()
-        assert limit.limit == 3
+        assert limit.ceiling == 3, "one more per window of successes"
+        for n in range(50):
+            limit._observe(0.100, n * 0.001)
+        assert limit.limit == 3, "never above the ceiling"
 
     def test_slots_block_at_the_limit(self):
         limit = AdaptiveConcurrency(2)

@@ -4,8 +4,8 @@ The Kaleyra Email API on the wire: paths, parameters, reading a response, retrie
 Both hooks send requests through this module's rules, so there is one place that says how a
 path is built, what a response envelope means, which failures are worth another try (and how
 long to wait for it), and how the API key is kept out of every text taken from a response.
-``../shared/kaleyra-email-stats-and-logs-txt`` is the source; comments say where we had to
-interpret it. Nothing here imports Airflow.
+``../shared/kaleyra-email-stats-and-logs-api.txt`` is the source; comments say where we had to
+interpret it. The HTTP clients themselves stay in the hooks.
 """
 
 from __future__ import annotations
@@ -369,7 +369,7 @@ def request_headers(api_key: str) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------------------------
-# What a response means: shared by the sync hook (requests) and the async hook (httpx)
+# What a response means: shared by the sync hook (urllib3) and the async hook (httpx)
 # --------------------------------------------------------------------------------------------
 
 
@@ -494,6 +494,31 @@ def _preview(content: bytes, api_key: str | None, limit: int = 80) -> str:
     return repr(text + ("…" if len(content) > limit else ""))
 
 
+class Body:
+    """
+    A response body as it arrives, refused once it passes ``limit`` bytes (decompressed).
+
+    A ``Content-Length`` over the limit is refused before anything is read.
+    """
+
+    def __init__(self, headers: Mapping[str, str], limit: int):
+        declared = headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise TooLarge(_too_large(int(declared), limit))
+        self.limit = limit
+        self.size = 0
+        self.chunks: list[bytes] = []
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.limit:
+            raise TooLarge(_too_large(self.size, self.limit, at_least=True))
+        self.chunks.append(chunk)
+
+    def content(self) -> bytes:
+        return b"".join(self.chunks)
+
+
 def read_body(raw: Any, *, deadline: float, limit: int) -> bytes:
     """
     Return a urllib3 response's whole body, decompressed, by ``deadline`` and at most ``limit`` bytes.
@@ -501,10 +526,7 @@ def read_body(raw: Any, *, deadline: float, limit: int) -> bytes:
     The socket timeout bounds each read; the deadline bounds them all, so a body that trickles
     in a byte at a time fails like any timeout instead of holding the worker for ever.
     """
-    declared = raw.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise TooLarge(too_large(int(declared), limit))
-    chunks, size = [], 0
+    body = Body(raw.headers, limit)
     sock = getattr(raw.connection, "sock", None)
     while True:
         remaining = deadline - time.monotonic()
@@ -514,15 +536,11 @@ def read_body(raw: Any, *, deadline: float, limit: int) -> bytes:
             sock.settimeout(remaining)  # so that no single read outlasts the deadline either
         chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
         if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(too_large(size, limit, at_least=True))
-        chunks.append(chunk)
-    return b"".join(chunks)
+            return body.content()
+        body.add(chunk)
 
 
-def too_large(size: int, limit: int, *, at_least: bool = False) -> str:
+def _too_large(size: int, limit: int, *, at_least: bool = False) -> str:
     more = "more than " if at_least else ""
     return (
         f"the response body is {more}{size:,} bytes, over the limit of {limit:,} "
@@ -545,36 +563,29 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    """Return ``exc`` and the errors it wraps (urllib3 keeps them in ``reason`` or ``args[0]``)."""
+    chain = [exc]
+    while True:
+        inner = getattr(chain[-1], "reason", None)
+        if not isinstance(inner, BaseException):
+            args = chain[-1].args
+            inner = args[0] if args and isinstance(args[0], BaseException) else None
+        if inner is None or inner in chain:
+            return chain
+        chain.append(inner)
+
+
 def reason_of(exc: BaseException) -> str:
     """Return the root cause of a connection error, without the long urllib3 wrapper text."""
-    cause: BaseException = exc
-    while True:
-        inner = getattr(cause, "reason", None)
-        if isinstance(inner, BaseException):
-            cause = inner
-            continue
-        if cause.args and isinstance(cause.args[0], BaseException):
-            cause = cause.args[0]
-            continue
-        break
+    cause = _causes(exc)[-1]
     text = str(cause)
     return f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
 
 
 def never_connected(exc: BaseException) -> bool:
     """Tell whether a connection error happened before the request reached the server."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, NewConnectionError):
-            return True
-        nested = getattr(cause, "reason", None)
-        if isinstance(nested, BaseException):
-            cause = nested
-        elif cause.args and isinstance(cause.args[0], BaseException):
-            cause = cause.args[0]
-        else:
-            cause = None
-    return False
+    return any(isinstance(cause, NewConnectionError) for cause in _causes(exc))
 
 
 def _summarize(tries: list[str]) -> list[str]:

@@ -25,16 +25,8 @@ import msgspec
 import urllib3
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
+from tenacity import AsyncRetrying, Retrying
 from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
-
-try:
-    from airflow.providers.common.compat.sdk import mask_secret
-except ImportError:  # common-compat before 1.21 (Airflow 2.11 installs 1.20)
-    from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
-from tenacity import (
-    AsyncRetrying,
-    Retrying,
-)
 
 from airflow_provider_kaleyra_email import provider_info, validation
 from airflow_provider_kaleyra_email.connection import ConnectionConfig, check_overrides, config_of
@@ -53,6 +45,11 @@ from airflow_provider_kaleyra_email.hooks._paging import (
     cancellable_sleep,
     list_pages,
 )
+
+try:
+    from airflow.providers.common.compat.sdk import mask_secret
+except ImportError:  # common-compat before 1.21 (Airflow 2.11 installs 1.20)
+    from airflow.utils.log.secrets_masker import mask_secret  # type: ignore[no-redef]
 
 _json_encode = msgspec.json.Encoder().encode
 
@@ -223,7 +220,7 @@ class KaleyraEmailHook(BaseHook):
         response = self._call("POST", path, json_body=body, idempotent=False)
         ids = [
             str(entry["message_id"])
-            for entry in self._data(response, endpoint=f"POST {path}")
+            for entry in _api.data_of(response, endpoint=f"POST {path}")
             if isinstance(entry, Mapping) and entry.get("message_id")
         ]
         if not ids:
@@ -267,11 +264,16 @@ class KaleyraEmailHook(BaseHook):
         :param allow_count_mismatch: log a warning instead of failing when the counts do not add
             up, for listings that can legitimately move while read (a status search over a live day).
         """
-        query = self._logs_query(
-            from_date, to_date, to_mail=to_mail, message_id=message_id, search=search, page_size=page_size
+        pages = self.iter_log_pages(
+            from_date,
+            to_date,
+            to_mail=to_mail,
+            message_id=message_id,
+            search=search,
+            page_size=page_size,
+            allow_count_mismatch=allow_count_mismatch,
         )
-        allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        return _rows_of(self._iter_log_pages(query, allow_mismatch=allow))
+        return _rows_of(pages)
 
     def iter_log_pages(
         self,
@@ -330,9 +332,9 @@ class KaleyraEmailHook(BaseHook):
             return False, f"Connection {self.kaleyra_email_conn_id!r} is not usable: {self._scrub(str(exc))}"
         today = datetime.now(self.timezone).date()
         path = _api.summary_stats_path(config.sid)
-        params = [*_api.date_params(today, today).items(), ("page", "1"), ("limit", "1")]
+        target = f"{path}?{urlencode([*_api.date_params(today, today).items(), ('page', '1'), ('limit', '1')])}"
         try:
-            self._send_once("GET", path, params, None, f"GET {path}")
+            self._send_once("GET", target, None, f"GET {path}")
         except KaleyraEmailAPIError as exc:
             if exc.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
                 return False, (
@@ -432,10 +434,6 @@ class KaleyraEmailHook(BaseHook):
             ) from None
         return Page(page, rows, _api.envelope_total(body), _api.odd_total(body))
 
-    @staticmethod
-    def _data(body: Any, *, endpoint: str) -> list[Any]:
-        return _api.data_of(body, endpoint=endpoint)
-
     # ----------------------------------------------------------------------------------------
     # One request
     # ----------------------------------------------------------------------------------------
@@ -458,30 +456,20 @@ class KaleyraEmailHook(BaseHook):
         Setting ``cancel`` (the listing ended or failed elsewhere) cuts a back-off sleep short
         and sends nothing more.
         """
-        endpoint = f"{method} {path}" + (f"?{urlencode(params)}" if params else "")
-        attempts = self._attempts(endpoint, idempotent=idempotent)
+        target = path + (f"?{urlencode(params)}" if params else "")
+        endpoint = f"{method} {target}"
+        attempts = _attempts(self, self.config, endpoint, idempotent=idempotent)
         try:
             for attempt in Retrying(**attempts.retry_args, sleep=cancellable_sleep(cancel or threading.Event())):
                 with attempt:
-                    return self._send_once(method, path, params, json_body, endpoint)
+                    return self._send_once(method, target, json_body, endpoint)
         except _api.TransientError as exc:
             raise attempts.failure(exc) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def _attempts(self, endpoint: str, *, idempotent: bool) -> _api.Attempts:
-        return _api.Attempts(
-            endpoint=endpoint,
-            max_retries=self.config.max_retries,
-            idempotent=idempotent,
-            wait_initial=self.retry_wait_initial,
-            wait_max=self.retry_wait_max,
-            log=self.log,
-        )
-
-    def _send_once(
-        self, method: str, path: str, params: list[tuple[str, str]] | None, json_body: Any, endpoint: str
-    ) -> Any:
-        url = self.config.base_url + path + (f"?{urlencode(params)}" if params else "")
+    def _send_once(self, method: str, target: str, json_body: Any, endpoint: str) -> Any:
+        """Send one request to ``target`` (path and query), no retries; return the decoded body."""
+        url = self.config.base_url + target
         timeout = self.config.timeout
         body = None if json_body is None else _json_encode(json_body)
         try:
@@ -642,14 +630,7 @@ class KaleyraEmailAsyncHook(BaseHook):
             await client.aclose()
 
     async def _get(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
-        attempts = _api.Attempts(
-            endpoint=endpoint,
-            max_retries=config.max_retries,
-            idempotent=True,
-            wait_initial=self.retry_wait_initial,
-            wait_max=self.retry_wait_max,
-            log=self.log,
-        )
+        attempts = _attempts(self, config, endpoint)
         try:
             async for attempt in AsyncRetrying(**attempts.retry_args):
                 with attempt:
@@ -686,18 +667,26 @@ class KaleyraEmailAsyncHook(BaseHook):
 
     @staticmethod
     async def _read(client: httpx.AsyncClient, url: str, *, limit: int) -> tuple[int, str, httpx.Headers, bytes]:
-        """Status, reason, headers and the decompressed body of a GET, at most ``limit`` bytes of it."""
+        """Return status, reason, headers and the decompressed body of a GET, at most ``limit`` bytes of it."""
         async with client.stream("GET", url) as response:
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise _api.TooLarge(_api.too_large(int(declared), limit))
-            chunks, size = [], 0
+            body = _api.Body(response.headers, limit)
             async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise _api.TooLarge(_api.too_large(size, limit, at_least=True))
-                chunks.append(chunk)
-            return response.status_code, response.reason_phrase, response.headers, b"".join(chunks)
+                body.add(chunk)
+            return response.status_code, response.reason_phrase, response.headers, body.content()
+
+
+def _attempts(
+    hook: KaleyraEmailHook | KaleyraEmailAsyncHook, config: ConnectionConfig, endpoint: str, *, idempotent: bool = True
+) -> _api.Attempts:
+    """Return the one retry policy, as this hook and its connection set it, for one request."""
+    return _api.Attempts(
+        endpoint=endpoint,
+        max_retries=config.max_retries,
+        idempotent=idempotent,
+        wait_initial=hook.retry_wait_initial,
+        wait_max=hook.retry_wait_max,
+        log=hook.log,
+    )
 
 
 async def _amask_secret(secret: str) -> None:

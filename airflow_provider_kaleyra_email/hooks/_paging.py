@@ -338,8 +338,7 @@ class Listing:
         if len(page.rows) > self.page_size:
             self.problems.append(f"page {page.number} held {len(page.rows)} rows, more than limit={self.page_size}")
             raise self.error()
-        keys = self._keys(page.rows)
-        fingerprint = _fingerprint(page.rows, keys)
+        keys, fingerprint = self._keys(page.rows)
         repeat_of = self._fingerprints.setdefault(fingerprint, page.number) if page.rows else page.number
         fresh = [] if repeat_of != page.number else self._fresh(page, keys)
         self.stats.duplicates += len(page.rows) - len(fresh)
@@ -353,6 +352,9 @@ class Listing:
         self.more = len(page.rows) == self.page_size and (bool(fresh) or slid) and not reached_total
         if not self.more:
             self.ended = self._why_ended(page, fresh, repeat_of)
+            if repeat_of not in (page.number, page.number - 1) and not self._grew_since(page, repeat_of):
+                # A clamped page repeats the one before it; any other repeat contradicts the rest.
+                self.problems.append(f"page {page.number} repeated page {repeat_of}")
         return fresh
 
     def _grew_since(self, page: Page, earlier: int) -> bool:
@@ -362,7 +364,7 @@ class Listing:
     def fresh_only(self, page: Page) -> list[dict[str, Any]]:
         """Return the new rows of a page asked for again (to repair rows that slid), out of order."""
         self._note_total(page)
-        fresh = self._fresh(page, self._keys(page.rows))
+        fresh = self._fresh(page, self._keys(page.rows)[0])
         self.stats.duplicates += len(page.rows) - len(fresh)
         return fresh
 
@@ -425,13 +427,17 @@ class Listing:
         elif page.odd_total is not None:
             self.odd_totals.setdefault(page.odd_total, page.number)
 
-    def _keys(self, rows: list[dict[str, Any]]) -> list[Any]:
+    def _keys(self, rows: list[dict[str, Any]]) -> tuple[list[Any], int]:
+        """Return each row's key, and the page's fingerprint: equal for two pages with the same rows."""
         keys = self.key_of(rows)
         try:
-            hash(tuple(keys))
+            fingerprint = hash(tuple(keys))
         except TypeError:  # an id that is a list or an object: compare it by its JSON
             keys = [_hashable(key) for key in keys]
-        return keys
+            fingerprint = hash(tuple(keys))
+        if None in keys:  # rows without a key count by their content
+            fingerprint = hash(_encode(rows))
+        return keys, fingerprint
 
     def _fresh(self, page: Page, keys: list[Any]) -> list[dict[str, Any]]:
         fresh = self.seen.new_only(page.rows, keys)
@@ -443,9 +449,6 @@ class Listing:
         if not page.rows:
             return f"page {n} was empty"
         if repeat_of != n:
-            if repeat_of != n - 1 and not self._grew_since(page, repeat_of):
-                # A clamped page repeats the one before it; any other repeat contradicts the rest.
-                self.problems.append(f"page {n} repeated page {repeat_of}")
             return f"page {n} repeated page {repeat_of}, so the listing ended there"
         if not fresh:
             return f"page {n} held only rows already listed"
@@ -460,13 +463,6 @@ def _hashable(key: Any) -> Any:
     except TypeError:
         return _encode(key)
     return key
-
-
-def _fingerprint(rows: list[dict[str, Any]], keys: list[Any]) -> int:
-    """Equal for two pages with the same rows; rows without a key count by their content."""
-    if None in keys:
-        return hash(_encode(rows))
-    return hash(tuple(keys))
 
 
 class AdaptiveConcurrency:

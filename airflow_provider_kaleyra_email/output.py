@@ -27,7 +27,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import msgspec
-from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, ObjectStoragePath
+from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, Asset, ObjectStoragePath
 from airflow.providers.common.compat.sdk import io as airflow_io  # type: ignore[attr-defined]
 
 if TYPE_CHECKING:
@@ -154,6 +154,16 @@ def object_path(
             f"e.g. '.../{example}'."
         )
     return path
+
+
+def attach_to_outlets(outlets: Iterable[Any], context: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
+    """Put the summary of what was written on each ``Asset`` outlet's event, for data-aware DAGs."""
+    outlet_events = context.get("outlet_events")
+    if outlet_events is None:
+        return
+    for outlet in outlets:
+        if isinstance(outlet, Asset):
+            outlet_events[outlet].extra.update(summary)
 
 
 def write_bytes(destination: ObjectStoragePath, data: bytes) -> None:

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
     AirflowOptionalProviderFeatureException,
-    Asset,
     BaseOperator,
     ObjectStoragePath,
 )
@@ -16,7 +15,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 from airflow_provider_kaleyra_email.intervals import days_for_interval
-from airflow_provider_kaleyra_email.output import object_path, write_bytes
+from airflow_provider_kaleyra_email.output import attach_to_outlets, object_path, write_bytes
 from airflow_provider_kaleyra_email.report import FAILURE_STATUSES, FailureTally, build_report, main_chart, render_html
 
 if TYPE_CHECKING:
@@ -102,11 +101,7 @@ class KaleyraEmailDeliverabilityReportOperator(BaseOperator):
         write_bytes(html_path, render_html(report, png).encode())
         summary = {"path": str(html_path), "png_path": str(png_path), **report.summary()}
         self.log.info("Wrote the deliverability report %s..%s to %s: %s", from_date, to_date, html_path, report.rates)
-        outlet_events = context.get("outlet_events")
-        if outlet_events is not None:
-            for outlet in self.outlets:
-                if isinstance(outlet, Asset):
-                    outlet_events[outlet].extra.update(summary)
+        attach_to_outlets(self.outlets, context, summary)
         return summary
 
     def _date_range(self, context: Context) -> tuple[date, date]:

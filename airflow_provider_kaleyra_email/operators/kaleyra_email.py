@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
-    Asset,
     BaseOperator,
     ObjectStoragePath,
 )
@@ -21,6 +20,7 @@ from airflow_provider_kaleyra_email.output import (
     LOG_FIELDS,
     SUMMARY_FIELDS,
     OutputFormat,
+    attach_to_outlets,
     object_path,
     remove_quietly,
     require_parquet_support,
@@ -224,7 +224,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
                 ", ".join(counts),
                 "is" if sum(result.misfits.values()) == 1 else "are",
             )
-        self._attach_to_outlets(context, summary)
+        attach_to_outlets(self.outlets, context, summary)
         return summary
 
     def _unless_killed(self, batches: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
@@ -232,15 +232,6 @@ class _KaleyraEmailFetchOperator(BaseOperator):
             if self._killed:
                 raise AirflowException(f"{type(self).__name__} was killed mid-write; output_path is unchanged.")
             yield batch
-
-    def _attach_to_outlets(self, context: Context, summary: dict[str, Any]) -> None:
-        """Put the summary on each Asset outlet's event, for data-aware DAGs downstream."""
-        outlet_events = context.get("outlet_events")
-        if outlet_events is None:
-            return
-        for outlet in self.outlets:
-            if isinstance(outlet, Asset):
-                outlet_events[outlet].extra.update(summary)
 
 
 class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):

@@ -2,9 +2,15 @@
 Backfill a long range of Kaleyra email logs: one mapped task per day.
 
 Dynamic task mapping turns the range into independent tasks, which Airflow's Celery or
-Kubernetes executors spread over workers; ``max_active_tis_per_dag`` keeps the API's rate
-limit in mind. Each day lands in its own object, so a failed day is retried alone and a rerun
-replaces only what it rewrites. Trigger it with ``{"first_day": ..., "last_day": ...}``.
+Kubernetes executors spread over workers, each shown under the day it exports
+(``map_index_template``). Each day lands in its own object, so a failed day is retried alone
+and a rerun replaces only what it rewrites. Trigger it with ``{"first_day": ..., "last_day": ...}``.
+
+The account's rate limit is shared by every DAG that calls it: the tasks take a slot of the
+Airflow pool ``kaleyra_email_api``, which bounds the requests in flight across DAGs. Create it
+once, sized to what the account allows (each task keeps up to 16 pages in flight):
+``airflow pools set kaleyra_email_api 4 "Kaleyra Email API"`` (the scheduler leaves a task
+whose pool does not exist unscheduled, with a warning in its log).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from airflow_provider_kaleyra_email.operators.kaleyra_email import KaleyraEmailFetchLogsOperator
 
+POOL = "kaleyra_email_api"
 EXPORT_URL = "{{ var.value.get('kaleyra_email_export_url', 'file:///tmp/kaleyra-email-export') }}"
 
 
@@ -43,5 +50,7 @@ with DAG(
     KaleyraEmailFetchLogsOperator.partial(
         task_id="export_day",
         output_path=EXPORT_URL + "/logs/date={from_date}/logs.jsonl",
+        map_index_template="{{ task.from_date }}",
+        pool=POOL,
         max_active_tis_per_dag=4,
     ).expand_kwargs(days_between())

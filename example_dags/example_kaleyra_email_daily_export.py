@@ -3,8 +3,10 @@ Export every day's Kaleyra email logs and summary stats to object storage.
 
 Each run exports one day of the account's time zone: the schedule is an interval timetable in
 that zone, so a run's data interval is exactly that day, and the operators ask the API for it
-(``from_date = to_date = that day``). Statuses keep changing after a day ends (late deliveries,
-opens), so each run also refreshes the day before; re-exporting replaces the objects whole.
+(``from_date = to_date = that day``). A manual run without a logical date (Airflow 3's
+``airflow dags trigger``) exports the last whole day before it was triggered. Statuses keep
+changing after a day ends (late deliveries, opens), so each run also refreshes the day before
+(``days_back=1``); re-exporting replaces the objects whole.
 
 Set the Airflow Variable ``kaleyra_email_export_url`` to your lake (``s3://bucket/kaleyra``,
 ``gs://...``, ``file:///...``) and ``output_conn_id`` for its credentials.
@@ -45,8 +47,7 @@ with DAG(
 
     refresh_previous_day = KaleyraEmailFetchLogsOperator(
         task_id="refresh_previous_day",
-        from_date="{{ macros.ds_add(data_interval_start.in_timezone('" + ACCOUNT_TIMEZONE + "') | ds, -1) }}",
-        to_date="{{ macros.ds_add(data_interval_start.in_timezone('" + ACCOUNT_TIMEZONE + "') | ds, -1) }}",
+        days_back=1,
         output_path=EXPORT_URL + "/logs/date={from_date}/logs.jsonl",
     )
 

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 
-def run_dag(dag: Any, logical_date: datetime, **kwargs: Any) -> Any:
+def run_dag(dag: Any, logical_date: datetime | None, **kwargs: Any) -> Any:
     """``dag.test()`` for one logical date; returns the DagRun. Airflow 2 calls it ``execution_date``."""
     if "logical_date" in inspect.signature(dag.test).parameters:
         return dag.test(logical_date=logical_date, **kwargs)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
+from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from airflow_provider_kaleyra_email.intervals import NoDataIntervalError, days_for_interval
+from airflow_provider_kaleyra_email.intervals import days_for_interval, days_for_run
 
 UTC = timezone.utc
 KOLKATA = ZoneInfo("Asia/Kolkata")
@@ -59,11 +60,29 @@ def test_consecutive_daily_runs_export_every_day_exactly_once(tz):
     assert sorted(exported) == [exported[0] + timedelta(days=k) for k in range(365)]
 
 
+NOV_2_10H = local(UTC, 2026, 11, 2, 10)
+
+
 @pytest.mark.parametrize(
-    ("start", "end"),
-    [(None, None), (local(UTC, 2026, 11, 2), None), (local(UTC, 2026, 11, 2), local(UTC, 2026, 11, 2))],
+    ("context", "tz", "expected"),
+    [
+        # An interval decides, whatever else the context holds.
+        ({"data_interval_start": local(UTC, 2026, 11, 2), "data_interval_end": local(UTC, 2026, 11, 3)}, UTC, 2),
+        # Airflow 3's manual run without a logical date: the day before run_after, in the account's zone.
+        ({"dag_run": SimpleNamespace(run_after=NOV_2_10H)}, UTC, 1),
+        ({"dag_run": SimpleNamespace(run_after=local(UTC, 2026, 11, 1, 20))}, KOLKATA, 1),  # 01:30 on Nov 2 there
+        ({"dag_run": SimpleNamespace(run_after=local(UTC, 2026, 11, 1, 20))}, UTC, 31),
+        # A zero-length interval (trigger timetable, unscheduled DAG on 2.11): the day before the logical date.
+        ({"data_interval_start": NOV_2_10H, "data_interval_end": NOV_2_10H, "logical_date": NOV_2_10H}, UTC, 1),
+        ({"data_interval_start": None, "data_interval_end": None, "logical_date": NOV_2_10H}, UTC, 1),
+    ],
 )
-def test_no_interval_is_refused_with_what_to_do(start, end):
-    with pytest.raises(NoDataIntervalError, match="CronDataIntervalTimetable") as error:
-        days_for_interval(start, end, UTC)
-    assert "from_date" in str(error.value)
+def test_days_for_run(context, tz, expected):
+    first, last = days_for_run(context, tz)
+    assert first == last
+    assert first.day == expected
+
+
+def test_a_run_with_nothing_to_go_by_exports_yesterday():
+    first, last = days_for_run({}, UTC)
+    assert first == last == datetime.now(UTC).date() - timedelta(days=1)

@@ -14,7 +14,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
-from airflow_provider_kaleyra_email.intervals import days_for_interval
+from airflow_provider_kaleyra_email.intervals import days_for_run
 from airflow_provider_kaleyra_email.output import attach_to_outlets, object_path, write_bytes
 from airflow_provider_kaleyra_email.report import FAILURE_STATUSES, FailureTally, build_report, main_chart, render_html
 
@@ -42,7 +42,7 @@ class KaleyraEmailDeliverabilityReportOperator(BaseOperator):
         ``{from_date}``/``{to_date}`` become the range's first and last day.
     :param output_conn_id: connection for the object store (e.g. an ``aws`` connection).
     :param from_date: first day (inclusive, account time zone); default: ``days - 1`` days before ``to_date``.
-    :param to_date: last day (inclusive); default: the last day of the run's data interval.
+    :param to_date: last day (inclusive); default: the run's last day (see ``intervals``).
     :param days: length of the default range, 1 to 366 (default 30).
     :param top: how many reasons and domains to list, 1 to 100 (default 10).
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
@@ -108,7 +108,7 @@ class KaleyraEmailDeliverabilityReportOperator(BaseOperator):
         tz = self.hook.timezone
         start, end = validation.date_range(self.from_date, self.to_date, tz=tz)
         if end is None:
-            _, end = days_for_interval(context.get("data_interval_start"), context.get("data_interval_end"), tz)
+            _, end = days_for_run(context, tz)
         start = start or end - timedelta(days=self.days - 1)
         if start > end:
             raise ValueError(f"from_date={start.isoformat()!r} is after the report's last day, {end.isoformat()}.")

@@ -15,7 +15,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
-from airflow_provider_kaleyra_email.intervals import days_for_interval
+from airflow_provider_kaleyra_email.intervals import ONE_DAY, days_for_run
 from airflow_provider_kaleyra_email.output import (
     LOG_FIELDS,
     SUMMARY_FIELDS,
@@ -49,11 +49,12 @@ class _KaleyraEmailFetchOperator(BaseOperator):
     """
     What the two fetch operators share: which days, and where the rows go.
 
-    Without ``from_date``/``to_date`` the run's data interval decides the days (see
-    :mod:`airflow_provider_kaleyra_email.intervals`). Without ``output_path`` the rows are the
-    return value (XCom), up to ``max_xcom_rows``; with it they stream to one object, written
-    atomically, and the return value is a small summary, also attached to any ``Asset``
-    outlet's event. ``{from_date}`` and ``{to_date}`` in ``output_path`` become the days exported.
+    Without ``from_date``/``to_date`` the run decides the days (see
+    :mod:`airflow_provider_kaleyra_email.intervals`), moved ``days_back`` days earlier. Without
+    ``output_path`` the rows are the return value (XCom), up to ``max_xcom_rows``; with it they
+    stream to one object, written atomically, and the return value is a small summary, also
+    attached to any ``Asset`` outlet's event. ``{from_date}`` and ``{to_date}`` in ``output_path``
+    become the days exported.
     """
 
     template_fields: Sequence[str] = (
@@ -80,12 +81,14 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         max_xcom_rows: int = DEFAULT_MAX_XCOM_ROWS,
         page_size: int | None = None,
         allow_count_mismatch: bool = False,
+        days_back: int = 0,
         kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.from_date = from_date
         self.to_date = to_date
+        self.days_back = validation.int_in_range(days_back, parameter="days_back", low=0, high=366)
         self.output_path = output_path
         self.output_conn_id = output_conn_id
         self.output_format = OutputFormat.parse(output_format)
@@ -135,9 +138,15 @@ class _KaleyraEmailFetchOperator(BaseOperator):
     def _date_range(self, context: Context) -> tuple[date | None, date | None]:
         tz = self.hook.timezone
         if self.from_date is not None or self.to_date is not None:
+            if self.days_back:
+                raise ValueError(
+                    f"days_back={self.days_back} moves the run's own days; with from_date={self.from_date!r} "
+                    f"and to_date={self.to_date!r} set, give the days wanted there and leave days_back at 0."
+                )
             return validation.date_range(self.from_date, self.to_date, tz=tz)
-        first, last = days_for_interval(context.get("data_interval_start"), context.get("data_interval_end"), tz)
-        self.log.info("Data interval maps to %s..%s in the account's time zone (%s).", first, last, tz)
+        first, last = days_for_run(context, tz)
+        first, last = first - self.days_back * ONE_DAY, last - self.days_back * ONE_DAY
+        self.log.info("This run exports %s..%s in the account's time zone (%s).", first, last, tz)
         return first, last
 
     def _destination(self, from_date: date | None, to_date: date | None) -> ObjectStoragePath | None:
@@ -238,8 +247,11 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
     """
     Export the email logs of a date range: every row once, to XCom or to one object.
 
-    :param from_date: first day (inclusive, account time zone); default: from the data interval.
-    :param to_date: last day (inclusive); default: from the data interval.
+    :param from_date: first day (inclusive, account time zone); default: the run's days (its data
+        interval; the day before the run was triggered when it has none).
+    :param to_date: last day (inclusive); default: the run's days.
+    :param days_back: export the run's days moved this many days earlier (1 refreshes the day
+        before, whose statuses keep changing); only without ``from_date``/``to_date``.
     :param to_mail: only mail to this recipient.
     :param message_id: only this message.
     :param search: a term, or a list of terms that must all match (status, from, to, template name).

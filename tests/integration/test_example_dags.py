@@ -8,10 +8,12 @@ import warnings
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import airflow
 import pytest
 
 from tests.dags import run_dag, task_states, xcom_value
 
+AIRFLOW_2 = airflow.__version__.startswith("2.")
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
 
 
@@ -68,6 +70,23 @@ def test_the_daily_export_writes_the_day_and_refreshes_the_one_before(
     assert xcom_value(dag_run, "export_logs")["rows"] == 3_000
 
 
+@pytest.mark.skipif(AIRFLOW_2, reason="Airflow 2.11 gives every run a logical date and an inferred interval")
+@pytest.mark.kaleyra_email_emulator(start_date=date(2026, 10, 30), days=6, rows_per_day=300)
+def test_a_manual_run_without_a_logical_date_exports_the_day_before_it(
+    examples, lake, kaleyra_email_connection, kaleyra_email_emulator
+):
+    dag = examples.get_dag("example_kaleyra_email_daily_export")
+
+    dag_run = run_dag(dag, None, run_after=datetime(2026, 11, 3, 10, tzinfo=timezone.utc))
+
+    assert set(task_states(dag_run).values()) == {"success"}
+    dataset = kaleyra_email_emulator.dataset
+    for day in (date(2026, 11, 2), date(2026, 11, 1)):
+        lines = (lake / "logs" / f"date={day}" / "logs.jsonl").read_text().splitlines()
+        assert [json.loads(line) for line in lines] == list(dataset.expected_logs(day, day))
+    assert (lake / "summary_stats" / "date=2026-11-02" / "stats.csv").exists()
+
+
 @pytest.mark.kaleyra_email_emulator(start_date=date(2026, 10, 30), days=6, rows_per_day=3_000)
 def test_the_bounce_report_gets_the_rows_through_xcom(examples, kaleyra_email_connection, kaleyra_email_emulator):
     dag = examples.get_dag("example_kaleyra_email_bounce_report")
@@ -104,6 +123,8 @@ def test_the_backfill_maps_one_task_per_day(examples, lake, kaleyra_email_connec
 
     instances = [ti for ti in dag_run.get_task_instances() if ti.task_id == "export_day"]
     assert sorted(ti.map_index for ti in instances) == [0, 1, 2]
+    assert sorted(ti.rendered_map_index for ti in instances) == ["2026-10-31", "2026-11-01", "2026-11-02"]
+    assert {ti.pool for ti in instances} == {"kaleyra_email_api"}
     assert {str(ti.state) for ti in instances} == {"success"}
     for day in ("2026-10-31", "2026-11-01", "2026-11-02"):
         lines = (lake / "logs" / f"date={day}" / "logs.jsonl").read_text().splitlines()

@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from datetime import date, datetime, timezone
+from types import SimpleNamespace
 from unittest import mock
 
 import pyarrow.parquet as pq
@@ -94,12 +95,41 @@ def test_explicit_dates_win_over_the_interval(kaleyra_email_connection, kaleyra_
     assert [row["date"] for row in rows] == ["2026-10-30", "2026-10-31", "2026-11-01"]
 
 
-def test_a_run_without_an_interval_fails_clearly(kaleyra_email_connection, kaleyra_email_emulator):
-    moment = datetime(2026, 11, 2, tzinfo=timezone.utc)
-    with pytest.raises(ValueError, match="no data interval to export") as error:
-        KaleyraEmailFetchLogsOperator(task_id="logs").execute(interval(moment, moment))
-    assert "from_date" in str(error.value)
-    assert list(kaleyra_email_emulator.requests) == []
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [
+        # Airflow 3's manual run without a logical date: no interval, triggered (run_after) on Nov 2, 10:00 UTC.
+        ({"dag_run": SimpleNamespace(run_after=datetime(2026, 11, 2, 10, tzinfo=timezone.utc))}, "2026-11-01"),
+        # A trigger timetable's zero-length interval at 20:00 UTC on Nov 1, on a Kolkata account (01:30 on Nov 2).
+        (
+            {
+                "data_interval_start": datetime(2026, 11, 1, 20, tzinfo=timezone.utc),
+                "data_interval_end": datetime(2026, 11, 1, 20, tzinfo=timezone.utc),
+                "logical_date": datetime(2026, 11, 1, 20, tzinfo=timezone.utc),
+            },
+            "2026-11-01",
+        ),
+    ],
+)
+def test_a_run_without_an_interval_exports_the_day_before_it_was_triggered(
+    monkeypatch, kaleyra_email_emulator, context, expected
+):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(timezone="Asia/Kolkata")
+    )
+    rows = KaleyraEmailFetchSummaryStatsOperator(task_id="stats").execute(context)
+    assert [row["date"] for row in rows] == [expected]
+
+
+def test_days_back_moves_the_run_s_days_and_refuses_explicit_dates(kaleyra_email_connection, kaleyra_email_emulator):
+    rows = KaleyraEmailFetchSummaryStatsOperator(task_id="stats", days_back=1).execute(DAILY_NOV_2)
+    assert [row["date"] for row in rows] == ["2026-11-01"]
+    operator = KaleyraEmailFetchSummaryStatsOperator(task_id="stats", days_back=1, from_date="2026-11-01")
+    with pytest.raises(ValueError, match="days_back=1 moves the run's own days"):
+        operator.execute(DAILY_NOV_2)
+    with pytest.raises(ValueError, match="days_back"):
+        KaleyraEmailFetchSummaryStatsOperator(task_id="stats", days_back=-1)
+    assert len(kaleyra_email_emulator.requests) == 1
 
 
 def test_more_rows_than_the_xcom_cap_fails_after_one_request(kaleyra_email_connection, kaleyra_email_emulator):

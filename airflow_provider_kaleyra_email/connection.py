@@ -51,6 +51,20 @@ KNOWN_EXTRAS = (
 _FORM_PREFIX = "extra__kaleyra_email__"
 
 
+class ConnectionConfigError(ValueError):
+    """
+    A connection this provider cannot use, named by its id.
+
+    :param conn_id: the connection's id.
+    :param problem: what is wrong, worded to follow "This connection" (Airflow tests a
+        connection under a random temporary id, which a test result should not name).
+    """
+
+    def __init__(self, conn_id: str, problem: str) -> None:
+        super().__init__(f"Connection {conn_id!r} {problem}")
+        self.problem = problem
+
+
 @dataclass(frozen=True)
 class ConnectionConfig:
     """Everything a client needs from the connection, checked once. ``repr`` leaves the key out."""
@@ -64,6 +78,12 @@ class ConnectionConfig:
     page_size: int = DEFAULT_PAGE_SIZE
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    #: Extras the connection sets that this provider does not read (a typo such as ``time_zone``).
+    unknown_extras: tuple[str, ...] = ()
+
+    def ignored_extras(self) -> str:
+        """Return a note naming the unknown extras, or ``""`` when there are none."""
+        return _ignored_extras(self.unknown_extras) if self.unknown_extras else ""
 
 
 def config_from_connection(
@@ -77,12 +97,15 @@ def config_from_connection(
     extra: Mapping[str, Any],
 ) -> ConnectionConfig:
     """Check the connection's fields and extras and return its settings."""
-    extras = _normalized_extras(extra, conn_id=conn_id)
+    extras = _normalized_extras(extra)
+    unknown = tuple(sorted(set(extras) - set(KNOWN_EXTRAS)))
+    if unknown:  # a hook reads its connection once, so it warns once
+        log.warning("Connection %r: %s.", conn_id, _ignored_extras(unknown))
     sid = (login or "").strip()
     if not sid:
-        raise ValueError(f"Connection {conn_id!r} has no account SID: put it in the login field.")
+        raise ConnectionConfigError(conn_id, "has no account SID: put it in the login field.")
     if not password:
-        raise ValueError(f"Connection {conn_id!r} has no API key: put it in the password field.")
+        raise ConnectionConfigError(conn_id, "has no API key: put it in the password field.")
     allow_http = validation.boolean(
         extras.get("allow_insecure_http", False), parameter="Connection extra allow_insecure_http"
     )
@@ -114,6 +137,7 @@ def config_from_connection(
             low=1,
             high=MAX_CONCURRENCY,
         ),
+        unknown_extras=unknown,
     )
 
 
@@ -152,22 +176,19 @@ def config_of(conn: Any, extra: Mapping[str, Any], *, conn_id: str, overrides: M
     return dataclasses.replace(config, **overrides)
 
 
-def _normalized_extras(extra: Mapping[str, Any], *, conn_id: str) -> dict[str, Any]:
-    """Extras by their short names; empty form fields count as unset; unknown names are logged."""
+def _ignored_extras(unknown: tuple[str, ...]) -> str:
+    names = ", ".join(repr(name) for name in unknown)
+    return f"ignored unknown extra field(s) {names} (known: {', '.join(KNOWN_EXTRAS)})"
+
+
+def _normalized_extras(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Extras by their short names; empty form fields count as unset."""
     extras: dict[str, Any] = {}
     for key, value in extra.items():
         name = key[len(_FORM_PREFIX) :] if key.startswith(_FORM_PREFIX) else key
         if value is None or value == "":
             continue
         extras[name] = value
-    unknown = sorted(set(extras) - set(KNOWN_EXTRAS))
-    if unknown:
-        log.warning(
-            "Connection %r has extras this provider does not read: %s (known: %s).",
-            conn_id,
-            ", ".join(unknown),
-            ", ".join(KNOWN_EXTRAS),
-        )
     return extras
 
 

@@ -14,16 +14,32 @@ _PACKAGE = "airflow_provider_kaleyra_email"
 
 #: Extra fields of the ``kaleyra_email`` connection form (Airflow 3.2+ reads these directly;
 #: ``KaleyraEmailHook.get_connection_form_widgets`` builds the same for older web servers).
+#: Airflow 3 renders an ``enum`` as a dropdown labelled by ``values_display`` (a ``None`` choice
+#: would read "null"), and shows ``examples`` as suggestions, the nearest it has to a placeholder.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "region": {
         "label": "Region",
-        "description": "Kaleyra pod when Host is empty: in, sg or eu. Empty means https://api.kaleyra.io.",
-        "schema": {"type": ["string", "null"], "enum": [None, "in", "sg", "eu"]},
+        "description": "Kaleyra pod when Base URL is empty: in, sg or eu. Empty means https://api.kaleyra.io.",
+        "schema": {
+            "type": ["string", "null"],
+            "enum": ["", "in", "sg", "eu"],
+            "default": "",
+            "values_display": {
+                "": "Global: https://api.kaleyra.io",
+                "in": "in: https://api.in.kaleyra.io",
+                "sg": "sg: https://api.ap.kaleyra.io",
+                "eu": "eu: https://api.eu.kaleyra.io",
+            },
+        },
     },
     "timezone": {
         "label": "Account time zone",
-        "description": "IANA name of the account's time zone, in which the API reads dates (default UTC).",
-        "schema": {"type": ["string", "null"], "default": "UTC"},
+        "description": "IANA name of the account's time zone, e.g. Asia/Kolkata, in which the API reads dates "
+        "(default UTC).",
+        "schema": {
+            "type": ["string", "null"],
+            "examples": ["Asia/Kolkata", "Asia/Singapore", "Europe/London", "America/New_York", "UTC"],
+        },
     },
     "timeout": {
         "label": "Timeout (seconds)",
@@ -47,14 +63,20 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Most log pages fetched at once (default 16); halved on HTTP 429.",
         "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 32},
     },
+    "allow_insecure_http": {
+        "label": "Allow plain http",
+        "description": "Allow an http:// Base URL off loopback: the API key would travel unencrypted.",
+        "schema": {"type": ["boolean", "null"], "default": False},
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["schema", "port"],
-    "relabeling": {"login": "Account SID", "password": "API key", "host": "Base URL"},
+    "hidden-fields": ["port"],
+    "relabeling": {"login": "Account SID", "password": "API key", "host": "Base URL", "schema": "URL scheme"},
     "placeholders": {
         "login": "HXIN1234567890IN",
         "host": "https://api.kaleyra.io (leave empty to use Region)",
+        "schema": "https (used only when Base URL is a bare host name)",
         "region": "in",
         "timezone": "Asia/Kolkata",
     },
@@ -105,13 +127,15 @@ def connection_form_widgets() -> dict[str, Any]:
     """Return named extra fields for Airflow 2.11 to 3.1, whose web server has wtforms."""
     from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
     from flask_babel import lazy_gettext
-    from wtforms import IntegerField, StringField
+    from wtforms import BooleanField, IntegerField, StringField
     from wtforms.validators import NumberRange, Optional
 
     widgets: dict[str, Any] = {}
     for name, spec in CONN_FIELDS.items():
         label, description = lazy_gettext(spec["label"]), spec["description"]
-        if spec["schema"]["type"] == ["integer", "null"]:
+        if spec["schema"]["type"] == ["boolean", "null"]:
+            widgets[name] = BooleanField(label, description=description, default=spec["schema"]["default"])
+        elif spec["schema"]["type"] == ["integer", "null"]:
             bounds = NumberRange(min=spec["schema"].get("minimum"), max=spec["schema"].get("maximum"))
             widgets[name] = IntegerField(
                 label, description=description, validators=[Optional(), bounds], widget=BS3TextFieldWidget()

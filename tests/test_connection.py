@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from airflow_provider_kaleyra_email.connection import ConnectionConfig, config_from_connection
+from airflow_provider_kaleyra_email.connection import KNOWN_EXTRAS, ConnectionConfig, config_from_connection
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 
 KEY = "secret-api-key-9f8e7d"
@@ -144,3 +144,81 @@ def test_hook_arguments_are_checked_before_any_lookup():
         KaleyraEmailHook("does_not_exist", page_size=0)
     with pytest.raises(ValueError, match="max_concurrency=100"):
         KaleyraEmailHook("does_not_exist", max_concurrency=100)
+
+
+# ------------------------------------------------------------------------------------------
+# Testing a connection, as Airflow's Test button and `airflow connections test` do
+# ------------------------------------------------------------------------------------------
+
+
+def airflow_test(monkeypatch, conn_id, **fields):
+    """Test a connection as Airflow's API does: under a temporary id, through an env variable."""
+    from airflow.models.connection import Connection
+
+    conn = Connection(conn_id=conn_id, conn_type="kaleyra_email", **fields)
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", conn.get_uri())
+    return conn.test_connection()
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"password": KEY}, "This connection has no account SID: put it in the login field."),
+        ({"login": "HXSID"}, "This connection has no API key: put it in the password field."),
+        ({"login": "HXSID", "password": KEY, "extra": '{"region": "mars"}'}, "This connection is not usable: "),
+    ],
+)
+def test_a_test_result_never_names_airflows_temporary_id(monkeypatch, fields, expected):
+    ok, message = airflow_test(monkeypatch, "gwrfjn07", **fields)
+    assert not ok
+    assert message.startswith(expected)
+    assert "gwrfjn07" not in message.lower()
+    assert KEY not in message
+
+
+def test_outside_a_test_a_broken_connection_is_named(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_MY_KALEYRA", json.dumps({"conn_type": "kaleyra_email", "password": KEY}))
+    with pytest.raises(ValueError, match=re.escape("Connection 'my_kaleyra' has no account SID")):
+        _ = KaleyraEmailHook("my_kaleyra").config
+
+
+def test_a_test_names_unknown_extras_and_still_succeeds(kaleyra_email_emulator, monkeypatch):
+    connection = kaleyra_email_emulator.connection(time_zone="Asia/Kolkata")
+    ok, message = airflow_test(
+        monkeypatch,
+        "tmp12345",
+        login=connection["login"],
+        password=connection["password"],
+        host=connection["host"],
+        extra=json.dumps(connection["extra"]),
+    )
+    assert ok, message
+    assert message.startswith(f"Connected to {kaleyra_email_emulator.base_url} as account ")
+    assert "ignored unknown extra field(s) 'time_zone' (known: region, timezone," in message
+
+
+def test_a_failed_test_names_unknown_extras_too(kaleyra_email_emulator, monkeypatch):
+    connection = kaleyra_email_emulator.connection(regoin="in")
+    connection["password"] = "wrong-key-abcdef"
+    monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", json.dumps(connection))
+    ok, message = KaleyraEmailHook().test_connection()
+    assert not ok
+    assert "(HTTP 401)" in message
+    assert message.endswith("; ignored unknown extra field(s) 'regoin' (known: " + ", ".join(KNOWN_EXTRAS) + ").")
+
+
+def test_a_clean_connection_mentions_no_extras(kaleyra_email_connection):
+    ok, message = KaleyraEmailHook(kaleyra_email_connection).test_connection()
+    assert ok, message
+    assert "extra" not in message
+
+
+def test_a_hook_warns_once_about_unknown_extras(kaleyra_email_emulator, monkeypatch, caplog):
+    monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(time_zone="UTC"))
+    hook = KaleyraEmailHook()
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_kaleyra_email"):
+        hook.test_connection()
+        hook.test_connection()
+    warnings = [r for r in caplog.records if "time_zone" in r.getMessage()]
+    assert len(warnings) == 1
+    assert warnings[0].levelno == logging.WARNING

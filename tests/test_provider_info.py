@@ -10,7 +10,10 @@ from pathlib import Path
 import airflow
 import pytest
 
-from airflow_provider_kaleyra_email import get_provider_info
+from airflow_provider_kaleyra_email import get_provider_info, provider_info, validation
+from airflow_provider_kaleyra_email.connection import KNOWN_EXTRAS, config_from_connection
+from airflow_provider_kaleyra_email.hooks._api import REGION_BASE_URLS
+from airflow_provider_kaleyra_email.provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 
 def test_provider_info_passes_airflows_schema():
@@ -64,11 +67,84 @@ def test_the_connection_form_has_named_fields():
 
     manager = ProvidersManager()
     widgets = manager.connection_form_widgets
-    for field in ("region", "timezone", "timeout", "max_retries", "page_size", "max_concurrency"):
+    for field in KNOWN_EXTRAS:
         assert f"extra__kaleyra_email__{field}" in widgets
     behaviour = manager.field_behaviours["kaleyra_email"]
-    assert behaviour["relabeling"] == {"login": "Account SID", "password": "API key", "host": "Base URL"}
-    assert set(behaviour["hidden_fields"]) == {"schema", "port"}
+    assert behaviour["relabeling"] == {
+        "login": "Account SID",
+        "password": "API key",
+        "host": "Base URL",
+        "schema": "URL scheme",
+    }
+    # The README documents ``schema`` (the scheme of a bare host name): the form must let users set it.
+    assert set(behaviour["hidden_fields"]) == {"port"}
+
+
+def test_every_extra_the_provider_reads_is_a_form_field():
+    """``allow_insecure_http`` once could not be set from Airflow 3's form."""
+    assert set(CONN_FIELDS) == set(KNOWN_EXTRAS)
+
+
+def airflow3_dropdown_labels(schema):
+    """The labels Airflow 3's connection form shows for an ``enum``, as its React dropdown words them."""
+    display = schema.get("values_display") or {}
+    return [
+        display.get("null" if value is None else str(value), "null" if value is None else str(value))
+        for value in schema["enum"]
+    ]
+
+
+def test_dropdowns_show_no_null_and_label_every_choice():
+    for name, spec in CONN_FIELDS.items():
+        if "enum" in spec["schema"]:
+            labels = airflow3_dropdown_labels(spec["schema"])
+            assert "null" not in labels, name
+            assert all(labels), name
+            assert set(spec["schema"]["values_display"]) == {str(v) for v in spec["schema"]["enum"]}, name
+
+
+def test_region_choices_are_the_regions_and_global():
+    schema = CONN_FIELDS["region"]["schema"]
+    assert schema["enum"] == ["", *REGION_BASE_URLS]
+    for region, url in REGION_BASE_URLS.items():
+        assert url in schema["values_display"][region]
+    assert (
+        config_from_connection(
+            conn_id="c", login="S", password="k", host=None, port=None, schema=None, extra={"region": schema["default"]}
+        ).base_url
+        == "https://api.kaleyra.io"
+    )
+
+
+def test_free_text_extras_show_a_hint_on_airflow_2_and_3():
+    """Airflow 2 shows ``placeholders``; Airflow 3 ignores them for extras and suggests ``examples``."""
+    placeholders = UI_FIELD_BEHAVIOUR["placeholders"]
+    for name in ("region", "timezone"):
+        assert placeholders.get(name), name
+    timezone = CONN_FIELDS["timezone"]["schema"]
+    assert placeholders["timezone"] in timezone["examples"]
+    for zone in timezone["examples"]:
+        validation.account_timezone(zone, parameter="example")
+
+
+def test_airflow_3s_connection_form_gets_the_fields():
+    """What Airflow 3's API hands its React form (private API: skipped where it does not exist)."""
+    services = pytest.importorskip("airflow.api_fastapi.core_api.services.ui.connections")
+    (meta,) = [m for m in services.HookMetaService.hook_meta_data() if m.connection_type == "kaleyra_email"]
+    region = meta.extra_fields["region"]
+    assert None not in region["schema"]["enum"]
+    assert region["value"] == ""
+    assert meta.extra_fields["timezone"]["schema"]["examples"]
+    assert meta.extra_fields["allow_insecure_http"]["schema"]["type"] == ["boolean", "null"]
+    assert not meta.standard_fields.url_schema.hidden
+    assert meta.standard_fields.url_schema.placeholder.startswith("https")
+
+
+def test_airflow_2s_form_has_a_checkbox_for_allow_insecure_http():
+    pytest.importorskip("wtforms")
+    widgets = provider_info.connection_form_widgets()
+    assert widgets["allow_insecure_http"].field_class.__name__ == "BooleanField"
+    assert widgets["region"].field_class.__name__ == "StringField"
 
 
 @pytest.mark.parametrize("module", ["hooks", "operators", "sensors", "triggers"])

@@ -29,7 +29,12 @@ from tenacity import AsyncRetrying, Retrying
 from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from airflow_provider_kaleyra_email import provider_info, validation
-from airflow_provider_kaleyra_email.connection import ConnectionConfig, check_overrides, config_of
+from airflow_provider_kaleyra_email.connection import (
+    ConnectionConfig,
+    ConnectionConfigError,
+    check_overrides,
+    config_of,
+)
 from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailAPIError,
     KaleyraEmailRetriesExhaustedError,
@@ -325,30 +330,41 @@ class KaleyraEmailHook(BaseHook):
         return self._iter_summary_rows(_api.date_params(start, end), size, allow_mismatch=allow)
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated request (today's summary stats, one row), without retries."""
+        """
+        One cheap authenticated request (today's summary stats, one row), without retries.
+
+        Airflow tests a connection under a random temporary id, so the result says "This
+        connection" rather than that id, and names any extra this provider ignores.
+        """
         try:
             config = self.config
+        except ConnectionConfigError as exc:
+            return False, f"This connection {exc.problem}"
         except Exception as exc:
-            return False, f"Connection {self.kaleyra_email_conn_id!r} is not usable: {self._scrub(str(exc))}"
+            return False, f"This connection is not usable: {self._scrub(str(exc))}"
         today = datetime.now(self.timezone).date()
         path = _api.summary_stats_path(config.sid)
         target = f"{path}?{urlencode([*_api.date_params(today, today).items(), ('page', '1'), ('limit', '1')])}"
+        ok = False
         try:
             self._send_once("GET", target, None, f"GET {path}")
+            ok, message = True, f"Connected to {config.base_url} as account {config.sid}."
         except KaleyraEmailAPIError as exc:
+            message = str(exc)
             if exc.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-                return False, (
+                message = (
                     f"Kaleyra rejected the credentials (HTTP {exc.status_code}): {exc.message}. "
                     "Check the account SID (login) and the API key (password)."
                 )
-            return False, str(exc)
         except _api.TransientError as exc:
+            message = f"{config.base_url} answered, but not usefully: {exc.description}."
             if exc.kind == "timeout":
-                return False, f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
-            if exc.kind == "connection":
-                return False, f"Cannot reach {config.base_url}: {exc.description}."
-            return False, f"{config.base_url} answered, but not usefully: {exc.description}."
-        return True, f"Connected to {config.base_url} as account {config.sid}."
+                message = f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
+            elif exc.kind == "connection":
+                message = f"Cannot reach {config.base_url}: {exc.description}."
+        # A misspelled extra (time_zone, regoin) often explains the failure, so every result names it.
+        ignored = config.ignored_extras()
+        return ok, f"{message.rstrip('.')}; {ignored}." if ignored else message
 
     # ----------------------------------------------------------------------------------------
     # Paging

@@ -3,6 +3,9 @@ Serve the emulator from a shell until interrupted.
 
 ``python -m airflow_provider_kaleyra_email.testing --port 8080 --rows-per-day 5000 --latency-ms 20``
 prints the base URL and an ``AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT`` line to export.
+``--delivery-seconds 60`` keeps sent mail in flight for a minute, long enough to watch a sensor
+defer and its trigger find the delivery (or a bounce): see ``docs/emulator.md`` for the markers
+a recipient address can carry.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 import sys
 from datetime import date
 
-from airflow_provider_kaleyra_email.testing._dataset import SyntheticDataset
+from airflow_provider_kaleyra_email.testing._dataset import SyntheticDataset, _send_fate
 from airflow_provider_kaleyra_email.testing._server import (
     DEFAULT_API_KEY,
     DEFAULT_SID,
@@ -26,6 +29,17 @@ def _share(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
     return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+#: Seconds an ordinary sent message stays ACCEPTED at ``send_time_scale=1``.
+_BASE_DELIVERY_SECONDS = _send_fate("someone@example.com", 1.0).deliver_after
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,17 +63,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--drops", type=_share, default=0.0, help="share of dropped connections")
     parser.add_argument("--malformed", type=_share, default=0.0, help="share of truncated/HTML bodies")
     parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument(
+        "--delivery-seconds",
+        type=_seconds,
+        default=1.0,
+        help="seconds a sent message stays ACCEPTED before its final status (default 1)",
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+def emulator_from(args: argparse.Namespace) -> KaleyraEmailEmulator:
+    """Return the (not yet started) emulator the parsed command line describes."""
     dataset = SyntheticDataset(
         seed=args.seed,
         start_date=args.start_date,
         days=args.days,
         rows_per_day=args.rows_per_day,
         timezone=args.timezone,
+        send_time_scale=args.delivery_seconds / _BASE_DELIVERY_SECONDS,
     )
     faults = Faults(
         latency=args.latency_ms / 1000,
@@ -70,9 +91,15 @@ def main(argv: list[str] | None = None) -> None:
         malformed=args.malformed,
         seed=args.fault_seed,
     )
-    emulator = KaleyraEmailEmulator(
+    return KaleyraEmailEmulator(
         host=args.host, port=args.port, sid=args.sid, api_key=args.api_key, dataset=dataset, faults=faults
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    emulator = emulator_from(args)
+    dataset = emulator.dataset
     emulator.start()
     print(
         json.dumps(

@@ -6,7 +6,8 @@ day once from the emulator's ``SyntheticDataset`` and encodes it in pages of 100
 envelope the emulator sends (``{"data": [...], "error": {}, "total": N, "limit": "100",
 "offset": ""}``, the same bytes), each page a whole HTTP response. It then listens on
 127.0.0.1, one port per latency (0 ms always, for :func:`read_throughput`), and answers
-``GET /v1/<sid>/email/logs?start_date&end_date&page&limit`` by checking the ``api-key``,
+``GET /v1/<sid>/email/logs?start_date&end_date&page&limit`` (and ``stats/<message id>``, a
+message still in flight, for ``benchmarks/triggers.py``) by checking the ``api-key``,
 waiting the port's latency and writing the page: nothing else happens per request, so a client
 meets a server that is not its bound. It prints one JSON line (``sid``, ``key``, ``base_urls``
 by latency, ``pages``, ``encoded_mb``, ``encode_seconds``), one ``export`` line per latency,
@@ -64,6 +65,12 @@ def _response(status: int, payload: object, *, close: bool = False) -> bytes:
     return head.encode() + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body
 
 
+def in_flight(message_id: str) -> bytes:
+    """Answer ``stats/<message id>`` for a message still in flight: what a waiting trigger polls for."""
+    recipient = {"to": "someone@example.com", "status": "ACCEPTED", "error_code": "", "error_message": ""}
+    return _response(200, {"data": [{"message_id": message_id, "recipients": [recipient]}], "error": {}})
+
+
 def _error(status: int, message: str) -> bytes:
     return _response(status, {"data": [], "error": {"code": f"E{status}", "message": message}})
 
@@ -76,6 +83,7 @@ class PageServer:
         self.day = day.isoformat()
         self.sid = sid
         self.path = f"/v1/{sid}/email/logs".encode()
+        self.stats_path = f"/v1/{sid}/email/stats/".encode()
         self.key = key.encode()
         self.base_urls: dict[int, str] = {}
 
@@ -117,6 +125,8 @@ class PageServer:
             return _error(405, "the benchmark server answers GET only"), close
         if path.endswith(b"/email/logs") and (path != self.path or headers.get(b"api-key") != self.key):
             return _error(401, "Invalid API key or SID"), close
+        if path.startswith(self.stats_path) and headers.get(b"api-key") == self.key:
+            return in_flight(path[len(self.stats_path) :].decode()), close
         if path != self.path:
             return _error(404, f"No route for {path.decode(errors='replace')}"), close
         query = parse_qs(query_text.decode(), keep_blank_values=True)

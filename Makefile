@@ -8,7 +8,7 @@ PYTHON ?= python3
 PYTHON_AIRFLOW2 ?= $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) $(PYTHON); do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 UV_VERSION := 0.13.8
-EXTRAS := dev,parquet,report
+EXTRAS := dev,parquet,report,s3
 
 .PHONY: help setup setup-airflow2 demo test test-airflow3 test-airflow2 lint bench constraints clean
 

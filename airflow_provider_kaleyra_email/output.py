@@ -147,7 +147,8 @@ def object_path(
         )
     if url.endswith("/"):
         raise ValueError(f"output_path={output_path!r} names a folder; name the object, e.g. '.../{example}'.")
-    path = ObjectStoragePath(url, conn_id=conn_id)
+    # conn_id=None would drop a connection named in the URL (s3://conn@bucket/...) on Airflow 2.11.
+    path = ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
     if path.is_dir():
         raise ValueError(
             f"output_path={output_path!r} names a folder that exists ({path}); name an object in it, "

@@ -10,11 +10,12 @@ PYTHON_AIRFLOW2 ?= $(shell for p in python3.10 $(wildcard $(HOME)/.pyenv/version
 UV_VERSION := 0.13.8
 EXTRAS := dev,parquet,report,s3
 
-.PHONY: help setup setup-airflow2 demo test test-airflow3 test-airflow2 lint bench constraints clean
+.PHONY: help setup setup-airflow2 demo test test-airflow3 test-airflow2 test-system lint bench constraints clean
 
 help:
 	@echo "make demo      run the daily export against the emulator"
 	@echo "make test      lint, type-check and run the tests on Airflow 3 and Airflow 2.11"
+	@echo "make test-system  run every example DAG on real Airflow 3 services"
 	@echo "make bench     run the benchmark (see benchmarks/README.md)"
 
 .venv/.installed: pyproject.toml constraints/airflow-3.txt
@@ -48,6 +49,11 @@ test-airflow2: setup-airflow2
 	.venv-af2/bin/python -m pytest
 
 test: test-airflow3 test-airflow2
+
+# Every example DAG on real Airflow 3 services (api-server, scheduler, dag-processor, triggerer)
+# under a temporary AIRFLOW_HOME, bound to loopback, all stopped at the end (docs/development.md).
+test-system: setup
+	KALEYRA_SYSTEM_TESTS=1 .venv/bin/python -m pytest tests/system
 
 bench: setup
 	.venv/bin/python -m benchmarks --output benchmarks/results/latest.md

@@ -44,7 +44,6 @@ from airflow_provider_kaleyra_email.hooks import _api
 from airflow_provider_kaleyra_email.hooks._api import interpret_response
 from airflow_provider_kaleyra_email.hooks._paging import (
     AdaptiveConcurrency,
-    FetchStats,
     Listing,
     Page,
     cancellable_sleep,
@@ -124,7 +123,7 @@ class KaleyraEmailHook(BaseHook):
         self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
         self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
         #: What the most recent ``iter_logs``/``iter_summary_stats`` did, for summaries and tests.
-        self.last_fetch: FetchStats | None = None
+        self.last_fetch: Listing | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
@@ -404,7 +403,7 @@ class KaleyraEmailHook(BaseHook):
             lookahead=2 * self.config.max_concurrency,
             allow_mismatch=allow_mismatch,
         )
-        self.last_fetch = listing.stats
+        self.last_fetch = listing
         return list_pages(
             lambda page, cancel: self._get_page(path, query.params, page, query.page_size, cancel=cancel),
             listing,
@@ -423,7 +422,7 @@ class KaleyraEmailHook(BaseHook):
             log=self.log,
             allow_mismatch=allow_mismatch,
         )
-        self.last_fetch = listing.stats
+        self.last_fetch = listing
         pages = list_pages(
             lambda page, cancel: self._get_page(path, tuple(params.items()), page, page_size, cancel=cancel),
             listing,
@@ -440,15 +439,8 @@ class KaleyraEmailHook(BaseHook):
         *,
         cancel: threading.Event | None = None,
     ) -> Page:
-        endpoint = f"GET {path}"
         body = self._call("GET", path, params=[*params, ("page", str(page)), ("limit", str(page_size))], cancel=cancel)
-        try:
-            rows = _api.envelope_rows(body)
-        except ValueError as exc:
-            raise KaleyraEmailAPIError(
-                endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=f"page {page}: {exc}"
-            ) from None
-        return Page(page, rows, _api.envelope_total(body), _api.odd_total(body))
+        return _api.page_of(body, number=page, endpoint=f"GET {path}")
 
     # ----------------------------------------------------------------------------------------
     # One request
@@ -518,7 +510,7 @@ class KaleyraEmailHook(BaseHook):
             ) from None
         except ConnectTimeoutError:
             raise _api.TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout") from None
-        except (_api.Deadline, ReadTimeoutError, TimeoutError):
+        except (ReadTimeoutError, TimeoutError):
             raise _api.TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout") from None
         except DecodeError as exc:
             raise _api.TransientError(

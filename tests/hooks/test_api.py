@@ -6,6 +6,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks import _api as api
 
 
@@ -58,28 +59,32 @@ def test_ordinary_ids_are_left_readable():
     ],
 )
 def test_error_detail_reads_every_shape(body, expected):
-    detail = api.error_detail(body)
-    assert (detail.error_code, detail.message) == expected if expected else detail is None
+    assert api.error_detail(body) == expected
 
 
-def test_error_detail_for_status_falls_back_to_the_reason():
-    assert api.error_detail_for_status(None, "Bad Gateway").message == "Bad Gateway"
-    assert api.error_detail_for_status({"message": "Slow down"}, "x").message == "Slow down"
+def test_the_error_of_a_failed_status_falls_back_to_the_reason():
+    assert api.error_detail(None, "Bad Gateway") == (None, "Bad Gateway")
+    assert api.error_detail({"message": "Slow down"}, "x") == (None, "Slow down")
 
 
 @pytest.mark.parametrize(
     ("total", "expected"), [(16, 16), ("16", 16), (None, None), ("", None), (True, None), (-1, None)]
 )
-def test_envelope_total(total, expected):
-    assert api.envelope_total({"total": total}) == expected
+def test_a_pages_total_is_a_count_or_none(total, expected):
+    assert api.page_of({"data": [], "total": total}, number=1, endpoint="GET /x").total == expected
 
 
-def test_envelope_data_refuses_other_shapes():
-    assert api.envelope_data({"data": None}) == []
-    with pytest.raises(ValueError, match="'data' to be a list"):
-        api.envelope_data({"data": {"x": 1}})
-    with pytest.raises(ValueError, match="JSON object"):
-        api.envelope_data("html")
+def test_a_total_that_is_not_a_count_is_kept_as_sent_for_messages():
+    assert api.page_of({"data": [], "total": "many"}, number=1, endpoint="GET /x").odd_total == "'many'"
+    assert api.page_of({"data": []}, number=1, endpoint="GET /x").odd_total is None
+
+
+def test_data_of_refuses_other_shapes():
+    assert api.data_of({"data": None}, endpoint="GET /x") == []
+    with pytest.raises(KaleyraEmailAPIError, match="'data' to be a list"):
+        api.data_of({"data": {"x": 1}}, endpoint="GET /x")
+    with pytest.raises(KaleyraEmailAPIError, match="JSON object"):
+        api.data_of("html", endpoint="GET /x")
 
 
 def test_flatten_day_keeps_every_metric_and_adds_up_several_entries():
@@ -114,3 +119,21 @@ def test_a_page_of_keys_is_each_rows_key_or_none_for_a_row_missing_a_part(rows):
     ]
     assert api.log_row_keys(rows) == expected
     assert api.log_row_keys(rows)[0] == ("a:1", "x@example.com")
+
+
+@pytest.mark.parametrize(
+    ("status", "content", "raised", "text"),
+    [
+        (200, b"<html>sk-123 went wrong</html>", api.TransientError, "not JSON: '<html>*** went wrong</html>'"),
+        (502, b"<html>", api.TransientError, "HTTP 502 (Bad Gateway)"),
+        (403, b"<html>", KaleyraEmailAPIError, "(HTTP 403): Bad Gateway"),
+        (200, b'{"error": {"code": "E1", "message": "bad key sk-123"}}', KaleyraEmailAPIError, "E1): bad key ***"),
+        (302, b"", KaleyraEmailAPIError, "redirect to '' not followed"),
+    ],
+)
+def test_a_failed_or_unreadable_answer_raises_what_it_means_without_the_key(status, content, raised, text):
+    with pytest.raises(raised) as error:
+        api.interpret_response(
+            status=status, reason="Bad Gateway", headers={}, content=content, endpoint="GET /x", api_key="sk-123"
+        )
+    assert text in str(error.value)

@@ -96,7 +96,7 @@ def test_rows_without_a_key_are_never_merged_but_a_repeated_page_of_them_ends_th
     keyless = [{"status": "BOUNCE"}, {"status": "BOUNCE"}, {"status": "OPEN"}]
     got, pages, state = run([(keyless, None), (keyless, None), ([{"status": "x"}], None)])
     assert (len(got), pages) == (3, 2)
-    assert state.stats.duplicates == 3
+    assert state.duplicates == 3
 
 
 def test_ids_that_are_lists_or_objects_are_compared_by_their_json():
@@ -140,7 +140,7 @@ class TestFetchInOrder:
             time.sleep(0.02 * (5 - n % 5))
             return n
 
-        pages = fetch_in_order(slow_for_low, allowed=lambda: 20, concurrency=4, lookahead=8, cancel=threading.Event())
+        pages = fetch_in_order(slow_for_low, allowed=lambda: 20, concurrency=4, cancel=threading.Event())
         assert list(pages) == list(range(1, 21))
 
     def test_pages_are_only_asked_for_as_allowed_grows(self):
@@ -150,7 +150,6 @@ class TestFetchInOrder:
             lambda n: asked.append(n) or n,
             allowed=lambda: limit[0],
             concurrency=3,
-            lookahead=6,
             cancel=threading.Event(),
         )
         assert next(pages) == 1
@@ -173,7 +172,7 @@ class TestFetchInOrder:
                 active -= 1
             return n
 
-        list(fetch_in_order(fetch, allowed=lambda: 12, concurrency=4, lookahead=8, cancel=threading.Event()))
+        list(fetch_in_order(fetch, allowed=lambda: 12, concurrency=4, cancel=threading.Event()))
         assert peak == 4
 
     def test_a_failure_anywhere_is_raised_at_once_and_cancels_the_rest(self):
@@ -188,7 +187,7 @@ class TestFetchInOrder:
 
         started = time.monotonic()
         with pytest.raises(RuntimeError, match="page 3"):
-            list(fetch_in_order(fetch, allowed=lambda: 10, concurrency=3, lookahead=6, cancel=cancel))
+            list(fetch_in_order(fetch, allowed=lambda: 10, concurrency=3, cancel=cancel))
         assert time.monotonic() - started < 2
         assert cancel.is_set()
 
@@ -198,7 +197,6 @@ class TestFetchInOrder:
             lambda n: threads.add(threading.get_ident()),
             allowed=lambda: 5,
             concurrency=1,
-            lookahead=1,
             cancel=threading.Event(),
         )
         list(pages)
@@ -247,7 +245,7 @@ class TestAdaptiveConcurrency:
         assert (limit.ceiling, limit.limit) == (4, 4)
         limit._last_decrease -= AdaptiveConcurrency.COOLDOWN_SECONDS
         limit.throttled()
-        assert (limit.ceiling, limit.limit, limit.lowest) == (2, 2, 2)
+        assert (limit.ceiling, limit.limit) == (2, 2)
         for _ in range(2):
             limit.succeeded()
         assert limit.ceiling == 3, "one more per window of successes"

@@ -42,11 +42,14 @@ lint: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
+# Four pytest-xdist workers on two cores: most tests wait on sockets and timers, not the CPU.
+PYTEST_WORKERS ?= 4
+
 test-airflow3: lint
-	.venv/bin/python -m pytest
+	.venv/bin/python -m pytest -n $(PYTEST_WORKERS)
 
 test-airflow2: setup-airflow2
-	.venv-af2/bin/python -m pytest
+	.venv-af2/bin/python -m pytest -n $(PYTEST_WORKERS)
 
 test: test-airflow3 test-airflow2
 

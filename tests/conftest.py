@@ -20,8 +20,9 @@ PROJECT = Path(__file__).resolve().parent.parent
 # The emulator's fixtures are opt-in, for us as for any DAG author.
 pytest_plugins = ["airflow_provider_kaleyra_email.testing.pytest_plugin"]
 
-# Set before anything imports Airflow (the emulator's plugin does not).
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="kaleyra-email-tests-airflow-home-"))
+# Set before anything imports Airflow (the emulator's plugin does not). Always a new one, also in
+# each pytest-xdist worker (which inherits the controller's environment): its own SQLite database.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="kaleyra-email-tests-airflow-home-")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT / "tests" / "dag_files"))
 # Airflow 3 only runs DAGs it finds by walking a bundle: the test DAGs and the examples.

@@ -187,7 +187,6 @@ class DeliveryRule:
             return DeliveryOutcome("failure", message_id, text, statuses, tuple(failures))
         pending = [f"{a} ({statuses[a] or 'no status'})" for a in chosen if a not in delivered + failed]
         waiting_for = ", ".join(pending) or "Kaleyra to list its recipients"
-        log.info("Message %s: waiting for %s.", message_id, waiting_for)
         return DeliveryOutcome("waiting", message_id, f"waiting for {waiting_for}", statuses)
 
     def judge_error(self, message_id: str, error: KaleyraEmailAPIError, *, waited: float) -> DeliveryOutcome:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import subprocess
 import sys
@@ -50,6 +51,7 @@ async def _measure(waits: int, poll: float, duration: float) -> dict[str, float]
     KaleyraEmailAsyncHook.get_message_stats = counted  # type: ignore[method-assign]
     process = psutil.Process()
     rss_before = process.memory_info().rss
+    cpu_before = sum(process.cpu_times()[:2])
     peak = rss_before
     stalls: list[float] = []
     started = time.time()
@@ -72,7 +74,8 @@ async def _measure(waits: int, poll: float, duration: float) -> dict[str, float]
         stalls.append(time.perf_counter() - before - TICK)
         peak = max(peak, process.memory_info().rss)
     outcomes = [task.result() for task in tasks]
-    asked = waits * (int(duration // poll) + 2)  # the first poll, one per interval, one at the deadline
+    cpu = sum(process.cpu_times()[:2]) - cpu_before
+    asked = waits * (math.ceil(duration / poll) + 1)  # the first poll, one per interval, one at the deadline
     return {
         "waits": waits,
         "polls_made": polls,
@@ -82,6 +85,7 @@ async def _measure(waits: int, poll: float, duration: float) -> dict[str, float]
         "stall_p99_s": _percentile(stalls, 0.99),
         "stall_max_s": max(stalls, default=0.0),
         "rss_growth_mb": (peak - rss_before) / 1e6,
+        "cpu_ms_per_poll": cpu * 1000 / max(polls, 1),
         "seconds": time.time() - started,
     }
 

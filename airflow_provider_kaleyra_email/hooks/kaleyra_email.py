@@ -9,14 +9,16 @@ of :mod:`airflow_provider_kaleyra_email.hooks._api`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -598,20 +600,21 @@ class KaleyraEmailAsyncHook(BaseHook):
         self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
         self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
         self._config: ConnectionConfig | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._joined: _SharedConnection | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
 
     async def get_config(self) -> ConnectionConfig:
-        """Return the connection's settings, looked up without blocking the event loop, once."""
+        """Return the connection's settings, looked up once for every hook on it in this event loop."""
         if self._config is None:
-            conn = await get_async_connection(self.kaleyra_email_conn_id)
-            extra = await _async_extra_dejson(conn)
-            config = config_of(conn, extra, conn_id=self.kaleyra_email_conn_id, overrides=self._overrides)
-            await _amask_secret(config.api_key)
-            self._config = config
+            self._config = await self._shared().get_config()
         return self._config
+
+    def _shared(self) -> _SharedConnection:
+        if self._joined is None:
+            self._joined = _SharedConnection.join(self.kaleyra_email_conn_id, self._overrides)
+        return self._joined
 
     async def get_message_stats(self, message_id: str) -> dict[str, Any]:
         """
@@ -632,13 +635,18 @@ class KaleyraEmailAsyncHook(BaseHook):
         return _api.scrub(text, self._config.api_key if self._config is not None else None)
 
     async def aclose(self) -> None:
-        """Close the HTTP client; the hook opens a new one if it is used again."""
-        if self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
+        """Leave the shared connection; the last hook to leave closes its HTTP client."""
+        if self._joined is not None:
+            shared, self._joined, self._config = self._joined, None, None
+            await shared.leave()
 
     async def _get(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
         attempts = _attempts(self, config, endpoint)
+        if config.max_retries == 0:  # a trigger's poll: no retry loop to build (a third of its CPU)
+            try:
+                return await self._get_once(config, path, endpoint=endpoint)
+            except _api.TransientError as exc:
+                raise attempts.failure(exc) from None
         try:
             async for attempt in AsyncRetrying(**attempts.retry_args):
                 with attempt:
@@ -648,16 +656,14 @@ class KaleyraEmailAsyncHook(BaseHook):
         raise AssertionError("unreachable: tenacity either returns or raises")
 
     async def _get_once(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                headers=_api.request_headers(config.api_key), timeout=config.timeout, follow_redirects=False
-            )
+        shared = self._shared()
         try:
-            # ``timeout`` bounds the whole response, headers and body, not each socket read.
-            status, reason, headers, content = await asyncio.wait_for(
-                self._read(self._client, config.base_url + path, limit=config.max_response_bytes),
-                timeout=config.timeout,
-            )
+            async with shared.turn():
+                # ``timeout`` bounds the whole response, headers and body, not each socket read.
+                status, reason, headers, content = await asyncio.wait_for(
+                    self._read(await shared.client(), config.base_url + path, limit=config.max_response_bytes),
+                    timeout=config.timeout,
+                )
         except _api.TooLarge as exc:
             raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
         except httpx.ConnectTimeout:
@@ -669,9 +675,19 @@ class KaleyraEmailAsyncHook(BaseHook):
         except httpx.TransportError as exc:
             text = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
             raise _api.TransientError(f"connection failed: {_api.scrub(text, config.api_key)}") from None
-        return interpret_response(
-            status=status, reason=reason, headers=headers, content=content, endpoint=endpoint, api_key=config.api_key
-        )
+        try:
+            return interpret_response(
+                status=status,
+                reason=reason,
+                headers=headers,
+                content=content,
+                endpoint=endpoint,
+                api_key=config.api_key,
+            )
+        except _api.TransientError as exc:
+            if exc.retry_after is not None:
+                shared.pause(exc.retry_after)
+            raise
 
     @staticmethod
     async def _read(client: httpx.AsyncClient, url: str, *, limit: int) -> tuple[int, str, httpx.Headers, bytes]:
@@ -681,6 +697,91 @@ class KaleyraEmailAsyncHook(BaseHook):
             async for chunk in response.aiter_bytes():
                 body.add(chunk)
             return response.status_code, response.reason_phrase, response.headers, body.content()
+
+
+class _SharedConnection:
+    """
+    What every async hook on one connection shares within one event loop (a triggerer's).
+
+    One connection lookup, one ``httpx.AsyncClient`` (one TLS context, one pool of at most
+    ``max_concurrency`` connections), at most ``max_concurrency`` requests in flight, and, after
+    a 429, a pause of its ``Retry-After`` for every request on the connection. A thousand waiting
+    triggers thus cost one client, not a thousand. The last hook to leave closes the client; the
+    settings are looked up again by the next hook to join.
+    """
+
+    _registry: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _SharedConnection]]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, conn_id: str, overrides: Mapping[str, Any], key: Any) -> None:
+        self.conn_id, self.overrides, self.key = conn_id, overrides, key
+        self.users = 0
+        self.config: ConnectionConfig | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._lookup = asyncio.Lock()
+        self._in_flight: asyncio.Semaphore | None = None
+        self._resume_at = 0.0
+
+    @classmethod
+    def join(cls, conn_id: str, overrides: Mapping[str, Any]) -> _SharedConnection:
+        """Return the connection's shared state in the running event loop, counting one more user."""
+        by_key = cls._registry.setdefault(asyncio.get_running_loop(), {})
+        key = (conn_id, tuple(sorted(overrides.items())))
+        shared = by_key.get(key) or by_key.setdefault(key, cls(conn_id, overrides, key))
+        shared.users += 1
+        return shared
+
+    async def leave(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
+        self._registry.get(asyncio.get_running_loop(), {}).pop(self.key, None)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def get_config(self) -> ConnectionConfig:
+        async with self._lookup:  # the first hook looks it up; the others wait for its answer
+            if self.config is None:
+                conn = await get_async_connection(self.conn_id)
+                extra = await _async_extra_dejson(conn)
+                config = config_of(conn, extra, conn_id=self.conn_id, overrides=self.overrides)
+                await _amask_secret(config.api_key)
+                self._in_flight = asyncio.Semaphore(config.max_concurrency)
+                self.config = config
+        return self.config
+
+    async def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            config = await self.get_config()
+            limit = httpx.Limits(max_connections=config.max_concurrency)
+            # Building a client builds a TLS context: tens of milliseconds of CPU, kept off the loop.
+            client = await asyncio.to_thread(
+                httpx.AsyncClient,
+                headers=_api.request_headers(config.api_key),
+                timeout=config.timeout,
+                follow_redirects=False,
+                limits=limit,
+            )
+            if self._client is None:
+                self._client = client
+            else:  # another hook built one meanwhile
+                await client.aclose()
+        return self._client
+
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Wait for a free slot, and out any 429 pause, then hold the slot for one request."""
+        await self.get_config()
+        assert self._in_flight is not None
+        async with self._in_flight:
+            while (wait := self._resume_at - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            yield
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request on the connection for ``seconds`` (a 429's Retry-After, capped)."""
+        self._resume_at = max(self._resume_at, time.monotonic() + min(seconds, _api.MAX_RETRY_AFTER_SECONDS))
 
 
 def _attempts(

@@ -158,6 +158,7 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         except KaleyraEmailAPIError as error:
             outcome = rule.judge_error(self.message_id, error, waited=time.time() - self._started_at)
         if not outcome.done:
+            self.log.info("Message %s: %s.", self.message_id, outcome.message)
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(outcome))
 

@@ -119,6 +119,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
         self.log.info("Waiting for message %s: a poll every %g s.", self.message_id, self.poke_interval)
         if self.first_poll_at is not None:
             await asyncio.sleep(self._pause(until=self.first_poll_at))
+        last = None
         while True:
             polled_at = time.time()
             try:
@@ -128,10 +129,14 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
             if outcome.done:
                 self.log.info("%s", outcome.message)
                 return outcome
+            if outcome.message != last:  # a line per change, not per poll: a triggerer runs thousands
+                self.log.info("Message %s: %s.", self.message_id, outcome.message)
+                last = outcome.message
             if self.end_time is not None and polled_at >= self.end_time:
                 # That poll was the last check, made at the deadline, not skipped (#62306).
                 return outcome.timed_out(self.end_time - started_at)
-            await asyncio.sleep(self._pause(until=time.time() + self.poke_interval))
+            # Poll starts are poke_interval apart, however long a poll took (waiting for a slot, say).
+            await asyncio.sleep(self._pause(until=polled_at + self.poke_interval))
 
     def _pause(self, *, until: float) -> float:
         """Return the seconds to sleep until ``until``, cut short so that the last poll lands on the deadline."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -13,7 +14,7 @@ from airflow_provider_kaleyra_email.hooks.kaleyra_email import (
     KaleyraEmailHook,
     KaleyraEmailRetriesExhaustedError,
 )
-from airflow_provider_kaleyra_email.testing import DEFAULT_API_KEY
+from airflow_provider_kaleyra_email.testing import DEFAULT_API_KEY, Faults
 
 pytestmark = pytest.mark.usefixtures("kaleyra_email_connection")
 
@@ -125,3 +126,78 @@ async def test_the_async_hook_retries_with_the_sync_hooks_policy(kaleyra_email_e
         await hook.aclose()
     assert got["message_id"] == message_id
     assert [r.fault for r in kaleyra_email_emulator.requests] == ["503", "drop", None]
+
+
+@pytest.fixture
+def lookups(monkeypatch):
+    """Count the connection lookups the async hooks make (Airflow's own lookup still answers)."""
+    from airflow_provider_kaleyra_email.hooks import kaleyra_email as module
+
+    calls: list[str] = []
+    real = module.get_async_connection
+
+    async def counted(conn_id):
+        calls.append(conn_id)
+        return await real(conn_id)
+
+    monkeypatch.setattr(module, "get_async_connection", counted)
+    return calls
+
+
+@pytest.mark.asyncio
+async def test_hooks_on_one_connection_share_a_lookup_a_client_and_a_cap_on_requests_in_flight(
+    kaleyra_email_emulator, monkeypatch, lookups
+):
+    monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(max_concurrency=2))
+    kaleyra_email_emulator.set_faults(Faults(latency=0.2))
+    message_id = synthetic_id(kaleyra_email_emulator)
+    hooks = [KaleyraEmailAsyncHook() for _ in range(6)]
+
+    started = time.monotonic()
+    answers = await asyncio.gather(*(hook.get_message_stats(message_id) for hook in hooks))
+    elapsed = time.monotonic() - started
+
+    assert all(answer["message_id"] == message_id for answer in answers)
+    assert lookups == ["kaleyra_email_default"]
+    clients = {id(await hook._shared().client()) for hook in hooks}
+    assert len(clients) == 1
+    # Two at a time, 0.2 s each: three rounds, and the server saw them arrive two by two.
+    assert elapsed >= 0.55
+    arrivals = sorted(request.at for request in kaleyra_email_emulator.requests)
+    assert arrivals[2] - arrivals[0] >= 0.15
+    assert arrivals[4] - arrivals[2] >= 0.15
+    client = await hooks[0]._shared().client()
+    for hook in hooks:
+        await hook.aclose()
+    assert client.is_closed, "the last hook to leave closes the shared client"
+
+
+@pytest.mark.asyncio
+async def test_a_429_pauses_every_hook_on_the_connection_for_its_retry_after(kaleyra_email_emulator, lookups):
+    kaleyra_email_emulator.set_faults(Faults(retry_after=1.0))
+    message_id = synthetic_id(kaleyra_email_emulator)
+    first, second = KaleyraEmailAsyncHook(), KaleyraEmailAsyncHook()
+    kaleyra_email_emulator.queue_faults("429")
+    try:
+        with pytest.raises(KaleyraEmailRetriesExhaustedError, match="429"):
+            await first.get_message_stats(message_id)
+        started = time.monotonic()
+        answer = await second.get_message_stats(message_id)
+        waited = time.monotonic() - started
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+    assert answer["message_id"] == message_id
+    assert waited >= 0.9, "the other hook waited out the Retry-After before asking"
+    assert lookups == ["kaleyra_email_default"]
+
+
+@pytest.mark.asyncio
+async def test_a_hook_that_comes_after_the_last_one_left_looks_the_connection_up_again(kaleyra_email_emulator, lookups):
+    message_id = synthetic_id(kaleyra_email_emulator)
+    for _ in range(2):
+        hook = KaleyraEmailAsyncHook()
+        await hook.get_message_stats(message_id)
+        await hook.aclose()
+    assert lookups == ["kaleyra_email_default"] * 2, "a rotated key is read by the next wait"

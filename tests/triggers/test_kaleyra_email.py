@@ -74,7 +74,10 @@ async def test_fires_success_once_the_emulator_delivers(kaleyra_email_emulator):
     assert time.monotonic() - started >= 0.9
     # asyncio.sleep between polls, never a busy loop.
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(polls)]
-    assert min(gaps) >= POKE * 0.9
+    # Poll starts are POKE apart; the first request also builds the shared client and connects, so
+    # it reaches the server late and the first gap is shorter by that much.
+    assert min(gaps[1:]) >= POKE * 0.9
+    assert gaps[0] >= POKE * 0.5
     assert all(p.api_key_ok for p in polls)
 
 
@@ -141,7 +144,8 @@ async def test_an_api_that_keeps_failing_is_polled_calmly_until_the_deadline(kal
     assert len(polls) >= 6
     assert {p.status for p in polls} <= {500, 503}
     gaps = [later.at - earlier.at for earlier, later in itertools.pairwise(polls[:-1])]
-    assert min(gaps) >= POKE * 0.9
+    assert min(gaps[1:]) >= POKE * 0.9  # the first request also builds the client: see above
+    assert gaps[0] >= POKE * 0.5
 
 
 @pytest.mark.asyncio

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
 import weakref
@@ -629,6 +630,38 @@ class KaleyraEmailAsyncHook(BaseHook):
         endpoint = f"GET {path}"
         body = await self._get(config, path, endpoint=endpoint)
         return _api.message_from_body(body, message_id=message_id, endpoint=endpoint)
+
+    async def iter_log_rows(
+        self, from_date: date, to_date: date, *, search: Sequence[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """
+        Yield the log rows of an account-local day range, page by page, in order, each row once.
+
+        For watchers, which read small, recent listings often: pages one after another, ending on a
+        short page, and never more pages than the first ``total`` calls for (plus one), nor a page
+        that repeats the one before (a server that clamps ``page``).
+        """
+        config = await self.get_config()
+        path = _api.logs_path(config.sid)
+        params = [*_api.date_params(from_date, to_date).items(), *(("search", t) for t in search)]
+        seen: set[Any] = set()
+        previous: list[Any] = []
+        last_page = None
+        for number in itertools.count(1):
+            query = urlencode([*params, ("page", str(number)), ("limit", str(config.page_size))])
+            body = await self._get(config, f"{path}?{query}", endpoint=f"GET {path}")
+            page = _api.page_of(body, number=number, endpoint=f"GET {path}")
+            keys = _api.log_row_keys(page.rows)
+            if not page.rows or keys == previous:
+                return
+            fresh = [row for row, key in zip(page.rows, keys, strict=True) if key is None or key not in seen]
+            seen.update(key for key in keys if key is not None)
+            yield fresh
+            if isinstance(page.total, int) and last_page is None:
+                last_page = -(-page.total // config.page_size) + 1
+            if len(page.rows) < config.page_size or (last_page is not None and number >= last_page):
+                return
+            previous = keys
 
     def scrub(self, text: str) -> str:
         """``text`` without the API key, should anything ever have echoed it."""

@@ -1,12 +1,26 @@
-"""The trigger that waits, on the triggerer, until a Kaleyra message reached its recipients."""
+"""
+The triggers of the Kaleyra Email API.
+
+``KaleyraEmailMessageDeliveredTrigger`` waits, on the triggerer, until a message reached its
+recipients; ``KaleyraEmailNewLogRowsTrigger`` watches the logs for new rows (bounces, by
+default) and starts DAG runs through an ``AssetWatcher`` (Airflow 3).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
+from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+try:
+    from airflow.triggers.base import BaseEventTrigger
+except ImportError:  # Airflow 2.11: no event-driven scheduling
+    BaseEventTrigger = BaseTrigger  # type: ignore[misc,assignment]
 
 from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.delivery import (
@@ -23,6 +37,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Sequence
 
 CLASSPATH = "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageDeliveredTrigger"
+NEW_ROWS_CLASSPATH = "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailNewLogRowsTrigger"
+#: What a watcher looks for by default: the statuses that mean the mail will never arrive.
+DEFAULT_WATCHED_STATUSES = tuple(status.value for status in DEFAULT_FAILED_STATUSES)
 
 
 class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
@@ -147,3 +164,126 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
 
 #: The name an earlier release serialized its triggers under; those still load, as this trigger.
 KaleyraEmailMessageStatusTrigger = KaleyraEmailMessageDeliveredTrigger
+
+
+class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type]
+    """
+    Watch the logs for new rows in the watched statuses; fire one event per batch of them.
+
+    For event-driven DAGs (Airflow 3): give it to an ``AssetWatcher`` on an ``Asset`` the DAG is
+    scheduled on. Every ``poll_interval`` seconds it lists the logs of the account-local days from
+    ``days_back`` days ago to today, once per watched status (the API's ``search`` terms must all
+    match, so each status is its own listing), and fires an event for the rows it has not fired
+    before: ``{"rows": [...], "count": n, "from_date": ..., "to_date": ..., "statuses": [...]}``,
+    at most ``max_rows_per_event`` rows each. The asset event's ``extra`` holds it as ``payload``.
+
+    A row is "seen" by its message id, recipients and status, kept in memory for the days still
+    watched: the same row never fires twice within a triggerer's life. After a triggerer restart
+    the memory is gone, and the first poll fires the rows of the watched days again: the DAG it
+    starts should be idempotent (suppressing an address twice is harmless).
+
+    :param kaleyra_email_conn_id: the Kaleyra Email connection.
+    :param statuses: the statuses to watch (default: ``BOUNCE``, ``BLOCKED``, ``FAILED``, ``SUPPRESSED``).
+    :param search: more terms every row must match, e.g. a sender or a template name.
+    :param poll_interval: seconds between polls (default 60).
+    :param days_back: how many days before today (account time zone) to watch as well (default 1:
+        a bounce of yesterday's mail is often logged today).
+    :param max_rows_per_event: most rows in one event; more new rows make more events.
+    """
+
+    def __init__(
+        self,
+        *,
+        kaleyra_email_conn_id: str = KaleyraEmailAsyncHook.default_conn_name,
+        statuses: Sequence[str] = DEFAULT_WATCHED_STATUSES,
+        search: Sequence[str] | str | None = None,
+        poll_interval: float = 60.0,
+        days_back: int = 1,
+        max_rows_per_event: int = 1_000,
+        **kwargs: Any,
+    ) -> None:
+        if BaseEventTrigger is BaseTrigger:
+            raise AirflowOptionalProviderFeatureException(
+                "KaleyraEmailNewLogRowsTrigger starts DAG runs through an AssetWatcher, which needs "
+                "Airflow 3 (event-driven scheduling); on Airflow 2.11 schedule a DAG that runs "
+                "KaleyraEmailFetchLogsOperator with search=['BOUNCE'] instead."
+            )
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        self.kaleyra_email_conn_id = kaleyra_email_conn_id
+        self.statuses = sorted({status.value for status in DeliveryRule(failed_statuses=statuses).failed})
+        if not self.statuses:
+            raise ValueError(f"statuses={statuses!r} is empty: give at least one status to watch.")
+        self.search = validation.search_terms(search)
+        self.poll_interval = validation.positive_number(poll_interval, parameter="poll_interval")
+        self.days_back = validation.int_in_range(days_back, parameter="days_back", low=0, high=30)
+        self.max_rows_per_event = validation.int_in_range(
+            max_rows_per_event, parameter="max_rows_per_event", low=1, high=100_000
+        )
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the classpath and JSON-safe kwargs: the connection id, never the key."""
+        return NEW_ROWS_CLASSPATH, {
+            "kaleyra_email_conn_id": self.kaleyra_email_conn_id,
+            "statuses": self.statuses,
+            "search": self.search,
+            "poll_interval": self.poll_interval,
+            "days_back": self.days_back,
+            "max_rows_per_event": self.max_rows_per_event,
+        }
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll for ever; fire the rows not fired before, in batches."""
+        hook = KaleyraEmailAsyncHook(self.kaleyra_email_conn_id)
+        seen: dict[date, set[tuple[Any, ...]]] = {}
+        try:
+            tz = ZoneInfo((await hook.get_config()).timezone)
+            while True:
+                polled_at = time.time()
+                today = datetime.now(tz).date()
+                first = today - timedelta(days=self.days_back)
+                for day in [day for day in seen if day < first]:
+                    del seen[day]  # no longer watched: its rows cannot come back
+                try:
+                    fresh = await self._new_rows(hook, first, today, seen)
+                except KaleyraEmailAPIError as error:  # the next poll tries again
+                    self.log.warning("Watching the Kaleyra logs: this poll failed: %s", error)
+                    fresh = []
+                for start in range(0, len(fresh), self.max_rows_per_event):
+                    rows = fresh[start : start + self.max_rows_per_event]
+                    self.log.info("%d new log row(s) in %s for %s..%s.", len(rows), self.statuses, first, today)
+                    yield TriggerEvent(  # type: ignore[no-untyped-call]
+                        {
+                            "rows": rows,
+                            "count": len(rows),
+                            "from_date": first.isoformat(),
+                            "to_date": today.isoformat(),
+                            "statuses": self.statuses,
+                        }
+                    )
+                await asyncio.sleep(max(0.0, polled_at + self.poll_interval - time.time()))
+        finally:
+            await hook.aclose()
+
+    async def _new_rows(
+        self, hook: KaleyraEmailAsyncHook, first: date, last: date, seen: dict[date, set[tuple[Any, ...]]]
+    ) -> list[dict[str, Any]]:
+        fresh = []
+        for status in self.statuses:
+            async for page in hook.iter_log_rows(first, last, search=[status, *self.search]):
+                for row in page:
+                    key = (row.get("message_id"), row.get("to_mail"), str(row.get("status") or "").upper())
+                    if key[2] != status:  # search also matches addresses and templates ("bounce@...")
+                        continue
+                    day = _row_day(row, default=last)
+                    if key not in seen.setdefault(day, set()):
+                        seen[day].add(key)
+                        fresh.append(row)
+        return fresh
+
+
+def _row_day(row: dict[str, Any], *, default: date) -> date:
+    """Return the account-local day a row was submitted on (its ``submitted_at``), else ``default``."""
+    try:
+        return date.fromisoformat(str(row.get("submitted_at") or "")[:10])
+    except ValueError:
+        return default

@@ -31,7 +31,9 @@ def test_every_example_imports_without_errors_or_deprecation_warnings():
         bag = load_examples()
 
     assert bag.import_errors == {}
-    assert len(bag.dag_ids) == len(list(EXAMPLES.glob("example_*.py")))
+    event_driven = {"example_kaleyra_email_suppress_bounces"}  # Airflow 3 only: no DAG on 2.11
+    expected = {path.stem for path in EXAMPLES.glob("example_*.py")} - (event_driven if AIRFLOW_2 else set())
+    assert set(bag.dag_ids) == expected
     ours = [
         f"{w.category.__name__}: {w.message} ({w.filename})"
         for w in caught

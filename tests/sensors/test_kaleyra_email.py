@@ -90,6 +90,8 @@ def warmed_up(airflow_db):
 @pytest.mark.parametrize("mode", MODES)
 class TestModes:
     def test_waits_through_not_visible_yet_and_returns_the_statuses(self, mode, kaleyra_email_emulator):
+        # Invisible for 1.5 s, so that the first poke lands there even on a loaded machine.
+        kaleyra_email_emulator.dataset.send_visibility_delay = 1.5
         message_id = send(kaleyra_email_emulator, "ops@example.com")
 
         dag_run, ti = run_wait(mode, message_id)

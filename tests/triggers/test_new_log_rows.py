@@ -1,0 +1,119 @@
+"""KaleyraEmailNewLogRowsTrigger against the emulator: every failed row once, new ones as they come."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import date, datetime, timedelta, timezone
+
+import airflow
+import pytest
+
+from airflow_provider_kaleyra_email.triggers.kaleyra_email import KaleyraEmailNewLogRowsTrigger
+
+AIRFLOW_3 = not airflow.__version__.startswith("2.")
+TODAY = datetime.now(timezone.utc).date()
+FAILED = ("BOUNCE", "BLOCKED", "FAILED", "SUPPRESSED")
+
+pytestmark = pytest.mark.usefixtures("kaleyra_email_connection")
+
+
+def key(row):
+    return (row["message_id"], row["to_mail"], row["status"])
+
+
+async def events_within(trigger, seconds: float) -> list[dict]:
+    """Every event the trigger fires within ``seconds``; then it is cancelled, as a triggerer would."""
+    fired: list[dict] = []
+
+    async def collect():
+        async for event in trigger.run():
+            fired.append(event.payload)
+
+    task = asyncio.ensure_future(collect())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return fired
+
+
+@pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling is Airflow 3's")
+@pytest.mark.asyncio
+@pytest.mark.kaleyra_email_emulator(start_date=TODAY - timedelta(days=3), days=4, rows_per_day=400)
+async def test_fires_every_failed_row_of_the_watched_days_once_across_polls(kaleyra_email_emulator):
+    dataset = kaleyra_email_emulator.dataset
+    expected = {
+        key(row)
+        for status in FAILED
+        for row in dataset.expected_logs(TODAY - timedelta(days=1), TODAY, search=[status])
+        if row["status"] == status  # search also matches addresses
+    }
+    assert expected, "the emulator's day has failures to find"
+
+    fired = await events_within(KaleyraEmailNewLogRowsTrigger(poll_interval=0.4), 1.5)
+
+    rows = [row for event in fired for row in event["rows"]]
+    assert len(rows) == len({key(row) for row in rows}), "no row fired twice, over three polls or more"
+    assert {key(row) for row in rows} == expected
+    assert all(event["count"] == len(event["rows"]) for event in fired)
+    assert {(e["from_date"], e["to_date"]) for e in fired} == {
+        ((TODAY - timedelta(days=1)).isoformat(), TODAY.isoformat())
+    }
+    polls = [r for r in kaleyra_email_emulator.requests if r.path.endswith("/logs")]
+    assert {r.query["search"][0] for r in polls} == set(FAILED), "one listing per status"
+
+
+@pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling is Airflow 3's")
+@pytest.mark.asyncio
+@pytest.mark.kaleyra_email_emulator(start_date=TODAY - timedelta(days=3), days=4, rows_per_day=50)
+async def test_a_new_bounce_fires_once_in_a_later_event(kaleyra_email_emulator):
+    trigger = KaleyraEmailNewLogRowsTrigger(poll_interval=0.3, days_back=0, max_rows_per_event=5)
+    fired: list[dict] = []
+
+    async def collect():
+        async for event in trigger.run():
+            fired.append(event.payload)
+
+    task = asyncio.ensure_future(collect())
+    await asyncio.sleep(1.0)
+    before = len(fired)
+    assert all(len(event["rows"]) <= 5 for event in fired)
+    sent = kaleyra_email_emulator.dataset.send(from_mail="r@shop.example.com", to=["x.bounce@example.com"], subject="s")
+    await asyncio.sleep(2.5)  # the emulator bounces it after about a second
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+    # Today's synthetic traffic goes on meanwhile, so other new failures may come too.
+    later = [row for event in fired[before:] for row in event["rows"]]
+    ours = [row for row in later if row["message_id"] in sent.message_ids()]
+    assert [row["status"] for row in ours] == ["BOUNCE"], "the new bounce fired once"
+    earlier = {row["message_id"] for event in fired[:before] for row in event["rows"]}
+    assert earlier.isdisjoint(sent.message_ids())
+    assert len(later) == len({key(row) for row in later + [r for e in fired[:before] for r in e["rows"]]}) - sum(
+        len(e["rows"]) for e in fired[:before]
+    ), "nothing fired before fired again"
+
+
+@pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling is Airflow 3's")
+def test_it_serializes_to_what_rebuilds_it_and_refuses_bad_arguments():
+    trigger = KaleyraEmailNewLogRowsTrigger(statuses=["bounce"], search="newsletter", poll_interval=30)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailNewLogRowsTrigger"
+    assert kwargs["statuses"] == ["BOUNCE"]
+    assert kwargs["search"] == ["newsletter"]
+    assert KaleyraEmailNewLogRowsTrigger(**kwargs).serialize() == (classpath, kwargs)
+    with pytest.raises(ValueError, match="BOUNCED"):
+        KaleyraEmailNewLogRowsTrigger(statuses=["BOUNCED"])
+    with pytest.raises(ValueError, match="poll_interval"):
+        KaleyraEmailNewLogRowsTrigger(poll_interval=0)
+
+
+@pytest.mark.skipif(AIRFLOW_3, reason="on Airflow 3 the watcher exists")
+def test_on_airflow_2_it_says_it_needs_airflow_3():
+    from airflow.exceptions import AirflowOptionalProviderFeatureException
+
+    with pytest.raises(AirflowOptionalProviderFeatureException, match="needs Airflow 3"):
+        KaleyraEmailNewLogRowsTrigger()
+    assert date  # the module imports on 2.11: only building the trigger is refused

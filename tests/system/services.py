@@ -307,8 +307,12 @@ def airflow_env(base: dict[str, str], home: Path, lake: Path, api_port: int, emu
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             # Only the runs the tests trigger: no scheduled run when a DAG is unpaused.
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            # Active from their first parse: an asset watcher is registered only for an unpaused DAG,
+            # when its file is parsed (and the files are parsed once here).
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT": json.dumps(emulator.connection()),
             "AIRFLOW_VAR_KALEYRA_EMAIL_EXPORT_URL": lake.as_uri(),
+            "AIRFLOW_VAR_KALEYRA_EMAIL_SUPPRESSION_LIST": (lake / "suppressed.txt").as_uri(),
             "KALEYRA_EMAIL_EXAMPLE_POKE_INTERVAL": str(POKE_INTERVAL),
         }
         | SPEED_SETTINGS

@@ -14,7 +14,7 @@ import re
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
@@ -256,7 +256,7 @@ def log_row_key(row: Mapping[str, Any]) -> tuple[Any, Any]:
 _complete_row_key = itemgetter("message_id", "to_mail")  # log_row_key, for rows that have both
 
 
-def log_row_keys(rows: list[Mapping[str, Any]]) -> list[tuple[Any, Any] | None]:
+def log_row_keys(rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any] | None]:
     """Return ``log_row_key`` of every row of a page, ``None`` for a row missing either part."""
     try:
         keys: list[tuple[Any, Any] | None] = list(map(_complete_row_key, rows))  # in C, the usual case

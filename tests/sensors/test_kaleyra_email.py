@@ -90,8 +90,9 @@ def warmed_up(airflow_db):
 @pytest.mark.parametrize("mode", MODES)
 class TestModes:
     def test_waits_through_not_visible_yet_and_returns_the_statuses(self, mode, kaleyra_email_emulator):
-        # Invisible for 1.5 s, so that the first poke lands there even on a loaded machine.
-        kaleyra_email_emulator.dataset.send_visibility_delay = 1.5
+        # Invisible for 0.9 s (the DAG's not_found_grace is 1 s), so that the first poke lands
+        # there even on a loaded machine.
+        kaleyra_email_emulator.dataset.send_visibility_delay = 0.9
         message_id = send(kaleyra_email_emulator, "ops@example.com")
 
         dag_run, ti = run_wait(mode, message_id)

@@ -279,7 +279,7 @@ def _regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:
 
 
 def _write_jsonl(batches: Iterable[list[Any]], stream: _CountingStream) -> WriteResult:
-    """JSON Lines: the rows as the API sent them."""
+    """JSON Lines: the rows as the API sent them (a ``msgspec.Raw`` row is copied as it is)."""
     result = WriteResult()
     for batch in batches:
         stream.write(_encoder.encode_lines(batch))

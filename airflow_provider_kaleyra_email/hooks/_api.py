@@ -19,7 +19,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 from urllib.parse import quote, quote_plus, urlsplit
 
 import certifi
@@ -151,7 +151,7 @@ def interpret_response(
         raise KaleyraEmailAPIError(endpoint=endpoint, status_code=status, error_code=None, message=message)
     try:
         body = _json_decoder.decode(content)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec checks UTF-8 as it reads a string
         if status < HTTPStatus.BAD_REQUEST:
             # Scrubbed before it is cut, so no part of a key remains; 2 KB hold 80 characters and a key.
             text = scrub(content[:2048].decode("utf-8", "replace"), api_key)
@@ -215,13 +215,57 @@ def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str,
 
 def page_of(body: Any, *, number: int, endpoint: str) -> Page:
     """Return page ``number`` of a listing, with its ``total`` as a count or, when it is not one, as sent."""
-    rows = data_of(body, endpoint=endpoint, page=number)
-    total = body.get("total")
+    return _counted(Page(number, data_of(body, endpoint=endpoint, page=number)), body.get("total"))
+
+
+def _counted(page: Page, total: Any) -> Page:
     if isinstance(total, str) and total.strip().isdecimal():
-        return Page(number, rows, int(total))
-    if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
-        return Page(number, rows, total)
-    return Page(number, rows, None, None if total is None else _preview(repr(total), 40))
+        page.total = int(total)
+    elif isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+        page.total = total
+    elif total is not None:
+        page.odd_total = _preview(repr(total), 40)
+    return page
+
+
+class _LogRowKey(TypedDict, total=False):
+    message_id: Any
+    to_mail: Any
+
+
+class _LogPageKeys(msgspec.Struct, gc=False):
+    data: list[_LogRowKey] | None = None
+
+
+class _LogPageAsSent(msgspec.Struct, gc=False):
+    data: list[msgspec.Raw] | None = None
+    total: Any = None
+    error: Any = None
+
+
+_keys_decoder = msgspec.json.Decoder(_LogPageKeys)
+_as_sent_decoder = msgspec.json.Decoder(_LogPageAsSent)
+
+
+def log_page_as_sent(content: bytes, *, number: int) -> Page | None:
+    """
+    Return page ``number`` of the logs from an HTTP 200 body, each row its JSON as sent (``msgspec.Raw``).
+
+    For JSON Lines, which then need not decode and encode every row again: only the rows' keys
+    are decoded. ``None`` for any body that is not plainly a page of JSON objects on one line, in
+    UTF-8, without an error: ``interpret_response`` and ``page_of`` say what is wrong with it.
+    """
+    if b"\n" in content or b"\r" in content:  # a row may span lines
+        return None
+    try:
+        if not content.isascii():
+            content.decode()  # what msgspec skips, it does not check
+        page, keys = _as_sent_decoder.decode(content), _keys_decoder.decode(content)
+    except (msgspec.DecodeError, UnicodeDecodeError):  # a row that is not an object, a body that is not a page
+        return None
+    if page.error:
+        return None
+    return _counted(Page(number, page.data or [], keys=log_row_keys(keys.data or [])), page.total)
 
 
 def flatten_day(day: Mapping[str, Any]) -> dict[str, Any]:

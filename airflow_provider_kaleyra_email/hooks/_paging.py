@@ -71,16 +71,25 @@ def cancellable_sleep(cancel: threading.Event) -> Callable[[float], None]:
 
 
 def list_pages(
-    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int
-) -> Iterator[list[dict[str, Any]]]:
+    fetch: Callable[[int, threading.Event], Page],
+    listing: Listing,
+    *,
+    concurrency: int,
+    in_flight: Callable[[], int] | None = None,
+) -> Iterator[list[Any]]:
     """
     Yield the new rows of every page of a listing, as ``listing`` allows; then repair slid rows, check the counts.
 
-    ``fetch(page, cancel)`` returns one page; setting ``cancel`` cuts its retries short.
+    ``fetch(page, cancel)`` returns one page; setting ``cancel`` cuts its retries short. For
+    ``concurrency`` and ``in_flight``, see :func:`fetch_in_order`.
     """
     cancel = threading.Event()
     pages = fetch_in_order(
-        lambda number: fetch(number, cancel), allowed=listing.allowed, concurrency=concurrency, cancel=cancel
+        lambda number: fetch(number, cancel),
+        allowed=listing.allowed,
+        concurrency=concurrency,
+        cancel=cancel,
+        in_flight=in_flight,
     )
     with closing(pages):
         for page in pages:
@@ -99,12 +108,15 @@ def fetch_in_order(
     allowed: Callable[[], int],
     concurrency: int,
     cancel: threading.Event,
+    in_flight: Callable[[], int] | None = None,
 ) -> Generator[R, None, None]:
     """
     Yield ``fetch(1)``, ``fetch(2)``, ... in order, ``concurrency`` at once, page ``n`` once ``allowed() >= n``.
 
-    The first failure anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is
-    sent) and is raised at once; leaving early sets it too, and waits only for requests on the wire.
+    While ``in_flight()`` (how many fetches are worth running now) is one, a fetch runs in the
+    caller's thread: on loopback, threads cost a listing a third of its time. The first failure
+    anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is sent) and is raised
+    at once; leaving early sets it too, and waits only for requests on the wire.
     """
     if concurrency <= 1:  # in the caller's thread
         yield from map(fetch, takewhile(lambda page: page <= allowed(), count(1)))
@@ -126,6 +138,10 @@ def fetch_in_order(
     next_page = 1
     try:
         while True:
+            if not pending and next_page <= allowed() and in_flight is not None and in_flight() <= 1:
+                next_page += 1
+                yield fetch(next_page - 1)
+                continue
             while next_page <= allowed():
                 pending.append(pool.submit(guarded, next_page))
                 next_page += 1
@@ -143,12 +159,17 @@ def fetch_in_order(
 
 @dataclass
 class Page:
-    """One answer of a paged endpoint: its rows, its ``total`` as a count, or as sent when it is not one."""
+    """
+    One answer of a paged endpoint: its rows, its ``total`` as a count, or as sent when it is not one.
+
+    ``keys``, when given, are the rows' keys (for rows that are not dicts: ``msgspec.Raw``).
+    """
 
     number: int
-    rows: list[dict[str, Any]]
+    rows: list[Any]
     total: int | None = None
     odd_total: str | None = None
+    keys: list[Any] | None = None
 
 
 @dataclass
@@ -237,7 +258,7 @@ class Listing:
         if len(page.rows) > self.page_size:
             self.problems.append(f"page {page.number} held {len(page.rows)} rows, more than limit={self.page_size}")
             raise self.error()
-        keys, fingerprint = self._keys(page.rows)
+        keys, fingerprint = self._keys(page)
         repeat_of = self._fingerprints.setdefault(fingerprint, page.number) if page.rows else page.number
         fresh = [] if repeat_of != page.number else self._fresh(page, keys)
         self.duplicates += len(page.rows) - len(fresh)
@@ -273,7 +294,7 @@ class Listing:
             if not page.rows:
                 break
             self._note(page)
-            fresh = self._fresh(page, self._keys(page.rows)[0])
+            fresh = self._fresh(page, self._keys(page)[0])
             self.duplicates += len(page.rows) - len(fresh)
             # Rows keep sliding while we repair, so one page that missed is not proof of an end.
             fruitless = 0 if fresh else fruitless + 1
@@ -341,17 +362,19 @@ class Listing:
         before = self._page_totals.get(earlier)
         return page.total is not None and before is not None and page.total - before >= len(page.rows) > 0
 
-    def _keys(self, rows: list[dict[str, Any]]) -> tuple[list[Any], int]:
-        """Return each row's key, and the page's fingerprint: equal for two pages with the same rows."""
-        keys = self.key_of(rows)
-        try:
-            fingerprint = hash(tuple(keys))
-        except TypeError:  # an id that is a list or an object: compare it by its JSON
-            keys = [_hashable(key) for key in keys]
-            fingerprint = hash(tuple(keys))
-        if None in keys:  # rows without a key count by their content
-            fingerprint = hash(_encode(rows))
-        return keys, fingerprint
+    def _keys(self, page: Page) -> tuple[list[bytes | None], int]:
+        """
+        Return each row's key as JSON, and the page's fingerprint: equal for two pages with the same rows.
+
+        As JSON, any id is hashable (a list, an object), is hashed once, and is not tracked by the
+        garbage collector (20,000 keys as tuples cost a new process a full collection, 0.1 s).
+        """
+        keys = self.key_of(page.rows) if page.keys is None else page.keys
+        if None not in keys:
+            as_json: list[bytes | None] = list(map(_encode, keys))
+            return as_json, hash(tuple(as_json))
+        # Rows without a key count by their content.
+        return [None if key is None else _encode(key) for key in keys], hash(_encode(page.rows))
 
     def _fresh(self, page: Page, keys: list[Any]) -> list[dict[str, Any]]:
         fresh = self.seen.new_only(page.rows, keys)
@@ -369,14 +392,6 @@ class Listing:
         if len(page.rows) == self.page_size:
             return f"page {n} completed the total"
         return f"page {n} was the last ({len(page.rows)} rows, limit {self.page_size})"
-
-
-def _hashable(key: Any) -> Any:
-    try:
-        hash(key)
-    except TypeError:
-        return _encode(key)
-    return key
 
 
 @dataclass
@@ -428,8 +443,9 @@ class AdaptiveConcurrency:
     """
     Requests in flight: as many as hide the round trip (Little's law), within a ceiling halved on 429.
 
-    ``ceil(rtt / gap) + 1``: the shortest recent request over the time between completions, so on
-    loopback one or two (more threads would only fight over the GIL). Shared by a hook's requests.
+    ``ceil(rtt / gap) + 1``: the shortest recent request over the time between completions; but
+    one when requests wait for their answer less than they take of our CPU (on loopback: 0.1 ms
+    and 0.4 ms), as more would only fight over the GIL. Shared by a hook's requests.
     """
 
     #: Several requests in flight see the same 429 burst; count it once per this many seconds.
@@ -445,6 +461,7 @@ class AdaptiveConcurrency:
         self._successes = 0
         self._last_decrease = float("-inf")
         self._rtt = float("inf")
+        self._wait = self._cpu = float("inf")  # the least a recent answer was waited for, and took of our CPU
         self._gap: float | None = None
         self._last_done: float | None = None
         self._cond = threading.Condition()
@@ -456,14 +473,15 @@ class AdaptiveConcurrency:
             while self._active >= self.limit:
                 self._cond.wait()
             self._active += 1
-        started = time.monotonic()
+        started, cpu_started, answered = time.monotonic(), time.thread_time(), False
         try:
             yield
+            answered = True
         finally:
-            done = time.monotonic()
+            done, cpu = time.monotonic(), time.thread_time() - cpu_started if answered else 0.0
             with self._cond:
                 self._active -= 1
-                self._observe(done - started, done)
+                self._observe(done - started, done, cpu)
                 self._cond.notify(max(1, self.limit - self._active))  # wake only those who may go
 
     def throttled(self) -> None:
@@ -486,11 +504,16 @@ class AdaptiveConcurrency:
                 self._successes = 0
                 self.ceiling += 1
 
-    def _observe(self, duration: float, done: float) -> None:
+    def _observe(self, duration: float, done: float, cpu: float = 0.0) -> None:
         self._rtt = min(self._rtt * 1.01, duration)  # the shortest recent request, drifting up slowly
+        if cpu > 0:  # an answer: minima, as other threads and the garbage collector inflate either
+            self._wait = min(self._wait * 1.01, duration - cpu)
+            self._cpu = min(self._cpu * 1.01, cpu)
         if self._last_done is not None:
             gap = done - self._last_done
             self._gap = gap if self._gap is None else (1 - self.SMOOTHING) * self._gap + self.SMOOTHING * gap
         self._last_done = done
-        if self._gap:
+        if self._wait < self._cpu:
+            self.limit = 1
+        elif self._gap:
             self.limit = max(1, min(self.ceiling, math.ceil(self._rtt / self._gap) + 1))

@@ -292,18 +292,21 @@ class KaleyraEmailHook(BaseHook):
         search: str | list[str] | tuple[str, ...] | None = None,
         page_size: int | None = None,
         allow_count_mismatch: bool = False,
+        as_sent: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         """
         Return the rows of :meth:`iter_logs`, one list per page, for callers that handle rows in batches.
 
         Takes the same parameters as :meth:`iter_logs`; a page whose rows were all listed
-        before yields nothing.
+        before yields nothing. With ``as_sent``, for a writer of JSON Lines, a row is its JSON as
+        the API sent it (a ``msgspec.Raw``, which ``msgspec.json.Encoder.encode_lines`` copies)
+        wherever the page allows, else a dict.
         """
         query = self._logs_query(
             from_date, to_date, to_mail=to_mail, message_id=message_id, search=search, page_size=page_size
         )
         allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        return self._iter_log_pages(query, allow_mismatch=allow)
+        return self._iter_log_pages(query, allow_mismatch=allow, as_sent=as_sent)
 
     def iter_summary_stats(
         self,
@@ -395,7 +398,9 @@ class KaleyraEmailHook(BaseHook):
     def _page_size(self, page_size: Any) -> int:
         return self.config.page_size if page_size is None else validation.page_size(page_size)
 
-    def _iter_log_pages(self, query: _LogsQuery, *, allow_mismatch: bool) -> Iterator[list[dict[str, Any]]]:
+    def _iter_log_pages(
+        self, query: _LogsQuery, *, allow_mismatch: bool, as_sent: bool = False
+    ) -> Iterator[list[dict[str, Any]]]:
         path = _api.logs_path(self.config.sid)
         listing = Listing(
             label=query.label,
@@ -408,9 +413,12 @@ class KaleyraEmailHook(BaseHook):
         )
         self.last_fetch = listing
         return list_pages(
-            lambda page, cancel: self._get_page(path, query.params, page, query.page_size, cancel=cancel),
+            lambda page, cancel: self._get_page(
+                path, query.params, page, query.page_size, cancel=cancel, as_sent=as_sent
+            ),
             listing,
             concurrency=self.config.max_concurrency,
+            in_flight=lambda: self._concurrency.limit,
         )
 
     def _iter_summary_rows(
@@ -441,9 +449,11 @@ class KaleyraEmailHook(BaseHook):
         page_size: int,
         *,
         cancel: threading.Event | None = None,
+        as_sent: bool = False,
     ) -> Page:
-        body = self._call("GET", path, params=[*params, ("page", str(page)), ("limit", str(page_size))], cancel=cancel)
-        return _api.page_of(body, number=page, endpoint=f"GET {path}")
+        query = [*params, ("page", str(page)), ("limit", str(page_size))]
+        body = self._call("GET", path, params=query, cancel=cancel, as_sent_page=page if as_sent else None)
+        return body if isinstance(body, Page) else _api.page_of(body, number=page, endpoint=f"GET {path}")
 
     # ----------------------------------------------------------------------------------------
     # One request
@@ -458,6 +468,7 @@ class KaleyraEmailHook(BaseHook):
         json_body: Any = None,
         idempotent: bool = True,
         cancel: threading.Event | None = None,
+        as_sent_page: int | None = None,
     ) -> Any:
         """
         Send one request, retrying what is worth retrying; return the decoded JSON body.
@@ -465,7 +476,8 @@ class KaleyraEmailHook(BaseHook):
         A request that is not ``idempotent`` (a send) is repeated only when the server cannot
         have acted on it: after a 429 or a refused connection, never after a timeout or a 5xx.
         Setting ``cancel`` (the listing ended or failed elsewhere) cuts a back-off sleep short
-        and sends nothing more.
+        and sends nothing more. With ``as_sent_page``, the log page of that number comes as
+        :func:`~airflow_provider_kaleyra_email.hooks._api.log_page_as_sent` reads it, when it can.
         """
         target = path + (f"?{urlencode(params)}" if params else "")
         endpoint = f"{method} {target}"
@@ -473,12 +485,14 @@ class KaleyraEmailHook(BaseHook):
         try:
             for attempt in Retrying(**attempts.retry_args, sleep=cancellable_sleep(cancel or threading.Event())):
                 with attempt:
-                    return self._send_once(method, target, json_body, endpoint)
+                    return self._send_once(method, target, json_body, endpoint, as_sent_page)
         except _api.TransientError as exc:
             raise attempts.failure(exc) from None
         raise AssertionError("unreachable: tenacity either returns or raises")
 
-    def _send_once(self, method: str, target: str, json_body: Any, endpoint: str) -> Any:
+    def _send_once(
+        self, method: str, target: str, json_body: Any, endpoint: str, as_sent_page: int | None = None
+    ) -> Any:
         """Send one request to ``target`` (path and query), no retries; return the decoded body."""
         url = self.config.base_url + target
         timeout = self.config.timeout
@@ -525,9 +539,16 @@ class KaleyraEmailHook(BaseHook):
                 unsent=_api.never_connected(exc),
                 kind="connection",
             ) from None
-        return self._interpret(response, content, endpoint=endpoint)
+        return self._interpret(response, content, endpoint=endpoint, as_sent_page=as_sent_page)
 
-    def _interpret(self, response: urllib3.BaseHTTPResponse, content: bytes, *, endpoint: str) -> Any:
+    def _interpret(
+        self, response: urllib3.BaseHTTPResponse, content: bytes, *, endpoint: str, as_sent_page: int | None = None
+    ) -> Any:
+        if as_sent_page is not None and response.status == HTTPStatus.OK:
+            page = _api.log_page_as_sent(content, number=as_sent_page)
+            if page is not None:
+                self._concurrency.succeeded()
+                return page
         try:
             body = interpret_response(
                 status=response.status,

@@ -97,6 +97,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         self.allow_count_mismatch = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
         self._temporary: ObjectStoragePath | None = None  # the hidden object being written
+        self._as_sent = False  # rows for JSON Lines: their JSON as the API sent it will do
         self._killed = False
 
     @cached_property
@@ -120,6 +121,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         destination = self._destination(from_date, to_date)
         if destination is not None and self.output_format is OutputFormat.PARQUET:
             require_parquet_support()
+        self._as_sent = destination is not None and self.output_format is OutputFormat.JSONL
         batches = self.fetch(from_date, to_date)
         try:
             if destination is None:
@@ -293,6 +295,7 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
             message_id=self.message_id or None,
             search=self.search,
             allow_count_mismatch=self.allow_count_mismatch,
+            as_sent=self._as_sent,
         )
 
 

@@ -8,6 +8,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from urllib.parse import unquote
 
+import msgspec
 import pytest
 
 from airflow_provider_kaleyra_email.hooks import _api as api
@@ -58,6 +59,16 @@ class TestIterLogs:
         assert 0 < len(expected) < 2_000
         assert rows == expected
         assert len(kaleyra_email_emulator.requests_to("/logs")) == -(-len(expected) // page_size)
+
+    @pytest.mark.parametrize("max_concurrency", [1, 4])
+    def test_rows_as_sent_are_the_same_rows_once_each(self, kaleyra_email_connection, max_concurrency):
+        hook = KaleyraEmailHook(max_concurrency=max_concurrency)
+        decoded = [row for page in hook.iter_log_pages(DAY, DAY, page_size=7) for row in page]
+        as_sent = [row for page in hook.iter_log_pages(DAY, DAY, page_size=7, as_sent=True) for row in page]
+
+        assert all(isinstance(row, msgspec.Raw) for row in as_sent)
+        assert [json.loads(bytes(row)) for row in as_sent] == decoded
+        assert len(decoded) == 2_000
 
     def test_a_multi_day_range_is_newest_first_and_covers_every_day(self, hook, kaleyra_email_emulator):
         rows = list(hook.iter_logs("2026-11-01", "2026-11-03"))

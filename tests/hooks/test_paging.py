@@ -202,6 +202,24 @@ class TestFetchInOrder:
         list(pages)
         assert threads == {threading.get_ident()}
 
+    def test_one_at_a_time_runs_in_the_callers_thread_and_more_in_the_pool(self):
+        in_flight = [1]
+        threads: list[bool] = []
+
+        def fetch(n):
+            threads.append(threading.get_ident() == caller)
+            if n == 3:
+                in_flight[0] = 4
+            return n
+
+        caller = threading.get_ident()
+        pages = fetch_in_order(
+            fetch, allowed=lambda: 8, concurrency=4, cancel=threading.Event(), in_flight=lambda: in_flight[0]
+        )
+        assert list(pages) == list(range(1, 9))
+        assert threads[:3] == [True, True, True]
+        assert not any(threads[3:]), "once more are worth it, the pool fetches"
+
 
 class TestSnapshotCoverage:
     def test_a_stable_listing_has_no_gaps(self):
@@ -252,6 +270,16 @@ class TestAdaptiveConcurrency:
         for n in range(50):
             limit._observe(0.100, n * 0.001)
         assert limit.limit == 3, "never above the ceiling"
+
+    def test_one_at_a_time_when_answers_take_more_of_our_cpu_than_waiting(self):
+        limit = AdaptiveConcurrency(16)
+        for n in range(50):
+            limit._observe(0.0005, n * 0.0005, cpu=0.0004)  # 0.1 ms waited, 0.4 ms of CPU
+        assert limit.limit == 1
+        far = AdaptiveConcurrency(16)
+        for n in range(50):
+            far._observe(0.020, n * 0.002, cpu=0.0004)
+        assert far.limit == 11
 
     def test_slots_block_at_the_limit(self):
         limit = AdaptiveConcurrency(2)

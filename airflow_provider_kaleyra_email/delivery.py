@@ -10,6 +10,7 @@ When has a message reached its recipients? One rule, for the sensor and the trig
   a 404 is "not visible yet" for ``not_found_grace`` seconds into the wait (callers say how long
   they waited), then an error; any other refusal (400, 401, 403) is an error. No error streak is
   kept: ``timeout`` alone bounds the wait.
+- A list of message ids is one wait counted by recipient, with thresholds: :class:`CampaignWait`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Iterable, Mapping
-from datetime import timedelta
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime, timedelta, tzinfo
 from enum import Enum
 from http import HTTPStatus
 from typing import Any, Literal
@@ -82,13 +84,13 @@ class DeliveryOutcome:
     """
     What a poll, or a whole wait, came to; the trigger fires it as a plain-JSON event.
 
-    Made for one message id; a wait on many would add counts per status beside ``statuses``.
-
     :param status: ``success``, ``failure``, ``waiting``, ``error`` or ``timeout``; all but ``waiting`` end a wait.
-    :param message_id: the message waited on.
+    :param message_id: the message waited on; for a list, how many (``CampaignWait.label``).
     :param message: a sentence for the log, or the task's error.
     :param statuses: every recipient of the message and its status as Kaleyra spelled it, once it answered.
-    :param failures: the chosen recipients that failed: ``recipient``, ``status``, ``error_code``, ``error_message``.
+    :param failures: the chosen recipients that failed: ``recipient``, ``status``, ``error_code``,
+        ``error_message`` (and ``message_id``, for a list).
+    :param counts: for a list, :meth:`CampaignWait.counts`.
     """
 
     status: Literal["success", "failure", "waiting", "error", "timeout"]
@@ -96,6 +98,7 @@ class DeliveryOutcome:
     message: str
     statuses: dict[str, str] | None = None
     failures: tuple[dict[str, str], ...] = ()
+    counts: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:
@@ -105,12 +108,16 @@ class DeliveryOutcome:
     def timed_out(self, timeout: float) -> DeliveryOutcome:
         """Return the timeout of a wait whose last check, made at the deadline, came to this outcome."""
         seen = _listing(self.statuses) if self.statuses else self.message
-        text = f"Message {self.message_id} was not delivered within timeout={timeout:g} s (the last check: {seen})."
-        return DeliveryOutcome("timeout", self.message_id, text, self.statuses)
+        what = f"{self.message_id} were" if self.counts is not None else f"Message {self.message_id} was"
+        text = f"{what} not delivered within timeout={timeout:g} s (the last check: {seen})."
+        return DeliveryOutcome("timeout", self.message_id, text, self.statuses, self.failures, self.counts)
 
     def to_event(self) -> dict[str, Any]:
         """Return the outcome as a plain JSON dict: what the trigger fires and ``execute_complete`` reads."""
-        return {**dataclasses.asdict(self), "failures": [dict(failure) for failure in self.failures]}
+        event = {**dataclasses.asdict(self), "failures": [dict(failure) for failure in self.failures]}
+        if self.counts is None:  # a single id's event, as earlier releases fired it
+            del event["counts"]
+        return event
 
     @classmethod
     def from_event(cls, event: Any) -> DeliveryOutcome:
@@ -119,9 +126,14 @@ class DeliveryOutcome:
         status, message_id, statuses = data.get("status"), str(data.get("message_id") or ""), data.get("statuses")
         if status not in ("success", "failure", "error", "timeout"):
             return cls("error", message_id, f"The trigger sent an event with no final status: {event!r}")
-        failures = tuple(_failure(f.get("recipient"), f) for f in data.get("failures") or [] if isinstance(f, Mapping))
+        failures = tuple(
+            {**({"message_id": _text(f["message_id"])} if "message_id" in f else {}), **_failure(f.get("recipient"), f)}
+            for f in data.get("failures") or []
+            if isinstance(f, Mapping)
+        )
         statuses = {str(k): str(v) for k, v in statuses.items()} if isinstance(statuses, Mapping) else None
-        return cls(status, message_id, str(data.get("message") or status), statuses, failures)
+        counts = data.get("counts") if isinstance(data.get("counts"), Mapping) else None
+        return cls(status, message_id, str(data.get("message") or status), statuses, failures, counts)
 
 
 class DeliveryRule:
@@ -247,3 +259,165 @@ def _listing(statuses: Mapping[str, str] | None) -> str:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
+
+
+#: The most failures a list's outcome carries (its trigger event is stored in Airflow's database).
+MAX_FAILURES_IN_OUTCOME = 5_000
+#: Rows per page of a list's logs listing: the API's maximum.
+LISTING_PAGE_SIZE = 100
+
+
+def campaign_days(started_at: float, tz: tzinfo) -> tuple[date, date]:
+    """Return the send window of a wait begun at ``started_at``: the account-local days from the one before to today."""
+    first = datetime.fromtimestamp(started_at, tz).date() - timedelta(days=1)
+    return first, max(first, datetime.now(tz).date())
+
+
+class CampaignWait:
+    """
+    A wait on many message ids at once, counted by recipient (one per address of each message).
+
+    Until a message is found, it counts as one recipient in flight. With ``n`` recipients, the
+    wait fails once more than ``max_failed_fraction`` of ``n`` failed, or once
+    ``min_delivered_fraction`` of ``n`` can no longer be delivered; it succeeds once that many
+    are delivered. Each fraction defaults to one minus the other; with neither, every recipient
+    must be delivered and one failure fails the wait. Only unresolved messages are polled again.
+
+    :param message_ids: the messages, in the order given; repeats are dropped.
+    :param rule: the statuses that count as delivered and failed, and ``not_found_grace``.
+    :param min_delivered_fraction: the share of recipients to be delivered, in (0, 1].
+    :param max_failed_fraction: the share of recipients allowed to fail, in [0, 1).
+    """
+
+    def __init__(
+        self,
+        message_ids: Iterable[str],
+        rule: DeliveryRule,
+        *,
+        min_delivered_fraction: Any = None,
+        max_failed_fraction: Any = None,
+    ) -> None:
+        ids = [validation.message_id(m, parameter=f"message_id[{n}]") for n, m in enumerate(message_ids)]
+        self.message_ids = list(dict.fromkeys(ids))
+        if not self.message_ids:
+            raise ValueError("message_id=[] is empty; give one message id or a list of them.")
+        self.rule = rule
+        least = _fraction(min_delivered_fraction, "min_delivered_fraction", zero=False, one=True)
+        most = _fraction(max_failed_fraction, "max_failed_fraction", zero=True, one=False)
+        self.min_delivered = least if least is not None else 1.0 - (most or 0.0)
+        self.max_failed = most if most is not None else 1.0 - (least or 1.0)
+        self.statuses: dict[str, dict[str, Mapping[str, Any]]] = {}  # message id: recipient: its stats row
+        self.unresolved = dict.fromkeys(self.message_ids)
+        self.error: DeliveryOutcome | None = None
+        #: Pages the last logs listing took; before one, what the messages alone would fill.
+        self.listing_pages = math.ceil(len(self.message_ids) / LISTING_PAGE_SIZE)
+
+    @property
+    def label(self) -> str:
+        """Return how messages name the wait."""
+        return f"{len(self.message_ids):,} messages"
+
+    def record_stats(self, message_id: str, answer: Mapping[str, Any]) -> None:
+        """Note a ``stats/<message id>`` answer."""
+        rows = [r for r in answer.get("recipients") or [] if isinstance(r, Mapping) and _text(r.get("to"))]
+        self._note(message_id, {_text(row["to"]): row for row in rows})
+
+    def record_error(self, message_id: str, error: KaleyraEmailAPIError, *, waited: float) -> None:
+        """Note a failed ``stats/<message id>`` poll: "not yet", or an error that ends the wait."""
+        outcome = self.rule.judge_error(message_id, error, waited=waited)
+        if outcome.done:
+            self.error = DeliveryOutcome("error", self.label, outcome.message)
+
+    def record_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Note log rows: each gives its status to every address of its batch (``to_mail``)."""
+        for row in rows:
+            message_id = _text(row.get("message_id"))
+            if message_id in self.unresolved:
+                stats = {"status": row.get("status"), "error_code": "", "error_message": row.get("description")}
+                self._note(message_id, {address: stats for address in map(_text, str(row.get("to_mail")).split(","))})
+
+    def record_listing_error(self, error: KaleyraEmailAPIError) -> None:
+        """Note a failed logs listing: "not yet" when worth another try, else an error that ends the wait."""
+        if isinstance(error, KaleyraEmailTransientError):
+            log.warning("%s: the logs listing failed; still waiting, within timeout: %s", self.label, error)
+        else:
+            self.error = DeliveryOutcome("error", self.label, f"Cannot list the logs for {self.label}: {error}")
+
+    def listed(self, pages: int) -> None:
+        """Note how many pages a logs listing took: the price of the next one."""
+        self.listing_pages = max(1, pages)
+
+    def poll_by_stats(self) -> bool:
+        """Return whether a request per unresolved message costs no more than a logs listing."""
+        return len(self.unresolved) <= self.listing_pages
+
+    def outcome(self) -> DeliveryOutcome:
+        """Return what the wait has come to: an error noted, success, failure, or still waiting."""
+        if self.error is not None:
+            return self.error
+        counts = self.counts()
+        total, delivered, failed = counts["recipients"], counts["delivered"], counts["failed"]
+        needed = math.ceil(self.min_delivered * total - 1e-9)
+        allowed = math.floor(self.max_failed * total + 1e-9)
+        failures = tuple(self.failures())
+        summary = (
+            f"{delivered:,} of {total:,} recipients delivered, {failed:,} failed, {counts['in_flight']:,} in flight"
+        )
+        if failed > allowed or total - failed < needed:
+            limits = f"max_failed_fraction={self.max_failed:g}, min_delivered_fraction={self.min_delivered:g}"
+            text = f"{self.label} will not reach enough recipients ({limits}): {summary}."
+            return DeliveryOutcome("failure", self.label, text, None, failures[:MAX_FAILURES_IN_OUTCOME], counts)
+        if delivered >= needed:
+            text = f"{self.label} reached their recipients: {summary}."
+            return DeliveryOutcome("success", self.label, text, None, failures[:MAX_FAILURES_IN_OUTCOME], counts)
+        return DeliveryOutcome("waiting", self.label, summary, None, (), counts)
+
+    def counts(self) -> dict[str, Any]:
+        """Return the recipients: in all, delivered, failed and in flight, and per status as Kaleyra spelled it."""
+        per_status: dict[str, int] = {}
+        delivered = failed = 0
+        for rows in self.statuses.values():
+            for row in rows.values():
+                status = MessageStatus.parse(row.get("status"))
+                delivered += status in self.rule.delivered
+                failed += status in self.rule.failed
+                text = _text(row.get("status")).upper() or "NO STATUS"
+                per_status[text] = per_status.get(text, 0) + 1
+        total = sum(map(len, self.statuses.values())) + len(self.message_ids) - len(self.statuses)
+        return {
+            "messages": len(self.message_ids),
+            "recipients": total,
+            "delivered": delivered,
+            "failed": failed,
+            "in_flight": total - delivered - failed,
+            "statuses": per_status,
+        }
+
+    def failures(self) -> Iterator[dict[str, str]]:
+        """Yield each failed recipient: ``message_id``, ``recipient``, ``status``, ``error_code``, ``error_message``."""
+        for message_id, rows in self.statuses.items():
+            for address, row in rows.items():
+                if MessageStatus.parse(row.get("status")) in self.rule.failed:
+                    yield {"message_id": message_id, **_failure(address, row)}
+
+    def _note(self, message_id: str, rows: dict[str, Mapping[str, Any]]) -> None:
+        rows.pop("", None)
+        if not rows:
+            return
+        self.statuses[message_id] = rows
+        terminal = self.rule.delivered | self.rule.failed
+        if all(MessageStatus.parse(row.get("status")) in terminal for row in rows.values()):
+            self.unresolved.pop(message_id, None)
+
+
+def _fraction(value: Any, parameter: str, *, zero: bool, one: bool) -> float | None:
+    """Return ``value`` as a fraction, ``None`` for none; 0 and 1 only where ``zero`` and ``one`` allow."""
+    if value is None:
+        return None
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not ((number > 0 or (zero and number == 0)) and (number < 1 or (one and number == 1))):
+        raise ValueError(f"{parameter}={value!r} is not a fraction in {'[' if zero else '('}0, 1{']' if one else ')'}.")
+    return number

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowSensorTimeout,
@@ -16,16 +17,22 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_kaleyra_email import validation
+from airflow_provider_kaleyra_email import output, validation
 from airflow_provider_kaleyra_email.delivery import (
     DEFAULT_DELIVERED_STATUSES,
     DEFAULT_FAILED_STATUSES,
     DEFAULT_NOT_FOUND_GRACE,
+    LISTING_PAGE_SIZE,
+    CampaignWait,
     DeliveryOutcome,
     DeliveryRule,
     MessageStatus,
+    campaign_days,
 )
-from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError, KaleyraEmailWaitError
+from airflow_provider_kaleyra_email.exceptions import (
+    KaleyraEmailAPIError,
+    KaleyraEmailWaitError,
+)
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 from airflow_provider_kaleyra_email.triggers.kaleyra_email import KaleyraEmailMessageDeliveredTrigger
 
@@ -62,14 +69,37 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
     Airflow 3, the task instance's ``start_date`` (the try's first poke) on 2.11. Where neither is
     known, the current poke: a 404 then waits until ``timeout`` rather than failing early.
 
-    :param message_id: the message to wait for (templated), as
+    **A list of message ids** (a campaign: what
+    :class:`~airflow_provider_kaleyra_email.operators.kaleyra_email.KaleyraEmailSendOperator`
+    returns) is one wait, counted by recipient, by the rule of
+    :class:`~airflow_provider_kaleyra_email.delivery.CampaignWait`: every recipient delivered by
+    default, or the thresholds below. Each poll reads only what is unresolved, the cheaper way:
+    ``stats/<message id>`` for each while there are no more of them than pages of the logs
+    listing, else one listing of the logs of the send window (the account-local days from the one
+    before the wait began to today, narrowed by ``search``). A message not listed yet is in flight.
+    The XCom result: ``messages``, ``recipients``, ``delivered``, ``failed``, ``in_flight``,
+    ``statuses`` (recipients per status), ``failures`` (the first ``max_failures_in_xcom``, each with
+    ``message_id``, ``recipient``, ``status``, ``error_code``, ``error_message``), ``failures_total``
+    and ``output_path``, where every failure is written as JSON Lines when one is given.
+
+    :param message_id: the message to wait for, or a list of them (templated), as
         :class:`~airflow_provider_kaleyra_email.operators.kaleyra_email.KaleyraEmailSendOperator`
-        returns it; map over that operator's output for a send with several recipient batches.
-    :param recipients: the recipients to wait for (templated; an address or a list). Default: all
-        of the message's recipients.
+        returns them (``message_id=send.output``).
+    :param recipients: the recipients of one message to wait for (templated; an address or a
+        list). Default: all of the message's recipients. Not for a list of ids.
     :param require: ``"all"`` (default): every chosen recipient must be delivered, and one failing
         fails the wait. ``"any"``: one delivered recipient is enough, and the wait fails only when
-        every chosen recipient has failed.
+        every chosen recipient has failed. Not for a list of ids: see the fractions.
+    :param min_delivered_fraction: for a list of ids, the share of recipients that must be
+        delivered (default: ``1 - max_failed_fraction``, else 1).
+    :param max_failed_fraction: for a list of ids, the share of recipients that may fail
+        (default: ``1 - min_delivered_fraction``, else 0: one failure fails the wait).
+    :param search: for a list of ids, terms that narrow the logs listing (templated; all must
+        match), such as the sender or the template name.
+    :param max_failures_in_xcom: for a list of ids, the most failures in the XCom result (default 100).
+    :param output_path: for a list of ids, an object URL (templated) to write every failure to,
+        as JSON Lines, when the wait ends.
+    :param output_conn_id: the connection of ``output_path``'s file system (templated).
     :param delivered_statuses: statuses that count as delivered (default ``DELIVERED``, ``OPEN``;
         ``["OPEN"]`` waits until the mail is opened).
     :param failed_statuses: statuses that end the wait as failed (default ``BOUNCE``, ``BLOCKED``,
@@ -83,16 +113,29 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         ``[operators] default_deferrable``).
     """
 
-    template_fields: Sequence[str] = ("message_id", "recipients", "kaleyra_email_conn_id")
-    template_fields_renderers = {"recipients": "json"}
+    template_fields: Sequence[str] = (
+        "message_id",
+        "recipients",
+        "search",
+        "output_path",
+        "output_conn_id",
+        "kaleyra_email_conn_id",
+    )
+    template_fields_renderers = {"message_id": "json", "recipients": "json"}
     ui_color = "#e8f1fb"
 
     def __init__(
         self,
         *,
-        message_id: str,
+        message_id: str | list[str],
         recipients: str | list[str] | None = None,
         require: str = "all",
+        min_delivered_fraction: float | None = None,
+        max_failed_fraction: float | None = None,
+        search: str | list[str] | None = None,
+        max_failures_in_xcom: int = 100,
+        output_path: str | None = None,
+        output_conn_id: str | None = None,
         delivered_statuses: Iterable[str | MessageStatus] = DEFAULT_DELIVERED_STATUSES,
         failed_statuses: Iterable[str | MessageStatus] = DEFAULT_FAILED_STATUSES,
         not_found_grace: float | timedelta = DEFAULT_NOT_FOUND_GRACE,
@@ -104,6 +147,11 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.message_id = message_id
         self.recipients = recipients
+        self.min_delivered_fraction, self.max_failed_fraction = min_delivered_fraction, max_failed_fraction
+        self.search, self.output_path, self.output_conn_id = search, output_path, output_conn_id
+        self.max_failures_in_xcom = validation.int_in_range(
+            max_failures_in_xcom, parameter="max_failures_in_xcom", low=0, high=10_000
+        )
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
         self.deferrable = deferrable
         self.max_consecutive_errors = max_consecutive_errors
@@ -120,6 +168,9 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         if not self.poke_interval > 0:
             raise ValueError(f"poke_interval={self.poke_interval!r} must be positive: every poke is a request.")
         self._rule: DeliveryRule | None = None
+        self._campaign: CampaignWait | None = None
+        self._search: list[str] = []
+        self._failures_path: Any = None
         self._started_at = 0.0
 
     @cached_property
@@ -136,60 +187,128 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         if poked:
             return poked.xcom_value
         end_time = self._started_at + self.timeout
+        many: dict[str, Any] = {}
+        if self._campaign is not None:
+            many = {"min_delivered_fraction": self._campaign.min_delivered, "search": self._search}
+            many["max_failed_fraction"] = self._campaign.max_failed
         trigger = KaleyraEmailMessageDeliveredTrigger(
-            message_id=self.message_id,
+            message_id=self._campaign.message_ids if self._campaign is not None else self.message_id,
             kaleyra_email_conn_id=self.kaleyra_email_conn_id,
             **rule.serialize(),
+            **many,
             poke_interval=self.poke_interval,
             started_at=self._started_at,
             end_time=end_time,
             # This poke just happened: the trigger's first poll is one interval later.
             first_poll_at=time.time() + self.poke_interval,
         )
-        self.log.info("Deferring the wait for message %s to the triggerer.", self.message_id)
+        what = self._campaign.label if self._campaign is not None else f"message {self.message_id}"
+        self.log.info("Deferring the wait for %s to the triggerer.", what)
         backstop = max(0.0, end_time - time.time()) + self.hook.config.timeout + DEFERRAL_TIMEOUT_MARGIN
         self.defer(trigger=trigger, method_name="execute_complete", timeout=timedelta(seconds=backstop))
 
     def poke(self, context: Context) -> PokeReturnValue:
-        """Read the message's statuses once; done with them (XCom), not yet, or raise what the end means."""
+        """Read the statuses once; done with them (XCom), not yet, or raise what the end means."""
         rule = self._rule or self._start(context)
-        try:
-            outcome = rule.judge(self.message_id, self.hook.get_message_stats(self.message_id))
-        except KaleyraEmailAPIError as error:
-            outcome = rule.judge_error(self.message_id, error, waited=time.time() - self._started_at)
+        if self._campaign is not None:
+            outcome = self._poll_campaign(self._campaign)
+        else:
+            message_id = str(self.message_id)
+            try:
+                outcome = rule.judge(message_id, self.hook.get_message_stats(message_id))
+            except KaleyraEmailAPIError as error:
+                outcome = rule.judge_error(message_id, error, waited=time.time() - self._started_at)
         if not outcome.done:
-            self.log.info("Message %s: %s.", self.message_id, outcome.message)
+            self.log.info("%s: %s.", self._what, outcome.message)
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(outcome))
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, str]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Return the statuses when the trigger's event says delivered; raise what it means otherwise."""
+        self._start(context)
         return self._finish(DeliveryOutcome.from_event(event))
+
+    def _poll_campaign(self, wait: CampaignWait) -> DeliveryOutcome:
+        """Poll what is unresolved of a list of ids, the cheaper way (see the class docstring)."""
+        if wait.poll_by_stats():
+            for message_id in list(wait.unresolved):
+                try:
+                    wait.record_stats(message_id, self.hook.get_message_stats(message_id))
+                except KaleyraEmailAPIError as error:
+                    wait.record_error(message_id, error, waited=time.time() - self._started_at)
+            return wait.outcome()
+        from_date, to_date = campaign_days(self._started_at, self.hook.timezone)
+        pages = 0
+        try:
+            for page in self.hook.iter_log_pages(
+                from_date, to_date, search=self._search or None, page_size=LISTING_PAGE_SIZE
+            ):
+                wait.record_rows(page)
+                pages += 1
+        except KaleyraEmailAPIError as error:
+            wait.record_listing_error(error)
+        wait.listed(pages)
+        return wait.outcome()
+
+    @property
+    def _what(self) -> str:
+        return self._campaign.label if self._campaign is not None else f"Message {self.message_id}"
 
     def _start(self, context: Context) -> DeliveryRule:
         """Check the rendered arguments, before any request, and note when the wait began."""
-        validation.message_id(self.message_id)
+        many = isinstance(self.message_id, list | tuple)
+        thresholds = (self.min_delivered_fraction, self.max_failed_fraction)
+        if not many and thresholds != (None, None):
+            raise ValueError(
+                "min_delivered_fraction and max_failed_fraction are for a list of message ids; "
+                f"message_id={self.message_id!r} is one (use recipients= and require= for its recipients)."
+            )
+        if many and (self.recipients is not None or self.require != "all"):
+            raise ValueError(
+                "recipients= and require= choose among one message's recipients; with a list of message "
+                "ids every recipient counts: use min_delivered_fraction or max_failed_fraction instead."
+            )
+        if not many:
+            validation.message_id(self.message_id)
         self._rule = DeliveryRule(
-            recipients=self.recipients,
+            recipients=None if many else self.recipients,
             require=self.require,
             delivered_statuses=self.delivered_statuses,
             failed_statuses=self.failed_statuses,
             not_found_grace=self.not_found_grace,
         )
+        self._campaign = None
+        if many:
+            self._campaign = CampaignWait(
+                self.message_id,
+                self._rule,
+                min_delivered_fraction=self.min_delivered_fraction,
+                max_failed_fraction=self.max_failed_fraction,
+            )
+            self._search = validation.search_terms(self.search)
+            if self.output_path:
+                self._failures_path = output.object_path(
+                    self.output_path,
+                    conn_id=self.output_conn_id,
+                    from_date=None,
+                    to_date=None,
+                    example="failures.jsonl",
+                )
         self._started_at = time.time()
         ti: Any = context.get("ti")
         if self.reschedule and not self.deferrable and ti is not None:
             getter = getattr(ti, "get_first_reschedule_date", None)
             first = getter(context) if callable(getter) else getattr(ti, "start_date", None)
-            self._started_at = first.timestamp() if first is not None else self._started_at
+            self._started_at = first.timestamp() if isinstance(first, datetime) else self._started_at
         return self._rule
 
-    def _finish(self, outcome: DeliveryOutcome) -> dict[str, str]:
-        """Return the statuses for a success; raise the exception that any other end of the wait means."""
+    def _finish(self, outcome: DeliveryOutcome) -> dict[str, Any]:
+        """Return the result of a success; raise the exception that any other end of the wait means."""
         skip = self.soft_fail or bool(getattr(self, "never_fail", False))
+        result = self._campaign_result(outcome) if outcome.counts is not None else dict(outcome.statuses or {})
         if outcome.status == "success":
             self.log.info("%s", outcome.message)
-            return dict(outcome.statuses or {})
+            return result
         if outcome.status in ("failure", "timeout") and skip:
             raise AirflowSkipException(f"{outcome.message} Skipped: soft_fail is set.")
         if outcome.status == "failure":
@@ -197,3 +316,20 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         if outcome.status == "timeout":
             raise AirflowSensorTimeout(outcome.message)
         raise KaleyraEmailWaitError(outcome.message)
+
+    def _campaign_result(self, outcome: DeliveryOutcome) -> dict[str, Any]:
+        """Return a list's XCom result; write every failure to ``output_path``, if one is given."""
+        failures = [dict(failure) for failure in outcome.failures]
+        counts = dict(outcome.counts or {})
+        written = None
+        if self.output_path and outcome.status != "error":
+            path = self._failures_path
+            output.write_bytes(path, msgspec.json.Encoder().encode_lines(failures))
+            written = str(path)
+            self.log.info("Wrote %d failure(s) to %s.", len(failures), written)
+        return {
+            **counts,
+            "failures": failures[: self.max_failures_in_xcom],
+            "failures_total": counts.get("failed", len(failures)),
+            "output_path": written,
+        }

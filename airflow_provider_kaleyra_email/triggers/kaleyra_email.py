@@ -27,8 +27,10 @@ from airflow_provider_kaleyra_email.delivery import (
     DEFAULT_DELIVERED_STATUSES,
     DEFAULT_FAILED_STATUSES,
     DEFAULT_NOT_FOUND_GRACE,
+    CampaignWait,
     DeliveryOutcome,
     DeliveryRule,
+    campaign_days,
 )
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook
@@ -44,7 +46,7 @@ DEFAULT_WATCHED_STATUSES = tuple(status.value for status in DEFAULT_FAILED_STATU
 
 class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     """
-    Poll one message's ``stats/<message id>`` until it is delivered, has failed, or time is up.
+    Poll one message's ``stats/<message id>``, or a list of messages, until delivered, failed, or time is up.
 
     Each poll is one request through
     :class:`~airflow_provider_kaleyra_email.hooks.kaleyra_email.KaleyraEmailAsyncHook`, judged by the
@@ -55,7 +57,9 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     :class:`~airflow_provider_kaleyra_email.delivery.DeliveryOutcome` as a plain JSON dict, and
     returns. It only reads, so running twice is harmless; it carries the connection id, never the key.
 
-    :param message_id: the message to wait for, as Kaleyra returned it on send.
+    :param message_id: the message to wait for, as Kaleyra returned it on send, or a list of them:
+        one wait by the rule of :class:`~airflow_provider_kaleyra_email.delivery.CampaignWait`,
+        polled as the sensor describes.
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     :param recipients: the recipients to wait for (default: all of the message's).
     :param require: ``"all"`` or ``"any"`` of those recipients.
@@ -68,6 +72,9 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     :param not_found_grace: seconds after ``started_at`` during which HTTP 404 means "not visible yet".
     :param first_poll_at: no poll before this time (seconds since the epoch): the sensor has just
         checked. Default: poll at once.
+    :param min_delivered_fraction: for a list, the share of recipients to be delivered.
+    :param max_failed_fraction: for a list, the share of recipients that may fail.
+    :param search: for a list, terms that narrow its logs listing.
     :param max_consecutive_errors: ignored; accepted from triggers serialized by earlier releases.
     :param consecutive_errors: ignored, as ``max_consecutive_errors``.
     """
@@ -75,7 +82,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     def __init__(
         self,
         *,
-        message_id: str,
+        message_id: str | Sequence[str],
         kaleyra_email_conn_id: str = KaleyraEmailAsyncHook.default_conn_name,
         recipients: Sequence[str] | None = None,
         require: str = "all",
@@ -86,12 +93,14 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
         end_time: float | None = None,
         not_found_grace: float = DEFAULT_NOT_FOUND_GRACE,
         first_poll_at: float | None = None,
+        min_delivered_fraction: float | None = None,
+        max_failed_fraction: float | None = None,
+        search: Sequence[str] | None = None,
         max_consecutive_errors: int | None = None,
         consecutive_errors: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
-        self.message_id = validation.message_id(message_id)
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
         self.rule = DeliveryRule(
             recipients=recipients,
@@ -100,6 +109,23 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
             failed_statuses=failed_statuses,
             not_found_grace=not_found_grace,
         )
+        self.message_id: str | list[str]
+        self.campaign: dict[str, Any] | None = None
+        if isinstance(message_id, str):
+            self.message_id = validation.message_id(message_id)
+        else:
+            wait = CampaignWait(
+                message_id,
+                self.rule,
+                min_delivered_fraction=min_delivered_fraction,
+                max_failed_fraction=max_failed_fraction,
+            )
+            self.message_id = wait.message_ids
+            self.campaign = {
+                "min_delivered_fraction": wait.min_delivered,
+                "max_failed_fraction": wait.max_failed,
+                "search": validation.search_terms(search),
+            }
         self.poke_interval = validation.positive_number(poke_interval, parameter="poke_interval")
         self.started_at, self.end_time, self.first_poll_at = (
             None if moment is None else float(moment) for moment in (started_at, end_time, first_poll_at)
@@ -115,6 +141,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
             "started_at": self.started_at,
             "end_time": self.end_time,
             "first_poll_at": self.first_poll_at,
+            **(self.campaign or {}),
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -125,35 +152,76 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
         except Exception as exc:
             # Whatever went wrong (a bad connection, a bug) ends the wait as one error event; a
             # trigger that raises leaves the task to Airflow's generic "trigger failure".
-            text = f"The wait for message {self.message_id} failed: {type(exc).__name__}: {exc}"
-            outcome = DeliveryOutcome("error", self.message_id, hook.scrub(text))
+            text = f"The wait for {self._label} failed: {type(exc).__name__}: {exc}"
+            outcome = DeliveryOutcome("error", self._label, hook.scrub(text))
         finally:
             await hook.aclose()
         yield TriggerEvent(outcome.to_event())  # type: ignore[no-untyped-call]
 
+    @property
+    def _label(self) -> str:
+        return f"{len(self.message_id):,} messages" if self.campaign else f"message {self.message_id}"
+
+    def _campaign(self) -> CampaignWait:
+        fractions = {k: v for k, v in (self.campaign or {}).items() if k != "search"}
+        return CampaignWait(self.message_id, self.rule, **fractions)
+
     async def _wait(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
         started_at = self.started_at if self.started_at is not None else time.time()
-        self.log.info("Waiting for message %s: a poll every %g s.", self.message_id, self.poke_interval)
+        self.log.info("Waiting for %s: a poll every %g s.", self._label, self.poke_interval)
         if self.first_poll_at is not None:
             await asyncio.sleep(self._pause(until=self.first_poll_at))
+        campaign = self._campaign() if self.campaign else None
         last = None
         while True:
             polled_at = time.time()
-            try:
-                outcome = self.rule.judge(self.message_id, await hook.get_message_stats(self.message_id))
-            except KaleyraEmailAPIError as error:
-                outcome = self.rule.judge_error(self.message_id, error, waited=polled_at - started_at)
+            if campaign is not None:
+                outcome = await self._poll_campaign(hook, campaign, started_at)
+            else:
+                outcome = await self._poll_message(hook, str(self.message_id), waited=polled_at - started_at)
             if outcome.done:
                 self.log.info("%s", outcome.message)
                 return outcome
             if outcome.message != last:  # a line per change, not per poll: a triggerer runs thousands
-                self.log.info("Message %s: %s.", self.message_id, outcome.message)
+                self.log.info("%s: %s.", self._label, outcome.message)
                 last = outcome.message
             if self.end_time is not None and polled_at >= self.end_time:
                 # That poll was the last check, made at the deadline, not skipped (#62306).
                 return outcome.timed_out(self.end_time - started_at)
             # Poll starts are poke_interval apart, however long a poll took (waiting for a slot, say).
             await asyncio.sleep(self._pause(until=polled_at + self.poke_interval))
+
+    async def _poll_message(self, hook: KaleyraEmailAsyncHook, message_id: str, *, waited: float) -> DeliveryOutcome:
+        try:
+            return self.rule.judge(message_id, await hook.get_message_stats(message_id))
+        except KaleyraEmailAPIError as error:
+            return self.rule.judge_error(message_id, error, waited=waited)
+
+    async def _poll_campaign(
+        self, hook: KaleyraEmailAsyncHook, wait: CampaignWait, started_at: float
+    ) -> DeliveryOutcome:
+        """Poll what is unresolved of a list, the cheaper way, as the sensor's ``_poll_campaign``."""
+        if wait.poll_by_stats():
+            ids = list(wait.unresolved)
+            answers = await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True)
+            for message_id, answer in zip(ids, answers, strict=True):
+                if isinstance(answer, KaleyraEmailAPIError):
+                    wait.record_error(message_id, answer, waited=time.time() - started_at)
+                elif isinstance(answer, BaseException):
+                    raise answer
+                else:
+                    wait.record_stats(message_id, answer)
+            return wait.outcome()
+        from_date, to_date = campaign_days(started_at, ZoneInfo((await hook.get_config()).timezone))
+        pages = 0
+        try:
+            async for page in hook.iter_log_rows(from_date, to_date, search=(self.campaign or {}).get("search", [])):
+                wait.record_rows(page)
+                pages += 1
+        except KaleyraEmailAPIError as error:
+            wait.record_listing_error(error)
+        wait.listed(pages)
+        return wait.outcome()
 
     def _pause(self, *, until: float) -> float:
         """Return the seconds to sleep until ``until``, cut short so that the last poll lands on the deadline."""

@@ -266,11 +266,14 @@ class TestArguments:
         assert len(kaleyra_email_emulator.requests) == 0
 
     def test_what_is_templated(self):
-        assert KaleyraEmailMessageDeliveredSensor.template_fields == (
+        assert set(KaleyraEmailMessageDeliveredSensor.template_fields) == {
             "message_id",
             "recipients",
+            "search",
+            "output_path",
+            "output_conn_id",
             "kaleyra_email_conn_id",
-        )
+        }
 
     @pytest.mark.parametrize("value", [None, 0, 5, "many"])
     def test_max_consecutive_errors_is_still_accepted_and_changes_nothing(self, value):

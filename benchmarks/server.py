@@ -7,7 +7,9 @@ envelope the emulator sends (``{"data": [...], "error": {}, "total": N, "limit":
 "offset": ""}``, the same bytes), each page a whole HTTP response. It then listens on
 127.0.0.1, one port per latency (0 ms always, for :func:`read_throughput`), and answers
 ``GET /v1/<sid>/email/logs?start_date&end_date&page&limit`` (and ``stats/<message id>``, a
-message still in flight, for ``benchmarks/triggers.py``) by checking the ``api-key``,
+message still in flight, for ``benchmarks/triggers.py``; a logs query with ``search=campaign-N``
+lists ``N`` messages in flight, ``bench-0`` to ``bench-<N-1>``, whatever its dates; and
+``GET /bench/requests`` counts the requests answered) by checking the ``api-key``,
 waiting the port's latency and writing the page: nothing else happens per request, so a client
 meets a server that is not its bound. It prints one JSON line (``sid``, ``key``, ``base_urls``
 by latency, ``pages``, ``encoded_mb``, ``encode_seconds``), one ``export`` line per latency,
@@ -65,6 +67,18 @@ def _response(status: int, payload: object, *, close: bool = False) -> bytes:
     return head.encode() + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body
 
 
+def campaign_pages(messages: int) -> list[bytes]:
+    """Return the pages of a logs listing of ``messages`` messages in flight (``bench-<n>``), and an empty page last."""
+    rows = [
+        {"message_id": f"bench-{n}", "status": "ACCEPTED", "description": "Message is accepted.",
+         "to_mail": f"someone{n}@example.com", "from_mail": "news@shop.example.com", "template_name": "campaign"}
+        for n in range(messages)
+    ]  # fmt: skip
+    pages = [rows[first : first + PAGE_SIZE] for first in range(0, messages, PAGE_SIZE)]
+    envelope = {"error": {}, "total": messages, "limit": str(PAGE_SIZE), "offset": ""}
+    return [_response(200, {"data": page, **envelope}) for page in [*pages, []]]
+
+
 def in_flight(message_id: str) -> bytes:
     """Answer ``stats/<message id>`` for a message still in flight: what a waiting trigger polls for."""
     recipient = {"to": "someone@example.com", "status": "ACCEPTED", "error_code": "", "error_message": ""}
@@ -78,8 +92,17 @@ def _error(status: int, message: str) -> bytes:
 class PageServer:
     """Serve pre-encoded pages of one day on loopback, one port per latency."""
 
-    def __init__(self, pages: list[bytes], *, day: date, sid: str = DEFAULT_SID, key: str = DEFAULT_API_KEY):
+    def __init__(
+        self,
+        pages: list[bytes],
+        *,
+        day: date,
+        sid: str = DEFAULT_SID,
+        key: str = DEFAULT_API_KEY,
+    ):
         self.pages = pages
+        self.campaigns: dict[int, list[bytes]] = {}
+        self.answered = 0
         self.day = day.isoformat()
         self.sid = sid
         self.path = f"/v1/{sid}/email/logs".encode()
@@ -121,6 +144,9 @@ class PageServer:
         method, target, version = [*request_line.split(b" "), b"", b""][:3]
         close = version != b"HTTP/1.1" or headers.get(b"connection", b"").lower() == b"close"
         path, _, query_text = target.partition(b"?")
+        if path == b"/bench/requests":
+            return _response(200, {"requests": self.answered}), close
+        self.answered += 1
         if method != b"GET":
             return _error(405, "the benchmark server answers GET only"), close
         if path.endswith(b"/email/logs") and (path != self.path or headers.get(b"api-key") != self.key):
@@ -130,6 +156,11 @@ class PageServer:
         if path != self.path:
             return _error(404, f"No route for {path.decode(errors='replace')}"), close
         query = parse_qs(query_text.decode(), keep_blank_values=True)
+        size = (query.get("search") or [""])[-1].removeprefix("campaign-")
+        if size.isdigit():
+            campaign = self.campaigns.get(int(size)) or self.campaigns.setdefault(int(size), campaign_pages(int(size)))
+            page = query.get("page", ["1"])[-1]
+            return campaign[min(int(page) if page.isdigit() else 1, len(campaign)) - 1], close
         if query.get("start_date") != [self.day] or query.get("end_date") != [self.day]:
             return _error(400, f"the benchmark server serves {self.day} only"), close
         if query.get("limit") != [str(PAGE_SIZE)]:

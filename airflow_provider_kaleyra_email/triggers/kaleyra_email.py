@@ -36,7 +36,7 @@ from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Hashable, Sequence
 
 CLASSPATH = "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageDeliveredTrigger"
 NEW_ROWS_CLASSPATH = "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailNewLogRowsTrigger"
@@ -248,7 +248,8 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
     A row is "seen" by its message id, recipients and status, kept in memory for the days still
     watched: the same row never fires twice within a triggerer's life. After a triggerer restart
     the memory is gone, and the first poll fires the rows of the watched days again: the DAG it
-    starts should be idempotent (suppressing an address twice is harmless).
+    starts should be idempotent (suppressing an address twice is harmless). On Airflow 3.3 and
+    later, sibling watchers with the same :meth:`shared_stream_key` share one poll.
 
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     :param statuses: the statuses to watch (default: ``BOUNCE``, ``BLOCKED``, ``FAILED``, ``SUPPRESSED``).
@@ -300,37 +301,50 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        """Poll for ever; fire the rows not fired before, in batches."""
-        hook = KaleyraEmailAsyncHook(self.kaleyra_email_conn_id)
+        """Poll for ever; fire the rows not fired before, in batches (the shared stream's path, unshared)."""
+        async for event in self.filter_shared_stream(self.open_shared_stream(self.serialize()[1])):
+            yield event
+
+    def shared_stream_key(self) -> Hashable:
+        """Return what sibling watchers share one poll by (Airflow 3.3's shared streams): all that shapes it."""
+        watched = (tuple(self.statuses), tuple(self.search), self.poll_interval, self.days_back)
+        return (NEW_ROWS_CLASSPATH, self.kaleyra_email_conn_id, *watched)
+
+    @classmethod
+    async def open_shared_stream(cls, kwargs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Poll for ever; yield each poll's rows not yielded before, with the days they cover."""
+        watcher = cls(**kwargs)
+        hook = KaleyraEmailAsyncHook(watcher.kaleyra_email_conn_id)
         seen: dict[date, set[tuple[Any, ...]]] = {}
         try:
             tz = ZoneInfo((await hook.get_config()).timezone)
             while True:
                 polled_at = time.time()
                 today = datetime.now(tz).date()
-                first = today - timedelta(days=self.days_back)
+                first = today - timedelta(days=watcher.days_back)
                 for day in [day for day in seen if day < first]:
                     del seen[day]  # no longer watched: its rows cannot come back
                 try:
-                    fresh = await self._new_rows(hook, first, today, seen)
+                    fresh = await watcher._new_rows(hook, first, today, seen)
                 except KaleyraEmailAPIError as error:  # the next poll tries again
-                    self.log.warning("Watching the Kaleyra logs: this poll failed: %s", error)
+                    watcher.log.warning("Watching the Kaleyra logs: this poll failed: %s", error)
                     fresh = []
-                for start in range(0, len(fresh), self.max_rows_per_event):
-                    rows = fresh[start : start + self.max_rows_per_event]
-                    self.log.info("%d new log row(s) in %s for %s..%s.", len(rows), self.statuses, first, today)
-                    yield TriggerEvent(  # type: ignore[no-untyped-call]
-                        {
-                            "rows": rows,
-                            "count": len(rows),
-                            "from_date": first.isoformat(),
-                            "to_date": today.isoformat(),
-                            "statuses": self.statuses,
-                        }
-                    )
-                await asyncio.sleep(max(0.0, polled_at + self.poll_interval - time.time()))
+                if fresh:
+                    watcher.log.info("%d new log row(s) in %s for %s..%s.", len(fresh), watcher.statuses, first, today)
+                    yield {"rows": fresh, "from_date": first.isoformat(), "to_date": today.isoformat()}
+                await asyncio.sleep(max(0.0, polled_at + watcher.poll_interval - time.time()))
         finally:
             await hook.aclose()
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        """Fire each batch of new rows as events of at most ``max_rows_per_event`` rows."""
+        async for batch in shared_stream:
+            rows = batch["rows"]
+            for start in range(0, len(rows), self.max_rows_per_event):
+                chunk = rows[start : start + self.max_rows_per_event]
+                window = {"from_date": batch["from_date"], "to_date": batch["to_date"]}
+                payload = {"rows": chunk, "count": len(chunk), **window, "statuses": self.statuses}
+                yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
 
     async def _new_rows(
         self, hook: KaleyraEmailAsyncHook, first: date, last: date, seen: dict[date, set[tuple[Any, ...]]]

@@ -117,3 +117,38 @@ def test_on_airflow_2_it_says_it_needs_airflow_3():
     with pytest.raises(AirflowOptionalProviderFeatureException, match="needs Airflow 3"):
         KaleyraEmailNewLogRowsTrigger()
     assert date  # the module imports on 2.11: only building the trigger is refused
+
+
+try:
+    from airflow.triggers.shared_stream import SharedStreamManager
+except ImportError:  # before Airflow 3.3: every watcher polls on its own
+    SharedStreamManager = None
+
+
+@pytest.mark.skipif(SharedStreamManager is None, reason="shared streams came with Airflow 3.3")
+@pytest.mark.asyncio
+@pytest.mark.kaleyra_email_emulator(start_date=TODAY - timedelta(days=1), days=2, rows_per_day=300)
+async def test_sibling_watchers_share_one_poll_through_airflows_shared_streams(kaleyra_email_emulator):
+    siblings = [KaleyraEmailNewLogRowsTrigger(poll_interval=60, max_rows_per_event=size) for size in (10_000, 7)]
+    other = KaleyraEmailNewLogRowsTrigger(poll_interval=60, statuses=["BOUNCE"])
+    assert siblings[0].shared_stream_key() == siblings[1].shared_stream_key() != other.shared_stream_key()
+    manager = SharedStreamManager()
+    key_ = siblings[0].shared_stream_key()
+    streams = [
+        trigger.filter_shared_stream(manager.subscribe(trigger_id=n, trigger=trigger, key=key_))
+        for n, trigger in enumerate(siblings)
+    ]
+
+    whole = await asyncio.wait_for(anext(streams[0]), timeout=30)
+    first_chunk = await asyncio.wait_for(anext(streams[1]), timeout=30)
+
+    assert whole.payload["count"] > 7, "the day has enough failures to split"
+    assert first_chunk.payload["rows"] == whole.payload["rows"][:7]
+    one_poll = len(kaleyra_email_emulator.requests)
+    await asyncio.sleep(0.3)
+    assert len(kaleyra_email_emulator.requests) == one_poll
+    alone = await events_within(KaleyraEmailNewLogRowsTrigger(poll_interval=60), 1.0)
+    assert len(kaleyra_email_emulator.requests) == 2 * one_poll, "one watcher alone makes as many requests as both"
+    assert alone[0]["rows"] == whole.payload["rows"]
+    for trigger_id in range(len(siblings)):  # the last to leave stops the shared poll
+        await manager.unsubscribe(trigger_id, key_)

@@ -159,8 +159,8 @@ class DeliveryRule:
         if require not in ("all", "any"):
             raise ValueError(f"require={require!r} is not one of ('all', 'any').")
         self.recipients, self.require = _recipients(recipients), str(require)
-        self.delivered = _statuses(delivered_statuses, "delivered_statuses")
-        self.failed = _statuses(failed_statuses, "failed_statuses", allow_empty=True)
+        self.delivered = parse_statuses(delivered_statuses, "delivered_statuses")
+        self.failed = parse_statuses(failed_statuses, "failed_statuses", allow_empty=True)
         if both := sorted(status.value for status in self.delivered & self.failed):
             raise ValueError(f"delivered_statuses and failed_statuses both hold {both}; a status cannot mean both.")
         grace = not_found_grace.total_seconds() if isinstance(not_found_grace, timedelta) else not_found_grace
@@ -216,7 +216,8 @@ class DeliveryRule:
         return DeliveryOutcome("error", message_id, text)
 
 
-def _statuses(value: Any, parameter: str, allow_empty: bool = False) -> frozenset[MessageStatus]:
+def parse_statuses(value: Any, parameter: str, allow_empty: bool = False) -> frozenset[MessageStatus]:
+    """Return the statuses ``value`` names (one or a list, any case); a ``ValueError`` names ``parameter``."""
     # A typo such as "BOUNCED" is refused: ignored, it would make a bounce wait until the timeout.
     items = list(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping) else [value]
     known = ", ".join(MessageStatus.__members__)

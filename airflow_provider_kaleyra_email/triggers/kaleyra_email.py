@@ -31,6 +31,7 @@ from airflow_provider_kaleyra_email.delivery import (
     DeliveryOutcome,
     DeliveryRule,
     campaign_days,
+    parse_statuses,
 )
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook
@@ -279,9 +280,7 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
             )
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        self.statuses = sorted({status.value for status in DeliveryRule(failed_statuses=statuses).failed})
-        if not self.statuses:
-            raise ValueError(f"statuses={statuses!r} is empty: give at least one status to watch.")
+        self.statuses = sorted(status.value for status in parse_statuses(statuses, "statuses"))
         self.search = validation.search_terms(search)
         self.poll_interval = validation.positive_number(poll_interval, parameter="poll_interval")
         self.days_back = validation.int_in_range(days_back, parameter="days_back", low=0, high=30)

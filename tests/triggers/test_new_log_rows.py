@@ -152,3 +152,21 @@ async def test_sibling_watchers_share_one_poll_through_airflows_shared_streams(k
     assert alone[0]["rows"] == whole.payload["rows"]
     for trigger_id in range(len(siblings)):  # the last to leave stops the shared poll
         await manager.unsubscribe(trigger_id, key_)
+
+
+@pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling is Airflow 3's")
+@pytest.mark.parametrize(
+    ("statuses", "expected"),
+    [(["bounce", "Blocked"], ["BLOCKED", "BOUNCE"]), ("DELIVERED", ["DELIVERED"]), (["OPEN", "open"], ["OPEN"])],
+)
+def test_any_documented_status_can_be_watched(statuses, expected):
+    assert KaleyraEmailNewLogRowsTrigger(statuses=statuses).statuses == expected
+
+
+@pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling is Airflow 3's")
+@pytest.mark.parametrize(
+    ("statuses", "match"), [(["BOUNCED"], "statuses holds 'BOUNCED'"), ([], r"statuses=\[\] is empty")]
+)
+def test_a_status_kaleyra_does_not_document_is_refused(statuses, match):
+    with pytest.raises(ValueError, match=match):
+        KaleyraEmailNewLogRowsTrigger(statuses=statuses)

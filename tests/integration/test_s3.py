@@ -226,6 +226,18 @@ def test_a_rerun_replaces_each_object_whole(s3, dag_bundle, kaleyra_email_emulat
     assert [key for key in s3.keys(BUCKET, "rerun/") if hidden(key)] == []
 
 
+def day_of_logs(url: str, conn_id: str, **kwargs: object) -> KaleyraEmailFetchLogsOperator:
+    """An operator that writes DAY's logs to ``url`` through the object storage connection ``conn_id``."""
+    return KaleyraEmailFetchLogsOperator(
+        task_id="logs",
+        from_date=DAY.isoformat(),
+        to_date=DAY.isoformat(),
+        output_path=url,
+        output_conn_id=conn_id,
+        **kwargs,
+    )
+
+
 @pytest.mark.kaleyra_email_emulator(start_date=DAY, days=1, rows_per_day=25_000)
 def test_a_large_object_goes_up_in_parts(s3, kaleyra_email_emulator, monkeypatch):
     """s3fs buffers one block (50 MiB by default) and uploads each full one as a part of a multipart upload."""
@@ -236,13 +248,7 @@ def test_a_large_object_goes_up_in_parts(s3, kaleyra_email_emulator, monkeypatch
     monkeypatch.setattr(s3fs.S3FileSystem, "default_block_size", MIN_PART)
     monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json())
     key = "parts/logs.jsonl"
-    operator = KaleyraEmailFetchLogsOperator(
-        task_id="logs",
-        from_date=DAY.isoformat(),
-        to_date=DAY.isoformat(),
-        output_path=f"s3://{BUCKET}/{key}",
-        output_conn_id="kaleyra_s3_small_parts",
-    )
+    operator = day_of_logs(f"s3://{BUCKET}/{key}", "kaleyra_s3_small_parts")
     s3.clear_requests()
 
     summary = operator.execute({})
@@ -267,10 +273,7 @@ def write_until_killed(url: str, conn_id: str) -> None:
     import s3fs
 
     s3fs.S3FileSystem.default_block_size = MIN_PART  # parts go up early
-    operator = KaleyraEmailFetchLogsOperator(
-        task_id="logs", from_date=DAY.isoformat(), to_date=DAY.isoformat(), output_path=url, output_conn_id=conn_id
-    )
-    operator.execute({})
+    day_of_logs(url, conn_id).execute({})
 
 
 @pytest.mark.kaleyra_email_emulator(start_date=DAY, days=1, rows_per_day=40_000)
@@ -315,14 +318,7 @@ def test_a_task_killed_mid_upload_leaves_nothing_at_the_key(s3, kaleyra_email_co
 def test_on_kill_mid_write_leaves_nothing_in_the_bucket(s3, kaleyra_email_connection, kaleyra_email_emulator):
     """On S3 the temporary object exists only once closed: on_kill stops the write, and the object it closes into is removed."""
     key = "on_kill/logs.jsonl"
-    operator = KaleyraEmailFetchLogsOperator(
-        task_id="logs",
-        from_date=DAY.isoformat(),
-        to_date=DAY.isoformat(),
-        output_path=f"s3://{BUCKET}/{key}",
-        output_conn_id=S3_CONN_ID,
-        page_size=50,
-    )
+    operator = day_of_logs(f"s3://{BUCKET}/{key}", S3_CONN_ID, page_size=50)
     fetch = operator.fetch
 
     def killed_after_some_pages(from_date, to_date):

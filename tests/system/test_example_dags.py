@@ -30,6 +30,7 @@ from tests.system.airflow_api import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from tests.system.services import AirflowStack
@@ -244,15 +245,6 @@ def test_bounce_report_with_a_logical_date(
     check_bounce_report(airflow_stack, run, days.ago(8), dataset)
 
 
-def test_bounce_report_without_a_logical_date(
-    airflow_stack: AirflowStack, runs: dict[str, Run], dataset: SyntheticDataset
-) -> None:
-    run = runs["bounce_report/manual"]
-    finished(airflow_stack, run)
-
-    check_bounce_report(airflow_stack, run, day_before(run.run_after), dataset)
-
-
 def check_deliverability_report(stack: AirflowStack, run: Run, last_day: date, dataset: SyntheticDataset) -> None:
     api, lake = stack.api, stack.lake
     first_day = last_day - timedelta(days=29)
@@ -290,13 +282,20 @@ def test_deliverability_report_with_a_logical_date_and_data_interval(
     check_deliverability_report(airflow_stack, run, days.ago(5), dataset)
 
 
-def test_deliverability_report_without_a_logical_date(
-    airflow_stack: AirflowStack, runs: dict[str, Run], dataset: SyntheticDataset
+@pytest.mark.parametrize(
+    ("name", "check"), [("bounce_report", check_bounce_report), ("deliverability", check_deliverability_report)]
+)
+def test_a_report_without_a_logical_date_ends_the_day_before_the_run(
+    airflow_stack: AirflowStack,
+    runs: dict[str, Run],
+    dataset: SyntheticDataset,
+    name: str,
+    check: Callable[[AirflowStack, Run, date, SyntheticDataset], None],
 ) -> None:
-    run = runs["deliverability/manual"]
+    run = runs[f"{name}/manual"]
     finished(airflow_stack, run)
 
-    check_deliverability_report(airflow_stack, run, day_before(run.run_after), dataset)
+    check(airflow_stack, run, day_before(run.run_after), dataset)
 
 
 def check_backfill(stack: AirflowStack, run: Run, first: date, last: date, dataset: SyntheticDataset) -> None:

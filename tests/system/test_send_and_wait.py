@@ -24,6 +24,13 @@ pytestmark = pytest.mark.timeout(300, method="signal")
 DAG_ID = "example_kaleyra_email_send_and_wait"
 TRIGGER = "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageDeliveredTrigger"
 RECIPIENTS = ["cfo@example.com", "ops@example.com"]
+#: The task states of a run whose two messages are delivered: the report published, the failure branch skipped.
+ALL_DELIVERED = {
+    "publish_report": ["success"],
+    "report_undelivered": ["skipped"],
+    "send_report": ["success"],
+    "wait_for_delivery": ["success", "success"],
+}
 BOUNCE_TEXT = "550 5.1.1 The email account that you tried to reach does not exist."
 
 
@@ -54,12 +61,7 @@ def test_the_sensor_defers_and_the_triggerer_resumes_it(airflow_stack: AirflowSt
 
     result = wait_for_run(airflow_stack, DAG_ID, run_id, observe=observer, interval=0.25, timeout=150)
 
-    assert task_states(api, DAG_ID, run_id) == {
-        "publish_report": ["success"],
-        "report_undelivered": ["skipped"],
-        "send_report": ["success"],
-        "wait_for_delivery": ["success", "success"],
-    }
+    assert task_states(api, DAG_ID, run_id) == ALL_DELIVERED
     assert result["state"] == "success"
     message_ids = xcom(api, DAG_ID, run_id, "send_report")
     assert len(message_ids) == len(RECIPIENTS)
@@ -115,12 +117,7 @@ def test_with_a_logical_date_and_a_bounce(airflow_stack: AirflowStack) -> None:
 
     result = wait_for_run(airflow_stack, DAG_ID, delivered["dag_run_id"], timeout=150)
     assert result["logical_date"] == logical_date.isoformat().replace("+00:00", "Z")
-    assert task_states(api, DAG_ID, delivered["dag_run_id"]) == {
-        "publish_report": ["success"],
-        "report_undelivered": ["skipped"],
-        "send_report": ["success"],
-        "wait_for_delivery": ["success", "success"],
-    }
+    assert task_states(api, DAG_ID, delivered["dag_run_id"]) == ALL_DELIVERED
     assert result["state"] == "success"
     assert xcom(api, DAG_ID, delivered["dag_run_id"], "publish_report") == ["it@example.com", "sales@example.com"]
 

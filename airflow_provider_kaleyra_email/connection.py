@@ -1,9 +1,4 @@
-"""
-How an Airflow connection becomes the settings the hook and the trigger use.
-
-Pure functions of the connection's fields, so the sync hook (``get_connection``) and the
-trigger (``get_async_connection``) read a connection the same way.
-"""
+"""How an Airflow connection becomes the settings the hook and the trigger use, read the same way by both."""
 
 from __future__ import annotations
 
@@ -11,6 +6,7 @@ import dataclasses
 import ipaddress
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -21,34 +17,31 @@ from airflow_provider_kaleyra_email.hooks._api import (
     MAX_RESPONSE_BYTES,
     REGION_BASE_URLS,
 )
+from airflow_provider_kaleyra_email.provider_info import CONN_FIELDS
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 30.0
-DEFAULT_MAX_RETRIES = 5
-#: We ask for the API's largest page, not its default of 50: half the round trips.
-DEFAULT_PAGE_SIZE = MAX_PAGE_SIZE
-#: Most pages in flight at once. The hook keeps as many as hide the round trip (see
-#: ``AdaptiveConcurrency``), halving on HTTP 429: 16 hide a 20 ms round trip, and stay a modest
-#: load for the API.
-DEFAULT_MAX_CONCURRENCY = 16
-MAX_CONCURRENCY = 32
-MAX_RETRIES = 20
-
 #: Extras we read. Airflow 2's connection form may store them as ``extra__kaleyra_email__<name>``.
-KNOWN_EXTRAS = (
-    "region",
-    "timezone",
-    "timeout",
-    "max_retries",
-    "page_size",
-    "max_concurrency",
-    "allow_insecure_http",
-)
-_FORM_PREFIX = "extra__kaleyra_email__"
+KNOWN_EXTRAS = tuple(CONN_FIELDS)
+
+
+def _form_range(name: str) -> Callable[..., int]:
+    """Check a whole number against the bounds the connection form shows."""
+    schema = CONN_FIELDS[name]["schema"]
+    return partial(validation.int_in_range, low=schema["minimum"], high=schema["maximum"])
+
+
+#: The settings a connection extra or a hook argument may give, and how each is checked.
+_CHECKS: dict[str, Callable[..., Any]] = {
+    "timeout": validation.positive_number,
+    "max_retries": _form_range("max_retries"),
+    "page_size": validation.page_size,
+    "max_concurrency": _form_range("max_concurrency"),
+    "max_response_bytes": partial(validation.int_in_range, low=1024, high=2**40),
+}
 
 
 class ConnectionConfigError(ValueError):
@@ -73,17 +66,18 @@ class ConnectionConfig:
     sid: str
     api_key: str = field(repr=False)
     timezone: str = "UTC"
-    timeout: float = DEFAULT_TIMEOUT
-    max_retries: int = DEFAULT_MAX_RETRIES
-    page_size: int = DEFAULT_PAGE_SIZE
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    timeout: float = 30.0
+    max_retries: int = 5
+    page_size: int = MAX_PAGE_SIZE  # the API's largest page, not its default of 50: half the round trips
+    #: Most pages in flight, halved on HTTP 429: 16 hide a 20 ms round trip and stay a modest load.
+    max_concurrency: int = 16
     max_response_bytes: int = MAX_RESPONSE_BYTES
     #: Extras the connection sets that this provider does not read (a typo such as ``time_zone``).
     unknown_extras: tuple[str, ...] = ()
 
     def ignored_extras(self) -> str:
         """Return a note naming the unknown extras, or ``""`` when there are none."""
-        return _ignored_extras(self.unknown_extras) if self.unknown_extras else ""
+        return _ignored_extras(self.unknown_extras)
 
 
 def config_from_connection(
@@ -97,7 +91,9 @@ def config_from_connection(
     extra: Mapping[str, Any],
 ) -> ConnectionConfig:
     """Check the connection's fields and extras and return its settings."""
-    extras = _normalized_extras(extra)
+    extras = {
+        key.removeprefix("extra__kaleyra_email__"): value for key, value in extra.items() if value not in (None, "")
+    }
     unknown = tuple(sorted(set(extras) - set(KNOWN_EXTRAS)))
     if unknown:  # a hook reads its connection once, so it warns once
         log.warning("Connection %r: %s.", conn_id, _ignored_extras(unknown))
@@ -112,93 +108,38 @@ def config_from_connection(
     base_url = base_url_from_fields(
         host=host, port=port, schema=schema, region=extras.get("region"), allow_insecure_http=allow_http
     )
-    timezone = extras.get("timezone") or "UTC"
+    timezone = extras.get("timezone", "UTC")
     validation.account_timezone(timezone, parameter="Connection extra timezone")
+    tuning = {
+        name: _CHECKS[name](value, parameter=f"Connection extra {name}")
+        for name, value in extras.items()
+        if name in _CHECKS and name in KNOWN_EXTRAS
+    }
     return ConnectionConfig(
-        base_url=base_url,
-        sid=sid,
-        api_key=password,
-        timezone=str(timezone).strip(),
-        timeout=validation.positive_number(
-            extras.get("timeout", DEFAULT_TIMEOUT), parameter="Connection extra timeout"
-        ),
-        max_retries=validation.int_in_range(
-            extras.get("max_retries", DEFAULT_MAX_RETRIES),
-            parameter="Connection extra max_retries",
-            low=0,
-            high=MAX_RETRIES,
-        ),
-        page_size=validation.page_size(
-            extras.get("page_size", DEFAULT_PAGE_SIZE), parameter="Connection extra page_size"
-        ),
-        max_concurrency=validation.int_in_range(
-            extras.get("max_concurrency", DEFAULT_MAX_CONCURRENCY),
-            parameter="Connection extra max_concurrency",
-            low=1,
-            high=MAX_CONCURRENCY,
-        ),
-        unknown_extras=unknown,
+        base_url=base_url, sid=sid, api_key=password, timezone=timezone.strip(), unknown_extras=unknown, **tuning
     )
 
 
 def check_overrides(**overrides: Any) -> dict[str, Any]:
-    """
-    Check a hook's keyword overrides of the connection's settings; drop those left at ``None``.
-
-    They are checked when the hook is built, but applied only when the connection is read, so
-    no connection lookup (and no secrets backend call) happens before the first request.
-    """
-    checks: dict[str, Callable[[Any], Any]] = {
-        "timeout": lambda v: validation.positive_number(v, parameter="timeout"),
-        "max_retries": lambda v: validation.int_in_range(v, parameter="max_retries", low=0, high=MAX_RETRIES),
-        "page_size": validation.page_size,
-        "max_concurrency": lambda v: validation.int_in_range(
-            v, parameter="max_concurrency", low=1, high=MAX_CONCURRENCY
-        ),
-        "max_response_bytes": lambda v: validation.int_in_range(
-            v, parameter="max_response_bytes", low=1024, high=2**40
-        ),
-    }
-    return {name: checks[name](value) for name, value in overrides.items() if value is not None}
+    """Check a hook's overrides of the connection's settings, dropping those left at ``None``."""
+    # Checked when the hook is built, applied when the connection is read: no secrets lookup before a request.
+    return {name: _CHECKS[name](value, parameter=name) for name, value in overrides.items() if value is not None}
 
 
 def config_of(conn: Any, extra: Mapping[str, Any], *, conn_id: str, overrides: Mapping[str, Any]) -> ConnectionConfig:
     """Return the settings of an Airflow ``Connection`` (its ``extra`` already parsed), with ``overrides`` applied."""
-    config = config_from_connection(
-        conn_id=conn_id,
-        login=conn.login,
-        password=conn.password,
-        host=conn.host,
-        port=conn.port,
-        schema=conn.schema,
-        extra=extra,
-    )
-    return dataclasses.replace(config, **overrides)
+    fields = {name: getattr(conn, name) for name in ("login", "password", "host", "port", "schema")}
+    return dataclasses.replace(config_from_connection(conn_id=conn_id, extra=extra, **fields), **overrides)
 
 
 def _ignored_extras(unknown: tuple[str, ...]) -> str:
     names = ", ".join(repr(name) for name in unknown)
-    return f"ignored unknown extra field(s) {names} (known: {', '.join(KNOWN_EXTRAS)})"
+    return f"ignored unknown extra field(s) {names} (known: {', '.join(KNOWN_EXTRAS)})" if unknown else ""
 
 
-def _normalized_extras(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Extras by their short names; empty form fields count as unset."""
-    extras: dict[str, Any] = {}
-    for key, value in extra.items():
-        name = key[len(_FORM_PREFIX) :] if key.startswith(_FORM_PREFIX) else key
-        if value is None or value == "":
-            continue
-        extras[name] = value
-    return extras
-
-
-def is_loopback_host(hostname: str | None) -> bool:
-    if not hostname:
-        return False
-    if hostname.lower() == "localhost":
-        return True
+def _is_loopback(hostname: str) -> bool:
     try:
-        return ipaddress.ip_address(hostname.strip("[]")).is_loopback
+        return hostname == "localhost" or ipaddress.ip_address(hostname).is_loopback
     except ValueError:
         return False
 
@@ -209,20 +150,21 @@ def base_url_from_fields(
     """
     Return the base URL from the connection's ``host`` (with ``port``/``schema``) or its ``region``.
 
-    ``host`` may be a full URL (``https://api.kaleyra.io``) or a bare host name, whose scheme
-    then comes from ``schema`` (default ``https``). An explicit host wins over ``region``. Plain
-    ``http`` is refused unless the host is loopback (the emulator) or the connection sets
-    ``allow_insecure_http``, because the API key travels in a header.
+    ``host`` may be a full URL or a bare host name, whose scheme then comes from ``schema``
+    (default ``https``); it wins over ``region``. Plain ``http`` is refused unless the host is
+    loopback (the emulator) or ``allow_insecure_http`` is set: the API key travels in a header.
     """
-    region_key = validation.region(region)
+    region_key = region.strip().lower() if isinstance(region, str) else region
+    if region_key and region_key not in REGION_BASE_URLS:
+        known = ", ".join(repr(name) for name in REGION_BASE_URLS)
+        raise ValueError(f"Connection extra region={region!r} is not a Kaleyra region; use one of {known}.")
     host = (host or "").strip()
     if not host:
         url = REGION_BASE_URLS[region_key] if region_key else DEFAULT_BASE_URL
     elif "://" in host:
         url = host
     else:
-        scheme = (schema or "").strip().lower() or "https"
-        url = f"{scheme}://{host}"
+        url = f"{(schema or '').strip().lower() or 'https'}://{host}"
     try:
         parts = urlsplit(url)
         url_port = parts.port
@@ -239,7 +181,7 @@ def base_url_from_fields(
         )
     if parts.query or parts.fragment:
         raise ValueError(f"Connection host={url!r} must not carry a query or a fragment.")
-    if parts.scheme == "http" and not (allow_insecure_http or is_loopback_host(parts.hostname)):
+    if parts.scheme == "http" and not (allow_insecure_http or _is_loopback(parts.hostname)):
         raise ValueError(
             f"Connection host={url!r} uses plain http, which would send the API key unencrypted. "
             "Use https, or set the connection extra allow_insecure_http=true if you really mean it."

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from airflow.providers.common.compat.sdk import AirflowException
 
 
-class KaleyraEmailError(AirflowException):
-    """Base class of this provider's errors."""
-
-
-class KaleyraEmailAPIError(KaleyraEmailError):
+class KaleyraEmailAPIError(AirflowException):
     """
     Kaleyra refused a request, or answered HTTP 200 with a non-empty ``error`` object.
 
@@ -21,55 +19,31 @@ class KaleyraEmailAPIError(KaleyraEmailError):
 
     def __init__(self, *, endpoint: str, status_code: int | None, error_code: str | None, message: str):
         self.endpoint = endpoint
-        # AirflowException declares status_code as an HTTPStatus for its own REST API; here it is
-        # Kaleyra's status, which may be absent.
+        # AirflowException's status_code is an HTTPStatus for its REST API; here it is Kaleyra's, maybe absent.
         self.status_code = status_code  # type: ignore[assignment]
         self.error_code = error_code
         self.message = message
-        super().__init__(self._describe())
-
-    def _describe(self) -> str:
-        status = f"HTTP {self.status_code}" if self.status_code is not None else "no HTTP status"
-        code = f", Kaleyra error {self.error_code}" if self.error_code else ""
-        return f"{self.endpoint} failed ({status}{code}): {self.message}"
+        status = "no HTTP status" if status_code is None else f"HTTP {status_code}"
+        code = f", Kaleyra error {error_code}" if error_code else ""
+        super().__init__(f"{endpoint} failed ({status}{code}): {message}")
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only __init__: tell pickle (and Airflow's exception transport) how to rebuild.
-        return (_rebuild, (type(self), self.endpoint, self.status_code, self.error_code, self.message))
-
-
-def _rebuild(
-    cls: type[KaleyraEmailAPIError],
-    endpoint: str,
-    status_code: int | None,
-    error_code: str | None,
-    message: str,
-) -> KaleyraEmailAPIError:
-    return cls(endpoint=endpoint, status_code=status_code, error_code=error_code, message=message)
+        fields = {name: getattr(self, name) for name in ("endpoint", "status_code", "error_code", "message")}
+        return partial(type(self), **fields), ()
 
 
 class KaleyraEmailTransientError(KaleyraEmailAPIError):
-    """
-    A failure worth another try.
-
-    HTTP 429, a 5xx, a timeout, a dropped connection or an unreadable body. The hooks retry it
-    and, when retries run out, raise the subclass below.
-    """
+    """A failure worth another try: HTTP 429, a 5xx, a timeout, a dropped connection or an unreadable body."""
 
 
 class KaleyraEmailRetriesExhaustedError(KaleyraEmailTransientError):
+    """A transient failure that outlasted ``max_retries``; the message lists what each attempt got."""
+
+
+class KaleyraEmailWaitError(AirflowException):
     """
-    A request kept failing in a way worth retrying until ``max_retries`` ran out.
+    The wait for a message cannot go on: the API refused the request, or still does not know a message just sent.
 
-    The message lists what each attempt got.
-    """
-
-
-class KaleyraEmailWaitError(KaleyraEmailError):
-    """
-    The wait for a message cannot go on.
-
-    The API refused the request (401, 403, 400), or still did not know the message after the
-    grace for a message just sent. A terminal delivery status is not this error: it is an
-    ``AirflowFailException``, so that no retry is spent on it.
+    A terminal delivery status is an ``AirflowFailException`` instead, so that no retry is spent on it.
     """

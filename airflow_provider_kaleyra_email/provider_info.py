@@ -1,21 +1,23 @@
-"""
-The provider description Airflow validates against ``provider_info.schema.json``.
-
-Kept free of Airflow imports: ``ProvidersManager`` calls it while it starts up.
-"""
+"""The provider description Airflow validates: no Airflow imports, as ``ProvidersManager`` calls it at start-up."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-PACKAGE_NAME = "airflow-provider-kaleyra-email"
 INTEGRATION = "Kaleyra Email"
 _PACKAGE = "airflow_provider_kaleyra_email"
 
+
+def _whole_number(label: str, description: str, low: int, high: int) -> dict[str, Any]:
+    schema = {"type": ["integer", "null"], "minimum": low, "maximum": high}
+    return {"label": label, "description": description, "schema": schema}
+
+
 #: Extra fields of the ``kaleyra_email`` connection form (Airflow 3.2+ reads these directly;
-#: ``KaleyraEmailHook.get_connection_form_widgets`` builds the same for older web servers).
-#: Airflow 3 renders an ``enum`` as a dropdown labelled by ``values_display`` (a ``None`` choice
-#: would read "null"), and shows ``examples`` as suggestions, the nearest it has to a placeholder.
+#: ``connection_form_widgets`` builds the same for older web servers). The connection accepts
+#: the whole-number bounds shown here. Airflow 3 labels an ``enum`` dropdown by ``values_display``
+#: (a ``None`` choice would read "null"), and shows ``examples`` as suggestions.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
     "region": {
         "label": "Region",
@@ -41,28 +43,14 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
             "examples": ["Asia/Kolkata", "Asia/Singapore", "Europe/London", "America/New_York", "UTC"],
         },
     },
-    "timeout": {
-        "label": "Timeout (seconds)",
-        "description": "Seconds to wait for each response (default 30).",
-        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 600},
-    },
-    "max_retries": {
-        "label": "Max retries",
-        "description": (
-            "Retries of a request that failed with 429, 5xx, a timeout or a dropped connection (default 5)."
-        ),
-        "schema": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
-    },
-    "page_size": {
-        "label": "Page size",
-        "description": "Rows per request, 1 to 100 (default 100).",
-        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 100},
-    },
-    "max_concurrency": {
-        "label": "Max concurrency",
-        "description": "Most log pages fetched at once (default 16); halved on HTTP 429.",
-        "schema": {"type": ["integer", "null"], "minimum": 1, "maximum": 32},
-    },
+    "timeout": _whole_number("Timeout (seconds)", "Seconds to wait for each response (default 30).", 1, 600),
+    "max_retries": _whole_number(
+        "Max retries", "Retries after a 429, a 5xx, a timeout or a dropped connection (default 5).", 0, 20
+    ),
+    "page_size": _whole_number("Page size", "Rows per request, 1 to 100 (default 100).", 1, 100),
+    "max_concurrency": _whole_number(
+        "Max concurrency", "Most log pages fetched at once (default 16); halved on HTTP 429.", 1, 32
+    ),
     "allow_insecure_http": {
         "label": "Allow plain http",
         "description": "Allow an http:// Base URL off loopback: the API key would travel unencrypted.",
@@ -83,13 +71,15 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 }
 
 
-def provider_info() -> dict[str, Any]:
-    def modules(kind: str) -> list[dict[str, Any]]:
-        return [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.{kind}.kaleyra_email"]}]
-
+def get_provider_info() -> dict[str, Any]:
+    """Return what Airflow's ``ProvidersManager`` reads through the ``apache_airflow_provider`` entry point."""
+    modules = {
+        kind: [{"integration-name": INTEGRATION, "python-modules": [f"{_PACKAGE}.{kind}.kaleyra_email"]}]
+        for kind in ("hooks", "operators", "sensors", "triggers")
+    }
     return {
-        "package-name": PACKAGE_NAME,
-        "name": "Kaleyra Email",
+        "package-name": "airflow-provider-kaleyra-email",
+        "name": INTEGRATION,
         "description": "Export Kaleyra Email logs and delivery stats, and wait for messages to be delivered.",
         "integrations": [
             {
@@ -98,15 +88,12 @@ def provider_info() -> dict[str, Any]:
                 "tags": ["service"],
             }
         ],
-        "hooks": modules("hooks"),
-        "operators": modules("operators"),
-        "sensors": modules("sensors"),
-        "triggers": modules("triggers"),
+        **modules,
         "connection-types": [
             {
                 "connection-type": "kaleyra_email",
                 "hook-class-name": f"{_PACKAGE}.hooks.kaleyra_email.KaleyraEmailHook",
-                "hook-name": "Kaleyra Email",
+                "hook-name": INTEGRATION,
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
                 "conn-fields": CONN_FIELDS,
             }
@@ -116,11 +103,7 @@ def provider_info() -> dict[str, Any]:
 
 def ui_field_behaviour() -> dict[str, Any]:
     """Return the connection form's layout for Airflow 2.11 to 3.1 (3.2+ reads it from provider info)."""
-    return {
-        "hidden_fields": list(UI_FIELD_BEHAVIOUR["hidden-fields"]),
-        "relabeling": dict(UI_FIELD_BEHAVIOUR["relabeling"]),
-        "placeholders": dict(UI_FIELD_BEHAVIOUR["placeholders"]),
-    }
+    return {key.replace("-", "_"): copy.deepcopy(value) for key, value in UI_FIELD_BEHAVIOUR.items()}
 
 
 def connection_form_widgets() -> dict[str, Any]:
@@ -132,11 +115,11 @@ def connection_form_widgets() -> dict[str, Any]:
 
     widgets: dict[str, Any] = {}
     for name, spec in CONN_FIELDS.items():
-        label, description = lazy_gettext(spec["label"]), spec["description"]
-        if spec["schema"]["type"] == ["boolean", "null"]:
-            widgets[name] = BooleanField(label, description=description, default=spec["schema"]["default"])
-        elif spec["schema"]["type"] == ["integer", "null"]:
-            bounds = NumberRange(min=spec["schema"].get("minimum"), max=spec["schema"].get("maximum"))
+        label, description, schema = lazy_gettext(spec["label"]), spec["description"], spec["schema"]
+        if schema["type"] == ["boolean", "null"]:
+            widgets[name] = BooleanField(label, description=description, default=schema["default"])
+        elif schema["type"] == ["integer", "null"]:
+            bounds = NumberRange(min=schema["minimum"], max=schema["maximum"])
             widgets[name] = IntegerField(
                 label, description=description, validators=[Optional(), bounds], widget=BS3TextFieldWidget()
             )

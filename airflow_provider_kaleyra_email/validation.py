@@ -1,75 +1,55 @@
-"""
-Argument checks shared by the hook, the operators, the sensor and the trigger.
-
-Each check runs before any request is sent or anything is written, and its ``ValueError``
-names the parameter and the bad value, so a DAG author can fix the call from the message
-alone. No check ever sees the API key.
-"""
+"""Argument checks, run before any request or write; each ``ValueError`` names the parameter and the bad value."""
 
 from __future__ import annotations
 
 import re
 from datetime import date, datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from airflow_provider_kaleyra_email.hooks._api import MAX_PAGE_SIZE, MESSAGE_ID_ALLOWED, REGION_BASE_URLS
-
-if TYPE_CHECKING:
-    from collections.abc import Sequence
+from airflow_provider_kaleyra_email.hooks._api import MAX_PAGE_SIZE, MESSAGE_ID_ALLOWED
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATE_HINT = "use 'YYYY-MM-DD', a date, or a timezone-aware datetime"
+_WHOLE_NUMBER = re.compile(r"\s*[-+]?\d+\s*")
+_FLAGS = dict.fromkeys(("true", "1", "yes", "on"), True) | dict.fromkeys(("false", "0", "no", "off", ""), False)
 
 
 def account_timezone(name: Any, *, parameter: str = "timezone") -> ZoneInfo:
     """Return the account's time zone from an IANA name such as ``'Asia/Kolkata'``."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"{parameter}={name!r} is not a time zone name; use an IANA name such as 'UTC'.")
-    try:
-        return ZoneInfo(name.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{parameter}={name!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Kolkata').") from None
+    if isinstance(name, str) and name.strip():
+        try:
+            return ZoneInfo(name.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    raise ValueError(f"{parameter}={name!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Kolkata').")
 
 
 def parse_date(value: Any, *, parameter: str, tz: tzinfo) -> date:
     """
     Return a calendar date in the account's time zone.
 
-    Accepts ``'YYYY-MM-DD'``, a ``date``, an aware ``datetime`` (converted to ``tz`` first), or
-    an ISO 8601 timestamp string with an offset, as ``{{ data_interval_start }}`` renders.
-    Naive datetimes are refused: we cannot know which day they mean.
+    Accepts ``'YYYY-MM-DD'``, a ``date``, or an aware ``datetime`` or ISO 8601 string (as
+    ``{{ data_interval_start }}`` renders), converted to ``tz``. A naive datetime names no day.
     """
+    if isinstance(value, str):
+        text = value.strip()
+        day_only = bool(_DATE_ONLY.fullmatch(text))
+        try:
+            value = date.fromisoformat(text) if day_only else datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            problem = "is not a real calendar date" if day_only else f"is not a date; {_DATE_HINT}"
+            raise ValueError(f"{parameter}={value!r} {problem}.") from None
     if isinstance(value, datetime):
-        return _aware_to_date(value, parameter=parameter, tz=tz)
+        if value.utcoffset() is None:
+            raise ValueError(
+                f"{parameter}={value.isoformat()!r} is a naive datetime, so its day is ambiguous; "
+                "pass a timezone-aware datetime or a date."
+            )
+        return value.astimezone(tz).date()
     if isinstance(value, date):
         return value
-    if isinstance(value, str):
-        return _parse_date_string(value, parameter=parameter, tz=tz)
     raise ValueError(f"{parameter}={value!r} ({type(value).__name__}) is not a date; {_DATE_HINT}.")
-
-
-def _aware_to_date(value: datetime, *, parameter: str, tz: tzinfo) -> date:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            f"{parameter}={value.isoformat()!r} is a naive datetime, so its day is ambiguous; "
-            "pass a timezone-aware datetime or a date."
-        )
-    return value.astimezone(tz).date()
-
-
-def _parse_date_string(value: str, *, parameter: str, tz: tzinfo) -> date:
-    text = value.strip()
-    if _DATE_ONLY.fullmatch(text):
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"{parameter}={value!r} is not a real calendar date.") from None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{parameter}={value!r} is not a date; {_DATE_HINT}.") from None
-    return _aware_to_date(parsed, parameter=parameter, tz=tz)
 
 
 def date_range(from_date: Any, to_date: Any, *, tz: tzinfo) -> tuple[date | None, date | None]:
@@ -84,71 +64,58 @@ def date_range(from_date: Any, to_date: Any, *, tz: tzinfo) -> tuple[date | None
     return start, end
 
 
-def page_size(value: Any, *, parameter: str = "page_size") -> int:
-    """Return a page size between 1 and the API's maximum of 100 (an int, or digits from a template)."""
-    number = _integer(value, parameter=parameter)
-    if not 1 <= number <= MAX_PAGE_SIZE:
-        raise ValueError(f"{parameter}={value!r} is out of range; the API accepts 1 to {MAX_PAGE_SIZE}.")
-    return number
-
-
 def int_in_range(value: Any, *, parameter: str, low: int, high: int) -> int:
-    number = _integer(value, parameter=parameter)
+    """Return a whole number from ``low`` to ``high``: an int, or digits from a template."""
+    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value):
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ValueError(f"{parameter}={value!r} is not a whole number.")
     if not low <= number <= high:
         raise ValueError(f"{parameter}={value!r} is out of range; use {low} to {high}.")
     return number
 
 
-def _integer(value: Any, *, parameter: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{parameter}={value!r} is a boolean, not a whole number.")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    raise ValueError(f"{parameter}={value!r} is not a whole number.")
+def page_size(value: Any, *, parameter: str = "page_size") -> int:
+    """Return a page size from 1 to the API's maximum of 100."""
+    return int_in_range(value, parameter=parameter, low=1, high=MAX_PAGE_SIZE)
 
 
 def positive_number(value: Any, *, parameter: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{parameter}={value!r} is a boolean, not a number of seconds.")
+    """Return a positive, finite number of seconds."""
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{parameter}={value!r} is not a number of seconds.") from None
-    if not number > 0 or number == float("inf"):
-        raise ValueError(f"{parameter}={value!r} must be a positive, finite number of seconds.")
+        number = 0.0
+    if isinstance(value, bool) or not 0 < number < float("inf"):
+        raise ValueError(f"{parameter}={value!r} is not a positive, finite number of seconds.")
     return number
 
 
 def boolean(value: Any, *, parameter: str) -> bool:
     """Return a flag from connection extras, where a URI gives strings."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in {"true", "1", "yes", "on"}:
-        return True
-    if isinstance(value, str) and value.strip().lower() in {"false", "0", "no", "off", ""}:
-        return False
-    raise ValueError(f"{parameter}={value!r} is not true or false.")
+    flag = _FLAGS.get(value.strip().lower()) if isinstance(value, str) else value
+    if not isinstance(flag, bool):
+        raise ValueError(f"{parameter}={value!r} is not true or false.")
+    return flag
 
 
 def message_id(value: Any, *, parameter: str = "message_id") -> str:
     """
     Return a message id, refused when it could not be a Kaleyra id.
 
-    Ids are opaque, but none contains white space, ``/ ? # %``, quotes, brackets or ``..``;
-    such a value is nearly always a template that rendered something else (a list, a path),
-    and the request it would make is not the one the author meant.
+    No id holds white space, ``/ ? # %``, quotes, brackets or ``..``: such a value is nearly
+    always a template that rendered something else (a list, a path).
     """
     if not isinstance(value, str):
         raise ValueError(f"{parameter}={value!r} ({type(value).__name__}) is not a message id string.")
-    if not value.strip():
+    if not value:
         raise ValueError(f"{parameter}={value!r} is empty; pass the id Kaleyra returned, e.g. '<uuid>:1'.")
-    bad = sorted({char for char in value if char not in MESSAGE_ID_ALLOWED})
+    bad = ", ".join(repr(char) for char in sorted(set(value) - MESSAGE_ID_ALLOWED))
     if bad:
-        shown = ", ".join(repr(char) for char in bad)
         raise ValueError(
-            f"{parameter}={value!r} holds characters no Kaleyra message id has ({shown}); ids look like '<uuid>:<n>'."
+            f"{parameter}={value!r} holds characters no Kaleyra message id has ({bad}); ids look like '<uuid>:<n>'."
         )
     if ".." in value:
         raise ValueError(f"{parameter}={value!r} holds '..', which no Kaleyra message id has.")
@@ -156,10 +123,9 @@ def message_id(value: Any, *, parameter: str = "message_id") -> str:
 
 
 def email_address(value: Any, *, parameter: str) -> str:
-    if not isinstance(value, str) or not value.strip():
+    """Return one email address (no check beyond an ``@`` and no white space)."""
+    if not isinstance(value, str) or "@" not in value or any(char.isspace() for char in value):
         raise ValueError(f"{parameter}={value!r} is not an email address.")
-    if any(char.isspace() for char in value) or "@" not in value:
-        raise ValueError(f"{parameter}={value!r} is not a single email address.")
     return value
 
 
@@ -167,64 +133,38 @@ def search_terms(value: Any, *, parameter: str = "search") -> list[str]:
     """``search`` as a list of terms: a string is one term, a list or tuple is several (all must match)."""
     if value is None:
         return []
-    terms: Sequence[Any]
-    if isinstance(value, str):
-        terms = [value]
-    elif isinstance(value, list | tuple):
-        terms = value
-    else:
+    if not isinstance(value, str | list | tuple):
         raise ValueError(f"{parameter}={value!r} ({type(value).__name__}) must be a string or a list of strings.")
+    terms = [value] if isinstance(value, str) else list(value)
     for index, term in enumerate(terms):
-        if not isinstance(term, str):
-            raise ValueError(
-                f"{parameter}[{index}]={term!r} ({type(term).__name__}) is not a string; "
-                "every search term must be a string."
-            )
-        if not term.strip():
-            raise ValueError(f"{parameter}[{index}]={term!r} is empty; drop it or give a term.")
-    return list(terms)
-
-
-def region(value: Any) -> str | None:
-    """Return the connection extra ``region``: one of Kaleyra's pods, or empty for the global API."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    key = value.strip().lower() if isinstance(value, str) else value
-    if key not in REGION_BASE_URLS:
-        known = ", ".join(repr(name) for name in REGION_BASE_URLS)
-        raise ValueError(f"Connection extra region={value!r} is not a Kaleyra region; use one of {known}.")
-    return str(key)
+        if not isinstance(term, str) or not term.strip():
+            raise ValueError(f"{parameter}[{index}]={term!r} ({type(term).__name__}) must be a non-empty string.")
+    return terms
 
 
 def send_body(
-    *,
-    from_email: Any,
-    to: Any,
-    subject: Any,
-    html_body: Any,
-    text_body: Any,
-    message_type: Any,
+    *, from_email: Any, to: Any, subject: Any, html_body: Any, text_body: Any, message_type: Any
 ) -> dict[str, Any]:
     """Return the JSON body of a send, checked before anything goes out."""
     recipients = [to] if isinstance(to, str) else to
     if not isinstance(recipients, list | tuple) or not recipients:
         raise ValueError(f"to={to!r} must be an email address or a non-empty list of them.")
-    body: dict[str, Any] = {
-        "from": email_address(from_email, parameter="from_email"),
-        "to": [email_address(r, parameter=f"to[{n}]") for n, r in enumerate(recipients)],
-    }
     if not isinstance(subject, str) or not subject.strip():
         raise ValueError(f"subject={subject!r} must be a non-empty string.")
-    body["subject"] = subject
-    for name, value in (("html_body", html_body), ("text_body", text_body)):
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"{name}={value!r} must be a string.")
-        if value:
-            body[name] = value
+    if message_type is not None and (not isinstance(message_type, str) or not message_type.strip()):
+        raise ValueError(f"message_type={message_type!r} must be a non-empty string.")
+    body: dict[str, Any] = {
+        "from": email_address(from_email, parameter="from_email"),
+        "to": [email_address(address, parameter=f"to[{n}]") for n, address in enumerate(recipients)],
+        "subject": subject,
+    }
+    for name, text in (("html_body", html_body), ("text_body", text_body)):
+        if text is not None and not isinstance(text, str):
+            raise ValueError(f"{name}={text!r} must be a string.")
+        if text:
+            body[name] = text
     if "html_body" not in body and "text_body" not in body:
         raise ValueError("html_body=None and text_body=None: give at least one body.")
     if message_type is not None:
-        if not isinstance(message_type, str) or not message_type.strip():
-            raise ValueError(f"message_type={message_type!r} must be a non-empty string.")
         body["type"] = message_type
     return body

@@ -28,6 +28,8 @@ def config(host=None, port=None, schema=None, **extra):
         ("sg", "https://api.ap.kaleyra.io"),
         ("eu", "https://api.eu.kaleyra.io"),
         ("EU", "https://api.eu.kaleyra.io"),
+        (" IN ", "https://api.in.kaleyra.io"),
+        (" ", "https://api.kaleyra.io"),
     ],
 )
 def test_region_chooses_the_pod(region, url):

@@ -106,11 +106,7 @@ def test_numbers_and_flags():
         validation.int_in_range(99, parameter="max_retries", low=0, high=20)
 
 
-def test_timezone_and_region():
+def test_timezone():
     assert validation.account_timezone("Asia/Kolkata").utcoffset(datetime(2026, 1, 1)) == timedelta(hours=5, minutes=30)
     with pytest.raises(ValueError, match="timezone='Mars/Olympus'"):
         validation.account_timezone("Mars/Olympus")
-    assert validation.region(" IN ") == "in"
-    assert validation.region("") is None
-    with pytest.raises(ValueError, match="region='us'"):
-        validation.region("us")

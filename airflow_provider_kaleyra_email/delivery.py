@@ -344,9 +344,13 @@ class CampaignWait:
         else:
             self.error = DeliveryOutcome("error", self.label, f"Cannot list the logs for {self.label}: {error}")
 
-    def listed(self, pages: int) -> None:
-        """Note how many pages a logs listing took: the price of the next one."""
-        self.listing_pages = max(1, pages)
+    def record_listing(self, pages: Iterable[Iterable[Mapping[str, Any]]]) -> None:
+        """Note a logs listing's pages of rows (:meth:`record_rows`), and their number: the price of the next one."""
+        count = 0
+        for rows in pages:
+            self.record_rows(rows)
+            count += 1
+        self.listing_pages = max(1, count)
 
     def poll_by_stats(self) -> bool:
         """Return whether a request per unresolved message costs no more than a logs listing."""

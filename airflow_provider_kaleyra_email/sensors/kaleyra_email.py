@@ -238,16 +238,13 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
                     wait.record_error(message_id, error, waited=time.time() - self._started_at)
             return wait.outcome()
         from_date, to_date = campaign_days(self._started_at, self.hook.timezone)
-        pages = 0
+        search = self._search or None
         try:
-            for page in self.hook.iter_log_pages(
-                from_date, to_date, search=self._search or None, page_size=LISTING_PAGE_SIZE
-            ):
-                wait.record_rows(page)
-                pages += 1
+            wait.record_listing(
+                self.hook.iter_log_pages(from_date, to_date, search=search, page_size=LISTING_PAGE_SIZE)
+            )
         except KaleyraEmailAPIError as error:
             wait.record_listing_error(error)
-        wait.listed(pages)
         return wait.outcome()
 
     @property

@@ -214,14 +214,11 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
                     wait.record_stats(message_id, answer)
             return wait.outcome()
         from_date, to_date = campaign_days(started_at, ZoneInfo((await hook.get_config()).timezone))
-        pages = 0
+        search = (self.campaign or {}).get("search", [])
         try:
-            async for page in hook.iter_log_rows(from_date, to_date, search=(self.campaign or {}).get("search", [])):
-                wait.record_rows(page)
-                pages += 1
+            wait.record_listing([page async for page in hook.iter_log_rows(from_date, to_date, search=search)])
         except KaleyraEmailAPIError as error:
             wait.record_listing_error(error)
-        wait.listed(pages)
         return wait.outcome()
 
     def _pause(self, *, until: float) -> float:

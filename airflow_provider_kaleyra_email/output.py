@@ -1,17 +1,15 @@
 """
 Writing rows to object storage: JSON Lines, CSV or Parquet, streamed and atomic.
 
-Rows arrive from the hook's iterator and are never all in memory, nor spooled to disk. The
-object appears at its final path only when it is complete: we write a hidden temporary object
-beside it and then move it into place (an atomic rename on a local or POSIX file system; a copy,
-itself atomic, on object stores). A task that dies mid-write leaves at most the hidden temporary
-object, never a partial one at the path readers look at, and a rerun replaces the object whole.
+Rows stream from the hook, never all in memory nor spooled to disk, into a hidden temporary object
+beside the destination, moved into place only when complete (an atomic rename on a local file
+system, an atomic copy on object stores): readers never see a partial object, and a rerun replaces
+it whole.
 
-JSON Lines holds the rows as the API sent them. CSV and Parquet have a fixed schema, the same
-every day: the documented fields, then ``extra``, the JSON of the row's other fields. A value
-that does not fit its Parquet column exactly (``true`` or ``"abc"`` for a number, 3.5 for an
-integer) leaves the column null and is kept as sent in ``extra``, and counted. CSV holds every
-value exactly.
+JSON Lines holds the rows as the API sent them. CSV and Parquet have a fixed schema, the same every
+day: the documented fields, then ``extra``, the JSON of the row's other fields. A value that does
+not fit its Parquet column exactly (``true`` or ``"abc"`` for a number, 3.5 for an integer) leaves
+the column null and is kept as sent in ``extra``, and counted. CSV holds every value exactly.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import itertools
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
+from types import NoneType
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -35,44 +34,24 @@ if TYPE_CHECKING:
     from datetime import date
 
 _encoder = msgspec.json.Encoder()
-_decoder = msgspec.json.Decoder()
 
-#: Rows per write to the output stream.
+#: Rows per write to the output stream, and per conversion to Arrow.
 BATCH_ROWS = 2_000
-#: Rows per Parquet row group: the rows of one group are in memory together (about 1 KB each as
-#: Python dicts), so this bounds the writer's memory whatever the size of the day.
+#: Rows per Parquet row group, held in memory as Arrow columns until written.
 PARQUET_ROW_GROUP_ROWS = 20_000
-#: The column after the documented fields, with the JSON of everything else in the row.
 EXTRA_COLUMN = "extra"
 
-#: The log row fields the API page documents, in its order; ``sale_price`` is the one number.
+#: The log row fields the API page documents, in its order, with their Parquet types.
 LOG_FIELDS: Mapping[str, str] = {
-    "message_id": "string",
-    "company_id": "string",
-    "status": "string",
-    "description": "string",
-    "from_mail": "string",
-    "to_mail": "string",
-    "template_name": "string",
-    "submitted_at": "string",
-    "delivered_at": "string",
+    **dict.fromkeys(("message_id", "company_id", "status", "description", "from_mail", "to_mail"), "string"),
+    **dict.fromkeys(("template_name", "submitted_at", "delivered_at"), "string"),
     "sale_price": "float64",
-    "source": "string",
-    "source_type": "string",
-    "user_details": "string",
-    "email_body": "string",
-    "service_id": "string",
-    "route": "string",
+    **dict.fromkeys(("source", "source_type", "user_details", "email_body", "service_id", "route"), "string"),
 }
-
 #: The summary stats row: the day, then the metrics the page documents.
 SUMMARY_FIELDS: Mapping[str, str] = {
     "date": "string",
-    "accepted": "int64",
-    "delivered": "int64",
-    "opens": "int64",
-    "deferred": "int64",
-    "blocks": "int64",
+    **dict.fromkeys(("accepted", "delivered", "opens", "deferred", "blocks"), "int64"),
 }
 
 
@@ -84,12 +63,12 @@ class OutputFormat(str, Enum):
     PARQUET = "parquet"
 
     @classmethod
-    def parse(cls, value: Any, *, parameter: str = "output_format") -> OutputFormat:
+    def parse(cls, value: Any) -> OutputFormat:
         try:
-            return cls(str(value).strip().lower()) if isinstance(value, str | OutputFormat) else cls(value)
+            return cls(value.strip().lower()) if isinstance(value, str) else cls(value)
         except ValueError:
             known = ", ".join(repr(member.value) for member in cls)
-            raise ValueError(f"{parameter}={value!r} is not an output format; use one of {known}.") from None
+            raise ValueError(f"output_format={value!r} is not an output format; use one of {known}.") from None
 
 
 def require_parquet_support() -> None:
@@ -106,11 +85,10 @@ def require_parquet_support() -> None:
 
 @dataclass
 class WriteResult:
-    """What a write did: rows and bytes written, and values kept in ``extra``."""
+    """What a write did: rows and bytes written, and per column the values kept in ``extra`` instead."""
 
     rows: int = 0
     bytes: int = 0
-    #: Per column, how many values did not fit its Parquet type and were kept in ``extra``.
     misfits: dict[str, int] = field(default_factory=dict)
 
 
@@ -118,11 +96,9 @@ def object_path(
     output_path: Any, *, conn_id: str | None, from_date: date | None, to_date: date | None, example: str
 ) -> ObjectStoragePath:
     """
-    Return ``output_path`` as an ``ObjectStoragePath``, built at run time, never at parse time.
+    Return ``output_path``, a URL naming an object (not a folder), as an ``ObjectStoragePath``.
 
-    ``{from_date}`` and ``{to_date}`` in the URL become the days actually exported (in the
-    account's time zone). The URL must name an object of a file system Airflow has, not a
-    folder: the object would otherwise land inside it.
+    ``{from_date}`` and ``{to_date}`` in the URL become the days exported.
 
     :param example: an object name for messages, e.g. ``"{from_date}.jsonl"``.
     """
@@ -160,42 +136,40 @@ def object_path(
 def attach_to_outlets(outlets: Iterable[Any], context: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
     """Put the summary of what was written on each ``Asset`` outlet's event, for data-aware DAGs."""
     outlet_events = context.get("outlet_events")
-    if outlet_events is None:
-        return
     for outlet in outlets:
-        if isinstance(outlet, Asset):
+        if isinstance(outlet, Asset) and outlet_events is not None:
             outlet_events[outlet].extra.update(summary)
 
 
-def write_bytes(destination: ObjectStoragePath, data: bytes) -> None:
-    """Write ``data`` to ``destination`` atomically (see :func:`open_atomic`)."""
-    with open_atomic(destination) as stream:
-        stream.write(data)
+def temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
+    """Return a new hidden temporary object beside ``destination``, to write before moving it into place."""
+    return destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
+
+
+def remove_quietly(path: ObjectStoragePath) -> None:
+    """Remove a temporary object, if it is there: the error that got us here matters more."""
+    with contextlib.suppress(Exception):
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def open_atomic(
-    destination: ObjectStoragePath, temporary: ObjectStoragePath | None = None
-) -> Iterator[_CountingStream]:
-    """
-    Open a hidden temporary object beside ``destination``; move it into place when the block ends.
-
-    If the block fails, the temporary object is removed and ``destination`` is left as it was.
-    """
+def open_atomic(destination: ObjectStoragePath, temporary: ObjectStoragePath | None = None) -> Iterator[_Counting]:
+    """Write to ``temporary``, moved to ``destination`` when the block ends; removed if it fails."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary or temporary_for(destination)
     try:
         with temporary.open("wb") as stream:  # type: ignore[no-untyped-call]
-            yield _CountingStream(stream)
+            yield _Counting(stream)
         temporary.replace(destination)
     except BaseException:
         remove_quietly(temporary)
         raise
 
 
-def temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
-    """Return a new hidden temporary object beside ``destination``, where ``write_rows`` writes first."""
-    return destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
+def write_bytes(destination: ObjectStoragePath, data: bytes) -> None:
+    """Write ``data`` to ``destination`` atomically."""
+    with open_atomic(destination) as stream:
+        stream.write(data)
 
 
 def write_rows(
@@ -206,44 +180,23 @@ def write_rows(
     *,
     temporary: ObjectStoragePath | None = None,
 ) -> WriteResult:
-    """Stream ``rows`` into ``destination`` in ``output_format``, all or nothing (see :func:`write_batches`)."""
-    return write_batches(_batches(rows, BATCH_ROWS), destination, output_format, known_fields, temporary=temporary)
-
-
-def write_batches(
-    batches: Iterable[list[Any]],
-    destination: ObjectStoragePath,
-    output_format: OutputFormat,
-    known_fields: Mapping[str, str],
-    *,
-    temporary: ObjectStoragePath | None = None,
-) -> WriteResult:
     """
-    Stream batches of rows (a hook's pages) into ``destination`` in ``output_format``, all or nothing.
+    Stream ``rows`` into ``destination`` in ``output_format``, all or nothing.
 
     :param known_fields: the documented fields and their Parquet types: the columns before ``extra``.
-    :param temporary: the hidden temporary object to write first (default: ``temporary_for(destination)``),
-        for a caller that may have to remove it (a killed task).
+    :param temporary: the hidden temporary object to write first (default: ``temporary_for(destination)``).
     """
-    with open_atomic(destination, temporary) as counter:
-        if output_format is OutputFormat.JSONL:
-            result = _write_jsonl(batches, counter)
-        elif output_format is OutputFormat.CSV:
-            result = _write_csv(batches, counter, known_fields)
-        else:
-            result = _write_parquet(_regroup(batches, PARQUET_ROW_GROUP_ROWS), counter, known_fields)
-    result.bytes = counter.bytes
+    rows = iter(rows)
+    batches = iter(lambda: list(itertools.islice(rows, BATCH_ROWS)), [])
+    with open_atomic(destination, temporary) as stream:
+        writer = {OutputFormat.JSONL: _write_jsonl, OutputFormat.CSV: _write_csv}.get(output_format, _write_parquet)
+        result = writer(batches, stream, known_fields)
+    result.bytes = stream.bytes
     return result
 
 
-def remove_quietly(path: ObjectStoragePath) -> None:
-    """Remove a temporary object, if it is there: the error that got us here matters more."""
-    with contextlib.suppress(Exception):
-        path.unlink(missing_ok=True)
-
-
-class _CountingStream(io.RawIOBase):
-    """The output stream, counting the bytes written for the summary; a file object for pyarrow."""
+class _Counting(io.RawIOBase):
+    """The output stream, counting the bytes written; a file object for pyarrow."""
 
     def __init__(self, stream: IO[bytes]):
         super().__init__()
@@ -260,30 +213,46 @@ class _CountingStream(io.RawIOBase):
         return len(data)
 
 
-def _batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterator[list[Mapping[str, Any]]]:
-    iterator = iter(rows)
-    while batch := list(itertools.islice(iterator, size)):
-        yield batch
-
-
-def _regroup(batches: Iterable[list[Any]], size: int) -> Iterator[list[Any]]:
-    """Return batches of ``size`` rows (the last one shorter) from batches of any size."""
-    group: list[Any] = []
-    for batch in batches:
-        group.extend(batch)
-        while len(group) >= size:
-            yield group[:size]
-            del group[:size]
-    if group:
-        yield group
-
-
-def _write_jsonl(batches: Iterable[list[Any]], stream: _CountingStream) -> WriteResult:
+def _write_jsonl(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str]) -> WriteResult:
     """JSON Lines: the rows as the API sent them (a ``msgspec.Raw`` row is copied as it is)."""
     result = WriteResult()
     for batch in batches:
         stream.write(_encoder.encode_lines(batch))
         result.rows += len(batch)
+    return result
+
+
+def _write_csv(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str]) -> WriteResult:
+    """Write the header, then the rows as they come; CSV is text, so every value fits."""
+    names, documented = list(known), frozenset(known)
+    result = WriteResult()
+    with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:  # type: ignore[type-var]
+        writer = csv.writer(text, lineterminator="\n")
+        writer.writerow([*names, EXTRA_COLUMN])
+        for batch in batches:
+            writer.writerows([*(_text(row.get(name)) for name in names), _extra(row, documented)] for row in batch)
+            result.rows += len(batch)
+    return result
+
+
+def _write_parquet(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str]) -> WriteResult:
+    """One writer with the fixed schema; rows become Arrow columns a batch at a time, written a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([*((name, getattr(pa, kind)()) for name, kind in known.items()), (EXTRA_COLUMN, pa.string())])
+    result = WriteResult()
+    pending = schema.empty_table()  # the row group being built
+    with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
+        for batch in batches:
+            table = pa.Table.from_batches([_record_batch(batch, schema, known, result.misfits)])
+            pending = pa.concat_tables([pending, table])
+            result.rows += len(batch)
+            while pending.num_rows >= PARQUET_ROW_GROUP_ROWS:
+                writer.write_table(pending.slice(0, PARQUET_ROW_GROUP_ROWS))
+                pending = pending.slice(PARQUET_ROW_GROUP_ROWS)
+        if pending.num_rows:
+            writer.write_table(pending)
     return result
 
 
@@ -301,43 +270,14 @@ def _extra(row: Mapping[str, Any], documented: frozenset[str], kept: Iterable[st
     return _encoder.encode({name: value for name, value in row.items() if name in names}).decode()
 
 
-def _write_csv(batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]) -> WriteResult:
-    """Return the header, then the rows as they come; CSV is text, so every value fits."""
-    names, documented = list(known), frozenset(known)
-    result = WriteResult()
-    with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:  # type: ignore[type-var]
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow([*names, EXTRA_COLUMN])
-        for batch in batches:
-            writer.writerows([*(_text(row.get(name)) for name in names), _extra(row, documented)] for row in batch)
-            result.rows += len(batch)
-    return result
-
-
-def _write_parquet(batches: Iterable[list[Any]], stream: _CountingStream, known: Mapping[str, str]) -> WriteResult:
-    """One writer with the fixed schema; each batch of rows is one row group."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([*((name, getattr(pa, kind)()) for name, kind in known.items()), (EXTRA_COLUMN, pa.string())])
-    result = WriteResult()
-    with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
-        for batch in batches:
-            writer.write_batch(_record_batch(batch, known, schema, result.misfits), row_group_size=len(batch))
-            result.rows += len(batch)
-    return result
-
-
-#: What Arrow converts exactly into each column (it refuses ints beyond 2**53 for float64, or out
-#: of int64's range); anything else is converted value by value.
-_NONE = type(None)
-_AS_IS: dict[str, set[type]] = {"string": {str, _NONE}, "float64": {float, int, _NONE}, "int64": {int, _NONE}}
+#: What Arrow converts exactly into each column (but ints beyond 2**53 for float64, or out of int64's range).
+_AS_IS: dict[str, set[type]] = {"string": {str, NoneType}, "float64": {float, int, NoneType}, "int64": {int, NoneType}}
 
 
 def _record_batch(
-    batch: list[Mapping[str, Any]], known: Mapping[str, str], schema: Any, misfits: dict[str, int]
+    batch: list[Mapping[str, Any]], schema: Any, known: Mapping[str, str], misfits: dict[str, int]
 ) -> Any:
-    """One batch in the schema, a column at a time, converted by Arrow in C++ when it can."""
+    """Return one batch in the schema, a column at a time, converted by Arrow in C++ when it can."""
     import pyarrow as pa
 
     kept: dict[int, list[str]] = {}  # row index: the fields whose value goes to extra instead
@@ -351,15 +291,11 @@ def _record_batch(
                 continue
             except (pa.ArrowInvalid, OverflowError):
                 pass  # a number out of range: value by value
-        if kind == "string":
-            fitted: list[Any] = [_text(value) for value in values]
-        else:
-            fitted = [None if value is None else _number(value, kind) for value in values]
-            bad = [index for index, value in enumerate(values) if value is not None and fitted[index] is None]
-            for index in bad:
+        fitted = [_text(value) if kind == "string" else _number(value, kind) for value in values]
+        for index, (value, fit) in enumerate(zip(values, fitted, strict=True)):
+            if fit is None and value is not None:
                 kept.setdefault(index, []).append(name)
-            if bad:
-                misfits[name] = misfits.get(name, 0) + len(bad)
+                misfits[name] = misfits.get(name, 0) + 1
         arrays.append(pa.array(fitted, arrow_type))
     documented = frozenset(known)
     arrays.append(pa.array([_extra(row, documented, kept.get(i, ())) for i, row in enumerate(batch)], pa.string()))
@@ -370,19 +306,16 @@ def _number(value: Any, kind: str) -> int | float | None:
     """
     Return ``value`` exactly as an ``int64`` or a ``float64``, or None when it is not one.
 
-    Not one: a bool, a fraction for an integer, out of range (float64 holds every integer only
-    up to 2**53), not a number. A string that spells a JSON number (the API has sent numbers
-    as strings) is that number.
+    Not one: a bool, a fraction for an integer, out of range (float64 holds every integer only up
+    to 2**53), not a number. A string that spells a JSON number (the API has sent some) is that number.
     """
     if isinstance(value, str):
         with contextlib.suppress(msgspec.DecodeError):
-            value = _decoder.decode(value)
+            value = msgspec.json.decode(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if isinstance(value, float):
-        if kind == "float64" or not value.is_integer():
-            return value if kind == "float64" else None
-        value = int(value)  # 3.0 is the integer 3
     if kind == "float64":
-        return float(value) if abs(value) <= 2**53 else None
-    return value if -(2**63) <= value < 2**63 else None
+        return float(value) if isinstance(value, float) or abs(value) <= 2**53 else None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if -(2**63) <= value < 2**63 else None  # 3.0 is the integer 3

@@ -1,17 +1,15 @@
 """
 A deliverability report: summary stats and failed log rows in, figures, HTML and PNG out.
 
-The rules, stated once:
-
-- a rate is a metric's total over the range divided by the total ``accepted``: delivered
+- A rate is a metric's total over the range divided by the total ``accepted``: delivered
   (``delivered``), opened (``opens``), bounced (``bounces``), blocked (``blocks``). A metric the
-  API never sent, or a range with nothing accepted, has no rate (``None``, shown as "n/a"), never 0;
-- a failure is a log row whose status is BOUNCE, BLOCKED, FAILED or SUPPRESSED. Its reason is
-  the row's error text (``description``), counted per (status, reason); every address in its
-  ``to_mail`` (comma-separated) counts one failure for the address's domain.
+  API never sent, or a range with nothing accepted, has no rate (``None``, shown as "n/a"), never 0.
+- A failure is a log row with a failed status (BOUNCE, BLOCKED, FAILED, SUPPRESSED), counted per
+  (status, reason: its ``description``); every address in its ``to_mail`` (comma-separated) counts
+  one failure for the address's domain.
 
-Pure: no Airflow, no HTTP. matplotlib (the Agg canvas, no pyplot) is imported only to draw, and
-the charts are embedded in the HTML as ``data:`` URIs, so the page opens offline anywhere.
+No HTTP; matplotlib (the Agg canvas, no pyplot) is imported only to draw. The charts are embedded
+in the HTML as ``data:`` URIs, so the page opens offline anywhere.
 """
 
 from __future__ import annotations
@@ -26,10 +24,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+from airflow_provider_kaleyra_email.delivery import DEFAULT_FAILED_STATUSES
 
-FAILURE_STATUSES = ("BOUNCE", "BLOCKED", "FAILED", "SUPPRESSED")
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+FAILURE_STATUSES = tuple(status.value for status in DEFAULT_FAILED_STATUSES)
 #: Rate name -> the summary stats metric it counts.
 RATES = {"delivered": "delivered", "opened": "opens", "bounced": "bounces", "blocked": "blocks"}
 NO_REASON = "(no reason given)"
@@ -200,56 +200,55 @@ def bar_chart(labels: list[str], counts: list[int]) -> bytes:
 
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1040px;color:#222}
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1040px;color:#222}img{max-width:100%}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border-bottom:1px solid #ddd;padding:4px 10px;text-align:left}
-td.n{text-align:right;font-variant-numeric:tabular-nums}img{max-width:100%}.meta,.empty{color:#555}
+td.n,#rates td:nth-child(2){text-align:right;font-variant-numeric:tabular-nums}.meta,.empty{color:#555}
 """
 
 
 def render_html(report: Report, main_png: bytes) -> str:
-    """One self-contained page: no script, no link, charts as ``data:`` URIs."""
-    e = html.escape
-    read_at = report.read_at.strftime("%Y-%m-%d %H:%M:%S %Z")
+    """Return one self-contained page: no script, no link, charts as ``data:`` URIs."""
+    title = f"Email deliverability {report.from_date} to {report.to_date}"
     span = (report.to_date - report.from_date).days + 1
+    read_at = report.read_at.strftime("%Y-%m-%d %H:%M:%S %Z")
     parts = [
-        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>Email deliverability {report.from_date} to {report.to_date}</title>"
+        f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{title}</title>"
         f"<style>{_STYLE}</style></head><body>",
         f"<h1>Email deliverability</h1><p class='meta'>{report.from_date} to {report.to_date} ({span} days, "
-        f"time zone {e(report.timezone)}). Data read {e(read_at)}.</p>",
+        f"time zone {html.escape(report.timezone)}). Data read {html.escape(read_at)}.</p>",
     ]
     if not report.has_data:
         parts.append(
             "<p class='empty' id='no-data'>No data: no email was accepted and no failed delivery was logged.</p>"
         )
-    parts.append("<h2>Rates</h2><table id='rates'><tr><th>rate</th><th>of accepted</th><th>metric</th></tr>")
-    for name, metric in RATES.items():
-        rate = report.rates[name]
-        parts.append(f"<tr><td>{name}</td><td class='n'>{percent(rate)}</td><td>{metric}</td></tr>")
-    parts.append(f"</table>{_img(main_png, 'Daily volume and rates')}")
-    parts.append("<h2>Totals</h2><table id='totals'><tr><th>metric</th><th>total</th></tr>")
-    for name, value in report.totals.items():
-        parts.append(f"<tr><td>{e(name)}</td><td class='n'>{value:,}</td></tr>")
-    for status, count in report.failures.items():
-        parts.append(f"<tr><td>{status} log rows</td><td class='n'>{count:,}</td></tr>")
-    parts.append("</table>")
+    rates = [(name, percent(report.rates[name]), metric) for name, metric in RATES.items()]
+    parts += ["<h2>Rates</h2>", _table("rates", ("rate", "of accepted", "metric"), rates)]
+    parts += [_img(main_png, "Daily volume and rates"), "<h2>Totals</h2>"]
+    failures = [(f"{status} log rows", count) for status, count in report.failures.items()]
+    parts.append(_table("totals", ("metric", "total"), [*report.totals.items(), *failures]))
     sections = (
-        ("reasons", "Top failure reasons", "status</th><th>reason</th><th>log rows", report.top_reasons),
-        ("domains", "Recipient domains with the most failures", "domain</th><th>failed recipients", report.top_domains),
+        ("reasons", "Top failure reasons", ("status", "reason", "log rows"), report.top_reasons),
+        ("domains", "Recipient domains with the most failures", ("domain", "failed recipients"), report.top_domains),
     )
-    for key, title, header, rows in sections:
-        parts.append(f"<h2>{title}</h2>")
-        if not rows:
+    for key, heading, header, rows in sections:
+        parts.append(f"<h2>{heading}</h2>")
+        if rows:
+            chart = bar_chart([": ".join(map(str, row[:-1])) for row in rows], [row[-1] for row in rows])
+            parts += [_img(chart, heading), _table(key, header, rows)]
+        else:
             parts.append(f"<p class='empty' id='no-{key}'>None in this range.</p>")
-            continue
-        chart = bar_chart([": ".join(map(str, row[:-1])) for row in rows], [row[-1] for row in rows])
-        parts.append(f"{_img(chart, title)}<table id='{key}'><tr><th>{header}</th></tr>")
-        for row in rows:
-            cells = "".join(f"<td>{e(str(cell))}</td>" for cell in row[:-1])
-            parts.append(f"<tr>{cells}<td class='n'>{row[-1]:,}</td></tr>")
-        parts.append("</table>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return "\n".join([*parts, "</body></html>\n"])
+
+
+def _table(key: str, header: Iterable[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = [f"<table id='{key}'><tr>{''.join(f'<th>{name}</th>' for name in header)}</tr>"]
+    for row in rows:
+        cells = (
+            f"<td class='n'>{c:,}</td>" if isinstance(c, int | float) else f"<td>{html.escape(str(c))}</td>"
+            for c in row
+        )
+        lines.append(f"<tr>{''.join(cells)}</tr>")
+    return "\n".join([*lines, "</table>"])
 
 
 def _img(png: bytes, alt: str) -> str:

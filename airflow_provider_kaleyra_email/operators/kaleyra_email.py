@@ -1,14 +1,16 @@
-"""Operators for the Kaleyra Email API: export logs and summary stats, send an email."""
+"""Operators for the Kaleyra Email API: export logs and summary stats, report on deliverability, send an email."""
 
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
+    AirflowOptionalProviderFeatureException,
     BaseOperator,
     ObjectStoragePath,
 )
@@ -25,8 +27,10 @@ from airflow_provider_kaleyra_email.output import (
     remove_quietly,
     require_parquet_support,
     temporary_for,
-    write_batches,
+    write_bytes,
+    write_rows,
 )
+from airflow_provider_kaleyra_email.report import FAILURE_STATUSES, FailureTally, build_report, main_chart, render_html
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,40 +38,33 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-#: Rows an operator returns through XCom before it insists on ``output_path``. XCom lives in
-#: the metadata database; 1,000 log rows are about 500 KB of JSON.
+#: Rows returned through XCom before ``output_path`` is needed; 1,000 log rows are about 500 KB of JSON.
 DEFAULT_MAX_XCOM_ROWS = 1_000
 
-_SUFFIXES = {
-    OutputFormat.JSONL: (".jsonl", ".ndjson", ".json"),
-    OutputFormat.CSV: (".csv",),
-    OutputFormat.PARQUET: (".parquet", ".pq"),
-}
+_SUFFIXES = {"jsonl": (".jsonl", ".ndjson", ".json"), "csv": (".csv",), "parquet": (".parquet", ".pq")}
 
 
-class _KaleyraEmailFetchOperator(BaseOperator):
-    """
-    What the two fetch operators share: which days, and where the rows go.
+class _KaleyraEmailOperator(BaseOperator):
+    """An operator on one Kaleyra Email connection, through a hook built on first use."""
 
-    Without ``from_date``/``to_date`` the run decides the days (see
-    :mod:`airflow_provider_kaleyra_email.intervals`), moved ``days_back`` days earlier. Without
-    ``output_path`` the rows are the return value (XCom), up to ``max_xcom_rows``; with it they
-    stream to one object, written atomically, and the return value is a small summary, also
-    attached to any ``Asset`` outlet's event. ``{from_date}`` and ``{to_date}`` in ``output_path``
-    become the days exported.
-    """
-
-    template_fields: Sequence[str] = (
-        "from_date",
-        "to_date",
-        "output_path",
-        "output_conn_id",
-        "kaleyra_email_conn_id",
-    )
     ui_color = "#e8f1fb"
-    #: The documented fields: the CSV and Parquet columns before ``extra``, with their Parquet types.
+    page_size: int | None = None
+
+    def __init__(self, *, kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kaleyra_email_conn_id = kaleyra_email_conn_id
+
+    @cached_property
+    def hook(self) -> KaleyraEmailHook:
+        return KaleyraEmailHook(self.kaleyra_email_conn_id, page_size=self.page_size)
+
+
+class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
+    """What the two fetch operators share: which days, and where the rows go."""
+
+    template_fields: Sequence[str] = ("from_date", "to_date", "output_path", "output_conn_id", "kaleyra_email_conn_id")
+    #: The CSV and Parquet columns before ``extra``, with their Parquet types.
     known_fields: ClassVar[Mapping[str, str]]
-    #: What a row is, for messages.
     row_noun: ClassVar[str]
 
     def __init__(
@@ -82,7 +79,6 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         page_size: int | None = None,
         allow_count_mismatch: bool = False,
         days_back: int = 0,
-        kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -95,22 +91,12 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         self.max_xcom_rows = validation.int_in_range(max_xcom_rows, parameter="max_xcom_rows", low=0, high=10**6)
         self.page_size = None if page_size is None else validation.page_size(page_size)
         self.allow_count_mismatch = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        self.kaleyra_email_conn_id = kaleyra_email_conn_id
         self._temporary: ObjectStoragePath | None = None  # the hidden object being written
         self._as_sent = False  # rows for JSON Lines: their JSON as the API sent it will do
         self._killed = False
 
-    @cached_property
-    def hook(self) -> KaleyraEmailHook:
-        return KaleyraEmailHook(self.kaleyra_email_conn_id, page_size=self.page_size)
-
     def on_kill(self) -> None:
-        """
-        Remove the hidden temporary object being written, and stop writing.
-
-        On SIGTERM, Airflow 3 calls this and lets the task run on until it kills it, so the
-        write fails at its next row.
-        """
+        """Remove the hidden temporary object being written; Airflow 3 lets the task run on, so stop writing too."""
         self._killed = True
         if self._temporary is not None:
             remove_quietly(self._temporary)
@@ -128,8 +114,7 @@ class _KaleyraEmailFetchOperator(BaseOperator):
                 return self._rows_for_xcom(batches, from_date, to_date)
             return self._write(batches, destination, from_date, to_date, context)
         finally:
-            close = getattr(batches, "close", None)
-            if close is not None:
+            if close := getattr(batches, "close", None):
                 close()
             self.hook.close()
 
@@ -155,15 +140,12 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         """Return ``output_path`` as an object path, or ``None`` to return rows through XCom."""
         if self.output_path is None or (isinstance(self.output_path, str) and not self.output_path.strip()):
             return None
-        suffix = _SUFFIXES[self.output_format][0]
+        suffixes = _SUFFIXES[self.output_format.value]
+        example = f"{{from_date}}{suffixes[0]}"
         path = object_path(
-            self.output_path,
-            conn_id=self.output_conn_id,
-            from_date=from_date,
-            to_date=to_date,
-            example=f"{{from_date}}{suffix}",
+            self.output_path, conn_id=self.output_conn_id, from_date=from_date, to_date=to_date, example=example
         )
-        if not path.name.lower().endswith(_SUFFIXES[self.output_format]):
+        if not path.name.lower().endswith(suffixes):
             self.log.warning("output_path %s does not end like a %s file.", path, self.output_format.value)
         return path
 
@@ -173,19 +155,16 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         kept: list[dict[str, Any]] = []
         for batch in batches:
             total = self.hook.last_fetch.total if self.hook.last_fetch else None
-            if len(kept) + len(batch) > self.max_xcom_rows or (total is not None and total > self.max_xcom_rows):
-                self._too_many_for_xcom(from_date, to_date, total)
+            if len(kept) + len(batch) > self.max_xcom_rows or (total or 0) > self.max_xcom_rows:
+                reported = f" (the API reports {total:,})" if total is not None else ""
+                raise AirflowFailException(
+                    f"{type(self).__name__}: more than max_xcom_rows={self.max_xcom_rows:,} {self.row_noun} for "
+                    f"{from_date or '…'}..{to_date or '…'}{reported}. XCom lives in the metadata database and is "
+                    "for small results: set output_path (e.g. 's3://<bucket>/kaleyra/{from_date}.jsonl') to stream "
+                    "the rows to object storage, or raise max_xcom_rows."
+                )
             kept.extend(batch)
         return kept
-
-    def _too_many_for_xcom(self, from_date: date | None, to_date: date | None, total: int | None) -> None:
-        reported = f" (the API reports {total:,})" if total is not None else ""
-        raise AirflowFailException(
-            f"{type(self).__name__}: more than max_xcom_rows={self.max_xcom_rows:,} {self.row_noun} for "
-            f"{_span(from_date, to_date)}{reported}. XCom lives in the metadata database and is for small "
-            "results: set output_path (e.g. 's3://<bucket>/kaleyra/{from_date}.jsonl') to stream the rows "
-            "to object storage, or raise max_xcom_rows."
-        )
 
     def _write(
         self,
@@ -198,16 +177,10 @@ class _KaleyraEmailFetchOperator(BaseOperator):
         started = time.monotonic()
         self._temporary = temporary_for(destination)
         try:
-            result = write_batches(
-                self._unless_killed(batches),
-                destination,
-                self.output_format,
-                self.known_fields,
-                temporary=self._temporary,
-            )
+            rows = self._unless_killed(batches)
+            result = write_rows(rows, destination, self.output_format, self.known_fields, temporary=self._temporary)
         finally:
             self._temporary = None
-        fetch = self.hook.last_fetch
         summary = {
             "path": str(destination),
             "format": self.output_format.value,
@@ -215,39 +188,31 @@ class _KaleyraEmailFetchOperator(BaseOperator):
             "bytes": result.bytes,
             "from_date": from_date.isoformat() if from_date else None,
             "to_date": to_date.isoformat() if to_date else None,
-            "pages": fetch.pages if fetch else None,
+            "pages": self.hook.last_fetch.pages if self.hook.last_fetch else None,
         }
-        self.log.info(
-            "Wrote %s %s (%s bytes) to %s in %.1f s.",
-            f"{result.rows:,}",
-            self.row_noun,
-            f"{result.bytes:,}",
-            destination,
-            time.monotonic() - started,
-        )
+        self.log.info("Wrote %s %s in %.1f s: %s", result.rows, self.row_noun, time.monotonic() - started, summary)
         if result.misfits:
-            counts = [
+            counts = ", ".join(
                 f"{count:,} value{'' if count == 1 else 's'} of {name} did not fit {self.known_fields[name]}"
                 for name, count in result.misfits.items()
-            ]
-            self.log.warning(
-                "%s and %s kept in the extra column (the typed column is null in those rows).",
-                ", ".join(counts),
-                "is" if sum(result.misfits.values()) == 1 else "are",
             )
+            verb = "is" if sum(result.misfits.values()) == 1 else "are"
+            self.log.warning("%s and %s kept in the extra column (the typed column is null there).", counts, verb)
         attach_to_outlets(self.outlets, context, summary)
         return summary
 
-    def _unless_killed(self, batches: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    def _unless_killed(self, batches: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         for batch in batches:
             if self._killed:
                 raise AirflowException(f"{type(self).__name__} was killed mid-write; output_path is unchanged.")
-            yield batch
+            yield from batch
 
 
 class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
     """
-    Export the email logs of a date range: every row once, to XCom or to one object.
+    Export the email logs of a date range: every row once, to XCom or, streamed and atomic, to one object.
+
+    With ``output_path`` the return value is a small summary, also put on each ``Asset`` outlet's event.
 
     :param from_date: first day (inclusive, account time zone); default: the run's days (its data
         interval; the day before the run was triggered when it has none).
@@ -314,11 +279,92 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
         return (list(days) for _ in range(1))  # a year is 365 rows: one batch, read on iteration
 
 
-def _span(from_date: date | None, to_date: date | None) -> str:
-    return f"{from_date or '…'}..{to_date or '…'}"
+class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
+    """
+    Write a deliverability report of a date range: one self-contained HTML page, and its main chart as a PNG beside it.
+
+    The figures are those of :mod:`airflow_provider_kaleyra_email.report`, from the range's summary stats
+    and failed log rows. Both objects are written atomically. The return value is a small summary (paths,
+    range, totals, rates, top reasons and domains), also put on each ``Asset`` outlet's event. Needs
+    matplotlib: ``pip install 'airflow-provider-kaleyra-email[report]'``.
+
+    :param output_path: URL of the HTML object (templated), e.g. ``s3://bucket/reports/{to_date}.html``;
+        ``{from_date}``/``{to_date}`` become the range's first and last day.
+    :param output_conn_id: connection for the object store (e.g. an ``aws`` connection).
+    :param from_date: first day (inclusive, account time zone); default: ``days - 1`` days before ``to_date``.
+    :param to_date: last day (inclusive); default: the run's last day (see ``intervals``).
+    :param days: length of the default range, 1 to 366 (default 30).
+    :param top: how many reasons and domains to list, 1 to 100 (default 10).
+    :param kaleyra_email_conn_id: the Kaleyra Email connection.
+    """
+
+    template_fields: Sequence[str] = ("output_path", "output_conn_id", "from_date", "to_date", "kaleyra_email_conn_id")
+
+    def __init__(
+        self,
+        *,
+        output_path: str | ObjectStoragePath,
+        output_conn_id: str | None = None,
+        from_date: str | date | None = None,
+        to_date: str | date | None = None,
+        days: int = 30,
+        top: int = 10,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self.from_date = from_date
+        self.to_date = to_date
+        self.days = validation.int_in_range(days, parameter="days", low=1, high=366)
+        self.top = validation.int_in_range(top, parameter="top", low=1, high=100)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            import matplotlib  # noqa: F401  (before the dates, the destination and any request)
+        except ImportError:
+            raise AirflowOptionalProviderFeatureException(
+                "KaleyraEmailDeliverabilityReportOperator draws its charts with matplotlib, which is not "
+                "installed: pip install 'airflow-provider-kaleyra-email[report]'."
+            ) from None
+        tz = self.hook.timezone
+        from_date, to_date = validation.date_range(self.from_date, self.to_date, tz=tz)
+        to_date = to_date or days_for_run(context, tz)[1]
+        from_date = from_date or to_date - timedelta(days=self.days - 1)
+        if from_date > to_date:
+            raise ValueError(f"from_date={from_date.isoformat()!r} is after the report's last day, {to_date}.")
+        html_path = object_path(
+            self.output_path, conn_id=self.output_conn_id, from_date=from_date, to_date=to_date, example="report.html"
+        )
+        if not html_path.name.lower().endswith((".html", ".htm")):
+            raise ValueError(
+                f"output_path={self.output_path!r} must name an .html object; the PNG is written beside it."
+            )
+        png_path = html_path.parent / f"{html_path.name.rsplit('.', 1)[0]}.png"
+        try:
+            read_at = datetime.now(tz)
+            stats = list(self.hook.iter_summary_stats(from_date, to_date))
+            tally = FailureTally()
+            for status in FAILURE_STATUSES:
+                # A term also matches from, to and template name; statuses move while a recent range is read.
+                for row in self.hook.iter_logs(from_date, to_date, search=status, allow_count_mismatch=True):
+                    if str(row.get("status") or "").upper() == status:
+                        tally.add(row)
+        finally:
+            self.hook.close()
+        report = build_report(
+            stats, tally, from_date=from_date, to_date=to_date, timezone=str(tz), read_at=read_at, top=self.top
+        )
+        png = main_chart(report)
+        write_bytes(png_path, png)
+        write_bytes(html_path, render_html(report, png).encode())
+        summary = {"path": str(html_path), "png_path": str(png_path), **report.summary()}
+        self.log.info("Wrote the deliverability report %s..%s to %s: %s", from_date, to_date, html_path, report.rates)
+        attach_to_outlets(self.outlets, context, summary)
+        return summary
 
 
-class KaleyraEmailSendOperator(BaseOperator):
+class KaleyraEmailSendOperator(_KaleyraEmailOperator):
     """
     Send an email through Kaleyra and return its message ids (XCom), one per recipient batch.
 
@@ -347,7 +393,6 @@ class KaleyraEmailSendOperator(BaseOperator):
         "kaleyra_email_conn_id",
     )
     template_fields_renderers = {"html_body": "html", "to": "json"}
-    ui_color = "#e8f1fb"
 
     def __init__(
         self,
@@ -358,7 +403,6 @@ class KaleyraEmailSendOperator(BaseOperator):
         html_body: str | None = None,
         text_body: str | None = None,
         message_type: str | None = None,
-        kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -368,11 +412,6 @@ class KaleyraEmailSendOperator(BaseOperator):
         self.html_body = html_body
         self.text_body = text_body
         self.message_type = message_type
-        self.kaleyra_email_conn_id = kaleyra_email_conn_id
-
-    @cached_property
-    def hook(self) -> KaleyraEmailHook:
-        return KaleyraEmailHook(self.kaleyra_email_conn_id)
 
     def execute(self, context: Context) -> list[str]:
         return self.hook.send_email(
@@ -383,8 +422,3 @@ class KaleyraEmailSendOperator(BaseOperator):
             text_body=self.text_body,
             message_type=self.message_type,
         )
-
-
-from airflow_provider_kaleyra_email.operators._report import (  # noqa: E402  (re-exported: the public path)
-    KaleyraEmailDeliverabilityReportOperator as KaleyraEmailDeliverabilityReportOperator,
-)

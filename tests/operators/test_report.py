@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, ObjectStoragePath
 
-from airflow_provider_kaleyra_email.operators._report import KaleyraEmailDeliverabilityReportOperator
+from airflow_provider_kaleyra_email.operators.kaleyra_email import KaleyraEmailDeliverabilityReportOperator
 from tests.reports import number, png_size, read_page
 
 pytestmark = pytest.mark.kaleyra_email_emulator(start_date=date(2026, 10, 20), days=14, rows_per_day=400)

@@ -1,39 +1,39 @@
-"""
-The Kaleyra Email API on the wire, as both hooks read it: paths, responses, retries, scrubbing.
-
-``../shared/kaleyra-email-stats-and-logs-api.txt`` is the source; comments say where we had to
-interpret it. The HTTP clients stay in the hooks.
-"""
+"""The Kaleyra Email API on the wire, as both hooks read it: paths, responses, retries, scrubbing."""
 
 from __future__ import annotations
 
 import base64
-import os
 import random
 import re
 import time
-import urllib.request
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypedDict
-from urllib.parse import quote, quote_plus, urlsplit
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from urllib.parse import quote, quote_plus, urlencode
 
-import certifi
 import msgspec
-import urllib3
-from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
-from urllib3.exceptions import NewConnectionError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
-from airflow_provider_kaleyra_email import __version__
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError, KaleyraEmailRetriesExhaustedError
-from airflow_provider_kaleyra_email.hooks._paging import Log, Page
+from airflow_provider_kaleyra_email.hooks._paging import Cancelled, Log, Page
 
 if TYPE_CHECKING:
+    import threading
+    from collections.abc import Awaitable, Callable
     from datetime import date
+
+R = TypeVar("R")
 
 DEFAULT_BASE_URL = "https://api.kaleyra.io"
 
@@ -57,19 +57,12 @@ MESSAGE_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUV
 
 #: A longer Retry-After is capped, so one odd header cannot park a task for hours.
 MAX_RETRY_AFTER_SECONDS = 300.0
-#: Bytes read from the socket at a time; the deadline and the size cap are checked between reads.
-READ_CHUNK_BYTES = 256 * 1024
 
 _json_decoder = msgspec.json.Decoder()
 
 
 def path_segment(value: str) -> str:
-    """
-    Percent-encode ``value`` so that it is exactly one URL path segment.
-
-    No id can add a segment, start a query or a fragment, or smuggle an encoded character, and
-    ``.`` or ``..`` alone, which a URL library may resolve, are encoded too.
-    """
+    """Percent-encode ``value`` as exactly one URL path segment (``.`` or ``..`` alone too, lest a URL resolve them)."""
     encoded = quote(value, safe=":@-._~+=")
     return encoded.replace(".", "%2E") if encoded in {".", ".."} else encoded
 
@@ -90,6 +83,11 @@ def message_stats_path(sid: str, message_id: str) -> str:
     return f"/v1/{path_segment(sid)}/email/stats/{path_segment(message_id)}"
 
 
+def page_target(path: str, params: Iterable[tuple[str, str]], page: int, limit: int) -> str:
+    """Return ``path`` with a query of ``params``, then ``page`` and ``limit``."""
+    return f"{path}?{urlencode([*params, ('page', str(page)), ('limit', str(limit))])}"
+
+
 def date_params(start: date | None, end: date | None) -> dict[str, str]:
     dates = {"start_date": start, "end_date": end}
     return {name: day.isoformat() for name, day in dates.items() if day is not None}
@@ -99,9 +97,9 @@ def error_detail(body: Any, reason: str | None = None) -> tuple[str | None, str]
     """
     Return Kaleyra's ``(error code, message)`` in a body; ``None`` when there is none, unless ``reason`` is given.
 
-    The page never shows a failure, so we accept the shapes of Kaleyra's other v1 APIs:
+    The API page never shows a failure, so we accept the shapes of Kaleyra's other v1 APIs:
     ``{"error": {"code", "message"}}``, a top-level ``code``/``message``, or an ``error`` object
-    mapping a field to its message. A failed status (``reason``) falls back on that reason phrase.
+    mapping a field to its message. A failed status falls back on its ``reason`` phrase.
     """
     code = message = None
     if isinstance(body, Mapping):
@@ -131,6 +129,8 @@ def interpret_response(
     content: bytes,
     endpoint: str,
     api_key: str | None = None,
+    page: int | None = None,
+    as_sent: bool = False,
 ) -> Any:
     """
     Return the decoded body of a response that succeeded, or raise what its failure means.
@@ -139,8 +139,13 @@ def interpret_response(
     ``Retry-After``), 5xx and an unreadable body raise ``TransientError`` (worth another try); a
     redirect, another 4xx and an HTTP 200 whose ``error`` object is not empty raise
     :class:`KaleyraEmailAPIError`, naming ``endpoint`` (method and path, never the key). Every
-    text taken from the response is scrubbed of ``api_key``.
+    text taken from the response is scrubbed of ``api_key``. For a listing's ``page``, return that
+    :class:`Page`, with ``as_sent`` its rows as sent where :func:`log_page_as_sent` can read it.
     """
+    if page is not None and as_sent and status == HTTPStatus.OK:
+        sent = log_page_as_sent(content, number=page)
+        if sent is not None:
+            return sent
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         retry_after = _retry_after_seconds(headers.get("Retry-After"))
         wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
@@ -163,21 +168,15 @@ def interpret_response(
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             raise TransientError(f"HTTP {status} ({message})", status_code=status, error_code=code)
         raise KaleyraEmailAPIError(endpoint=endpoint, status_code=status, error_code=code, message=message)
-    return body
+    return body if page is None else page_of(body, number=page, endpoint=endpoint)
 
 
 def _preview(text: str, limit: int) -> str:
-    """Return the start of ``text`` for a message, printable."""
     return "".join(char if char.isprintable() else " " for char in text[:limit]) + ("…" if len(text) > limit else "")
 
 
 def data_of(body: Any, *, endpoint: str, page: int | None = None) -> list[Any]:
-    """
-    Return the ``data`` list of a successful response; any other shape is a :class:`KaleyraEmailAPIError`.
-
-    On a listing's ``page`` every entry must be a JSON object: any other is not a row we can
-    export or count, and dropping it would lose data in silence.
-    """
+    """Return the ``data`` list of a response; on a listing's ``page`` all JSON objects (no row dropped in silence)."""
     data = body.get("data") if isinstance(body, Mapping) else None
     if not isinstance(body, Mapping):
         problem = f"expected a JSON object, got {type(body).__name__}"
@@ -195,12 +194,7 @@ def data_of(body: Any, *, endpoint: str, page: int | None = None) -> list[Any]:
 
 
 def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str, Any]:
-    """
-    Return the one message of a ``stats/<message id>`` body, with ``recipients`` always a list.
-
-    An empty ``data`` list means Kaleyra does not know the id (yet): a 404, like the status
-    Kaleyra answers for an unknown id.
-    """
+    """Return the one message of a ``stats/<message id>`` body, ``recipients`` always a list; none is a 404."""
     messages = data_of(body, endpoint=endpoint)
     if not messages or not isinstance(messages[0], Mapping):
         unknown = f"no message with id {message_id!r} in the response"
@@ -251,9 +245,9 @@ def log_page_as_sent(content: bytes, *, number: int) -> Page | None:
     """
     Return page ``number`` of the logs from an HTTP 200 body, each row its JSON as sent (``msgspec.Raw``).
 
-    For JSON Lines, which then need not decode and encode every row again: only the rows' keys
-    are decoded. ``None`` for any body that is not plainly a page of JSON objects on one line, in
-    UTF-8, without an error: ``interpret_response`` and ``page_of`` say what is wrong with it.
+    For JSON Lines, which then need not decode and encode every row: only the keys are decoded.
+    ``None`` for any body that is not plainly a page of JSON objects on one line, in UTF-8,
+    without an error: the general reading says what is wrong with it.
     """
     if b"\n" in content or b"\r" in content:  # a row may span lines
         return None
@@ -270,10 +264,9 @@ def log_page_as_sent(content: bytes, *, number: int) -> Page | None:
 
 def flatten_day(day: Mapping[str, Any]) -> dict[str, Any]:
     """
-    Turn one ``stats`` day into a flat row ``{"date": ..., <metric>: <value>, ...}``.
+    Turn one ``stats`` day into a flat row ``{"date": ..., <metric>: <value>, ...}``, every metric kept.
 
-    Every metric the API sends is kept. The page shows one ``stats`` entry; if there are more,
-    their numeric metrics are added up so the row still stands for the whole day.
+    The API page shows one ``stats`` entry; the numeric metrics of several are added up.
     """
     row: dict[str, Any] = {"date": day.get("date")}
     for entry in day.get("stats") or []:
@@ -317,11 +310,7 @@ def day_keys(days: list[dict[str, Any]]) -> list[Any]:
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """
-    Return ``text`` with every echo of ``secret`` replaced by ``***``.
-
-    As is, URL-encoded, or in base64 (an ``Authorization: Basic`` header) inside a longer text.
-    """
+    """Return ``text`` with every echo of ``secret`` (as is, URL-encoded, or in base64) replaced by ``***``."""
     if not secret or not text:
         return text
     forms = {secret, quote(secret, safe=""), quote_plus(secret)}
@@ -336,82 +325,6 @@ def scrub(text: str, secret: str | None) -> str:
     return re.sub(pattern, "***", text, flags=re.IGNORECASE)
 
 
-def request_headers(api_key: str) -> dict[str, str]:
-    """Return the headers of every request: the key in ``api-key`` and nowhere else."""
-    user_agent = f"airflow-provider-kaleyra-email/{__version__}"
-    return {"api-key": api_key, "Accept": "application/json", "User-Agent": user_agent}
-
-
-def pool_manager(config: Any, *, maxsize: int) -> urllib3.PoolManager:
-    """
-    Return a urllib3 pool for ``config.base_url`` that sends the API key and nothing else of ours.
-
-    The proxy and the CA bundle come from the environment, as requests reads them; ``~/.netrc`` is
-    never read, so it cannot add credentials.
-    """
-    ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    headers = request_headers(config.api_key)
-    options: dict[str, Any] = {"maxsize": maxsize, "block": False, "headers": headers, "ca_certs": ca_certs}
-    parts = urlsplit(config.base_url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        return urllib3.ProxyManager(proxy, **options)
-    return urllib3.PoolManager(**options)
-
-
-class TooLarge(Exception):
-    """A response body over ``max_response_bytes``: retrying would not make it smaller."""
-
-
-class Body:
-    """A response body as it arrives, refused once it passes ``limit`` bytes (decompressed) or declares it will."""
-
-    def __init__(self, headers: Mapping[str, str], limit: int):
-        self.limit = limit
-        self.size = 0
-        self.chunks: list[bytes] = []
-        declared = headers.get("Content-Length", "")
-        if declared.isdigit():
-            self._check(int(declared))
-
-    def add(self, chunk: bytes) -> None:
-        self.size += len(chunk)
-        self._check(self.size, at_least=True)
-        self.chunks.append(chunk)
-
-    def content(self) -> bytes:
-        return b"".join(self.chunks)
-
-    def _check(self, size: int, *, at_least: bool = False) -> None:
-        if size > self.limit:
-            more = "more than " if at_least else ""
-            raise TooLarge(
-                f"the response body is {more}{size:,} bytes, over the limit of {self.limit:,} (max_response_bytes); "
-                "no page of this API is that large, so it was not read"
-            )
-
-
-def read_body(raw: Any, *, deadline: float, limit: int) -> bytes:
-    """
-    Return a urllib3 response's whole body, decompressed, by ``deadline`` and at most ``limit`` bytes.
-
-    The socket timeout bounds each read; the deadline bounds them all, so a body that trickles in
-    a byte at a time raises ``TimeoutError`` instead of holding the worker for ever.
-    """
-    body = Body(raw.headers, limit)
-    sock = getattr(raw.connection, "sock", None)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        if sock is not None:
-            sock.settimeout(remaining)  # so that no single read outlasts the deadline either
-        chunk = raw.read1(READ_CHUNK_BYTES, decode_content=True)
-        if not chunk:
-            return body.content()
-        body.add(chunk)
-
-
 def _retry_after_seconds(value: str | None) -> float | None:
     """Return ``Retry-After`` as seconds: it is a number of seconds or an HTTP date."""
     value = value or ""
@@ -423,31 +336,6 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """Return ``exc`` and the errors it wraps (urllib3 keeps them in ``reason`` or ``args[0]``)."""
-    chain = [exc]
-    while True:
-        inner = getattr(chain[-1], "reason", None)
-        if not isinstance(inner, BaseException):
-            args = chain[-1].args
-            inner = args[0] if args and isinstance(args[0], BaseException) else None
-        if inner is None or inner in chain:
-            return chain
-        chain.append(inner)
-
-
-def reason_of(exc: BaseException) -> str:
-    """Return the root cause of a connection error, without the long urllib3 wrapper text."""
-    cause = _causes(exc)[-1]
-    text = str(cause)
-    return f"{type(cause).__name__}: {text[:200]}" if text else type(cause).__name__
-
-
-def never_connected(exc: BaseException) -> bool:
-    """Tell whether a connection error happened before the request reached the server."""
-    return any(isinstance(cause, NewConnectionError) for cause in _causes(exc))
 
 
 @dataclass(eq=False)
@@ -471,12 +359,12 @@ class TransientError(Exception):
 @dataclass(kw_only=True)
 class Attempts:
     """
-    The one retry policy of both hooks (as dbt Cloud's ``retry_args``), for one request.
+    The one retry policy of both hooks, for one request: tenacity's ``Retrying`` or ``AsyncRetrying`` over it.
 
-    For tenacity's ``Retrying`` and ``AsyncRetrying`` alike: 429 waits its ``Retry-After``, other
-    transient failures back off with full jitter (so workers that failed together do not come
-    back together). A request that is not ``idempotent`` (a send) is repeated only when the server
-    cannot have acted on it.
+    429 waits its ``Retry-After``; other transient failures back off with full jitter (so workers
+    that failed together do not come back together). A request that is not ``idempotent`` (a
+    send) is repeated only when the server cannot have acted on it. What the caller sees when
+    retries run out lists what each attempt got.
     """
 
     endpoint: str
@@ -489,8 +377,34 @@ class Attempts:
     tries: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
-    @property
-    def retry_args(self) -> dict[str, Any]:
+    def call(self, once: Callable[[], R], *, cancel: threading.Event) -> R:
+        """Return ``once()``, retried by this policy; setting ``cancel`` ends a back-off early (``Cancelled``)."""
+
+        def sleep(seconds: float) -> None:
+            if cancel.wait(seconds):
+                raise Cancelled
+
+        try:
+            for attempt in Retrying(**self._retry_args(), sleep=sleep):
+                with attempt:
+                    return once()
+        except TransientError as exc:
+            raise self._failure(exc) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    async def acall(self, once: Callable[[], Awaitable[R]]) -> R:
+        """Return ``await once()``, retried by this policy."""
+        try:
+            if self.max_retries == 0:  # a trigger's poll: no retry loop to build (a third of its CPU)
+                return await once()
+            async for attempt in AsyncRetrying(**self._retry_args()):
+                with attempt:
+                    return await once()
+        except TransientError as exc:
+            raise self._failure(exc) from None
+        raise AssertionError("unreachable: tenacity either returns or raises")
+
+    def _retry_args(self) -> dict[str, Any]:
         return {
             "stop": stop_after_attempt(self.max_retries + 1),
             "wait": self._wait,
@@ -499,8 +413,7 @@ class Attempts:
             "reraise": True,
         }
 
-    def failure(self, error: TransientError) -> KaleyraEmailAPIError:
-        """Return what the caller sees once tenacity gave up on ``error``, with what each attempt got."""
+    def _failure(self, error: TransientError) -> KaleyraEmailAPIError:
         cls: type[KaleyraEmailAPIError] = KaleyraEmailRetriesExhaustedError
         if self._worth_retrying(error):
             tries = Counter([*self.tries, error.description])

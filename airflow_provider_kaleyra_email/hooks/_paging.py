@@ -52,7 +52,6 @@ class Log(Protocol):
     """The logging calls we make: ``logging.Logger`` and Airflow's structlog loggers have them."""
 
     def info(self, msg: str, /, *args: Any) -> Any: ...
-
     def warning(self, msg: str, /, *args: Any) -> Any: ...
 
 
@@ -60,29 +59,10 @@ class Cancelled(Exception):
     """The listing has ended (or failed elsewhere): this fetch is no longer wanted."""
 
 
-def cancellable_sleep(cancel: threading.Event) -> Callable[[float], None]:
-    """Return a ``sleep`` for tenacity that gives up as soon as ``cancel`` is set."""
-
-    def sleep(seconds: float) -> None:
-        if cancel.wait(seconds):
-            raise Cancelled
-
-    return sleep
-
-
 def list_pages(
-    fetch: Callable[[int, threading.Event], Page],
-    listing: Listing,
-    *,
-    concurrency: int,
-    in_flight: Callable[[], int] | None = None,
+    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int, in_flight: Callable[[], int]
 ) -> Iterator[list[Any]]:
-    """
-    Yield the new rows of every page of a listing, as ``listing`` allows; then repair slid rows, check the counts.
-
-    ``fetch(page, cancel)`` returns one page; setting ``cancel`` cuts its retries short. For
-    ``concurrency`` and ``in_flight``, see :func:`fetch_in_order`.
-    """
+    """Yield the new rows of every page as ``listing`` allows, then repair slid rows; ``cancel`` ends a ``fetch``."""
     cancel = threading.Event()
     pages = fetch_in_order(
         lambda number: fetch(number, cancel),
@@ -94,6 +74,8 @@ def list_pages(
     with closing(pages):
         for page in pages:
             fresh = listing.accept(page)
+            if page.number == 1 and listing.total is not None:
+                listing.log.info("%s: %s rows to list", listing.label, f"{listing.total:,}")
             if fresh:
                 yield fresh
             if not listing.more:
@@ -118,7 +100,7 @@ def fetch_in_order(
     anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is sent) and is raised
     at once; leaving early sets it too, and waits only for requests on the wire.
     """
-    if concurrency <= 1:  # in the caller's thread
+    if concurrency <= 1:
         yield from map(fetch, takewhile(lambda page: page <= allowed(), count(1)))
         return
     failures: list[BaseException] = []
@@ -157,13 +139,19 @@ def fetch_in_order(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def rows_of(pages: Iterator[list[Any]]) -> Iterator[Any]:
+    """Return the rows of ``pages`` one by one; closing it closes the listing (and its requests)."""
+    try:
+        for page in pages:
+            yield from page
+    finally:
+        if hasattr(pages, "close"):
+            pages.close()
+
+
 @dataclass
 class Page:
-    """
-    One answer of a paged endpoint: its rows, its ``total`` as a count, or as sent when it is not one.
-
-    ``keys``, when given, are the rows' keys (for rows that are not dicts: ``msgspec.Raw``).
-    """
+    """One answer of a paged endpoint: its rows, ``total`` as a count or else as sent, and the rows' keys if known."""
 
     number: int
     rows: list[Any]
@@ -181,7 +169,7 @@ class SeenKeys:
     _size: int = 0
     _seen: set[Hashable] = field(default_factory=set)
 
-    def new_only(self, rows: list[dict[str, Any]], keys: list[Any]) -> list[dict[str, Any]]:
+    def new_only(self, rows: list[Any], keys: list[Any]) -> list[Any]:
         """Return the rows whose key was not seen yet; a row whose key is ``None`` always is new."""
         seen = self._seen
         if None not in keys and seen.isdisjoint(keys) and len(set(keys)) == len(keys):
@@ -226,9 +214,8 @@ class Listing:
     duplicates: int = 0
     total: int | None = None
     seen: SeenKeys = field(default_factory=SeenKeys)
-    #: From the first page's ``total``: which rows of that snapshot some page has covered.
     coverage: SnapshotCoverage | None = None
-    #: The last page accepted (in order), and whether it is evidence of another.
+    #: The last page accepted (in order), whether it is evidence of another, and if not, why.
     last_page: int = 0
     more: bool = True
     ended: str = ""
@@ -252,7 +239,7 @@ class Listing:
         planned = math.ceil(max(self.said_totals) / self.page_size)
         return max(evidence, min(evidence + self.lookahead - 1, planned))
 
-    def accept(self, page: Page) -> list[dict[str, Any]]:
+    def accept(self, page: Page) -> list[Any]:
         """Return the new rows of the next page in order; afterwards ``more`` says whether to go on."""
         self._note(page)
         if len(page.rows) > self.page_size:
@@ -260,8 +247,7 @@ class Listing:
             raise self.error()
         keys, fingerprint = self._keys(page)
         repeat_of = self._fingerprints.setdefault(fingerprint, page.number) if page.rows else page.number
-        fresh = [] if repeat_of != page.number else self._fresh(page, keys)
-        self.duplicates += len(page.rows) - len(fresh)
+        fresh = self._fresh(page, keys if repeat_of == page.number else None)
         reached_total = bool(self.said_totals) and self.rows >= max(self.said_totals)
         # Mail arriving between two fetches pushes rows down: a page can hold only rows already
         # seen when ``total`` grew by a page or more meanwhile. That is sliding, not an end, but
@@ -277,13 +263,8 @@ class Listing:
                 self.problems.append(f"page {page.number} repeated page {repeat_of}")
         return fresh
 
-    def repair(self, fetch: Callable[[int], Page]) -> Iterator[list[dict[str, Any]]]:
-        """
-        Yield the rows that slid past pages already fetched while mail arrived, fetched again where they are now.
-
-        ``total`` says how far rows moved, so the coverage knows which rows no page held; a bounded
-        number of requests look for them.
-        """
+    def repair(self, fetch: Callable[[int], Page]) -> Iterator[list[Any]]:
+        """Yield the rows that slid past pages already fetched while mail arrived, fetched again where they are now."""
         coverage = self.coverage
         if coverage is None or coverage.shift <= 0:
             return
@@ -295,7 +276,6 @@ class Listing:
                 break
             self._note(page)
             fresh = self._fresh(page, self._keys(page)[0])
-            self.duplicates += len(page.rows) - len(fresh)
             # Rows keep sliding while we repair, so one page that missed is not proof of an end.
             fruitless = 0 if fresh else fruitless + 1
             if fresh:
@@ -350,7 +330,6 @@ class Listing:
             if page.number == 1 and self.total is None:
                 self.total = page.total
                 self.coverage = SnapshotCoverage(page.total, self.page_size)
-                self.log.info("%s: %s rows to list", self.label, f"{page.total:,}")
         elif page.odd_total is not None:
             self.odd_totals.setdefault(page.odd_total, page.number)
         if self.coverage is not None:
@@ -363,12 +342,8 @@ class Listing:
         return page.total is not None and before is not None and page.total - before >= len(page.rows) > 0
 
     def _keys(self, page: Page) -> tuple[list[bytes | None], int]:
-        """
-        Return each row's key as JSON, and the page's fingerprint: equal for two pages with the same rows.
-
-        As JSON, any id is hashable (a list, an object), is hashed once, and is not tracked by the
-        garbage collector (20,000 keys as tuples cost a new process a full collection, 0.1 s).
-        """
+        """Return each row's key as JSON, and the page's fingerprint: equal for two pages with the same rows."""
+        # As JSON, any key is hashable and hashed once, and 20,000 of them cost no garbage collection.
         keys = self.key_of(page.rows) if page.keys is None else page.keys
         if None not in keys:
             as_json: list[bytes | None] = list(map(_encode, keys))
@@ -376,12 +351,14 @@ class Listing:
         # Rows without a key count by their content.
         return [None if key is None else _encode(key) for key in keys], hash(_encode(page.rows))
 
-    def _fresh(self, page: Page, keys: list[Any]) -> list[dict[str, Any]]:
-        fresh = self.seen.new_only(page.rows, keys)
+    def _fresh(self, page: Page, keys: list[Any] | None) -> list[Any]:
+        """Return the rows of ``page`` not listed before (none for a repeated page, without ``keys``)."""
+        fresh = [] if keys is None else self.seen.new_only(page.rows, keys)
         self.rows += len(fresh)
+        self.duplicates += len(page.rows) - len(fresh)
         return fresh
 
-    def _why_ended(self, page: Page, fresh: list[dict[str, Any]], repeat_of: int) -> str:
+    def _why_ended(self, page: Page, fresh: list[Any], repeat_of: int) -> str:
         n = page.number
         if not page.rows:
             return f"page {n} was empty"
@@ -399,12 +376,11 @@ class SnapshotCoverage:
     """
     Which positions of a listing, as it stood at the first page, some page has covered.
 
-    A page answered when ``shift`` more rows exist starts ``shift`` positions earlier in that snapshot.
+    A page answered when ``shift`` more rows exist (by its ``total``) starts ``shift`` positions earlier.
     """
 
     total: int
     page_size: int
-    #: How many rows more the latest ``total`` said there are than the first.
     shift: int = 0
     _covered: list[tuple[int, int]] = field(default_factory=list)
 

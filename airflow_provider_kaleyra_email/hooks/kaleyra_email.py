@@ -1,35 +1,20 @@
-"""
-The hooks of the Kaleyra Email API: ``KaleyraEmailHook`` (sync) and ``KaleyraEmailAsyncHook``.
-
-The sync hook holds one urllib3 connection pool, with paging and retries; the async
-hook is its ``httpx`` counterpart for triggers. Both read a response, and retry, by the rules
-of :mod:`airflow_provider_kaleyra_email.hooks._api`.
-"""
+"""The hooks of the Kaleyra Email API: ``KaleyraEmailHook`` (urllib3, paging) and ``KaleyraEmailAsyncHook`` (httpx)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import threading
-import time
-import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime
-from functools import cached_property
+from functools import cached_property, partial
 from http import HTTPStatus
-from typing import Any, ClassVar
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import httpx
 import msgspec
-import urllib3
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
-from tenacity import AsyncRetrying, Retrying
-from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from airflow_provider_kaleyra_email import provider_info, validation
 from airflow_provider_kaleyra_email.connection import (
@@ -43,15 +28,17 @@ from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailRetriesExhaustedError,
     KaleyraEmailTransientError,
 )
-from airflow_provider_kaleyra_email.hooks import _api
+from airflow_provider_kaleyra_email.hooks import _api, _http
 from airflow_provider_kaleyra_email.hooks._api import interpret_response
 from airflow_provider_kaleyra_email.hooks._paging import (
     AdaptiveConcurrency,
     Listing,
-    Page,
-    cancellable_sleep,
     list_pages,
+    rows_of,
 )
+
+if TYPE_CHECKING:
+    import urllib3
 
 try:
     from airflow.providers.common.compat.sdk import mask_secret
@@ -70,14 +57,34 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class _LogsQuery:
-    params: tuple[tuple[str, str], ...]
-    page_size: int
-    label: str
+class _KaleyraEmailBaseHook(BaseHook):
+    """What both hooks share: the connection id, their overrides of its settings, and the retry policy."""
+
+    conn_name_attr = "kaleyra_email_conn_id"
+    default_conn_name = "kaleyra_email_default"
+
+    def __init__(self, conn_id: str, overrides: dict[str, Any], wait_initial: float, wait_max: float, **kw: Any):
+        super().__init__(**kw)
+        self.kaleyra_email_conn_id = conn_id
+        self._overrides = check_overrides(**overrides)
+        self.retry_wait_initial = validation.positive_number(wait_initial, parameter="retry_wait_initial")
+        self.retry_wait_max = validation.positive_number(wait_max, parameter="retry_wait_max")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
+
+    def _attempts(self, config: ConnectionConfig, endpoint: str, *, idempotent: bool = True) -> _api.Attempts:
+        return _api.Attempts(
+            endpoint=endpoint,
+            max_retries=config.max_retries,
+            idempotent=idempotent,
+            wait_initial=self.retry_wait_initial,
+            wait_max=self.retry_wait_max,
+            log=self.log,
+        )
 
 
-class KaleyraEmailHook(BaseHook):
+class KaleyraEmailHook(_KaleyraEmailBaseHook):
     """
     Talks to the Kaleyra Email API: message stats, summary stats and logs.
 
@@ -96,14 +103,12 @@ class KaleyraEmailHook(BaseHook):
     :param retry_wait_max: longest backoff in seconds.
     """
 
-    conn_name_attr = "kaleyra_email_conn_id"
-    default_conn_name = "kaleyra_email_default"
     conn_type = "kaleyra_email"
     hook_name = "Kaleyra Email"
 
     def __init__(
         self,
-        kaleyra_email_conn_id: str = default_conn_name,
+        kaleyra_email_conn_id: str = _KaleyraEmailBaseHook.default_conn_name,
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
@@ -114,26 +119,16 @@ class KaleyraEmailHook(BaseHook):
         retry_wait_max: float = 60.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        self._overrides = check_overrides(
-            timeout=timeout,
-            max_retries=max_retries,
-            page_size=page_size,
-            max_concurrency=max_concurrency,
-            max_response_bytes=max_response_bytes,
-        )
-        self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
-        self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
+        overrides = {
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "page_size": page_size,
+            "max_concurrency": max_concurrency,
+            "max_response_bytes": max_response_bytes,
+        }
+        super().__init__(kaleyra_email_conn_id, overrides, retry_wait_initial, retry_wait_max, **kwargs)
         #: What the most recent ``iter_logs``/``iter_summary_stats`` did, for summaries and tests.
         self.last_fetch: Listing | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
-
-    # ----------------------------------------------------------------------------------------
-    # Connection
-    # ----------------------------------------------------------------------------------------
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -158,7 +153,7 @@ class KaleyraEmailHook(BaseHook):
     @cached_property
     def http(self) -> urllib3.PoolManager:
         """One connection pool per hook (urllib3, without requests' per-request layers), shared by its threads."""
-        return _api.pool_manager(self.config, maxsize=max(4, self.config.max_concurrency))
+        return _http.pool_manager(self.config, maxsize=max(4, self.config.max_concurrency))
 
     @cached_property
     def _concurrency(self) -> AdaptiveConcurrency:
@@ -173,10 +168,6 @@ class KaleyraEmailHook(BaseHook):
         if "http" in self.__dict__:
             self.http.clear()
             del self.__dict__["http"]
-
-    # ----------------------------------------------------------------------------------------
-    # Public API
-    # ----------------------------------------------------------------------------------------
 
     def get_message_stats(self, message_id: str) -> dict[str, Any]:
         """
@@ -223,19 +214,14 @@ class KaleyraEmailHook(BaseHook):
             text_body=text_body,
             message_type=message_type,
         )
-        path = _api.send_path(self.config.sid)
-        response = self._call("POST", path, json_body=body, idempotent=False)
-        ids = [
-            str(entry["message_id"])
-            for entry in _api.data_of(response, endpoint=f"POST {path}")
-            if isinstance(entry, Mapping) and entry.get("message_id")
-        ]
+        endpoint = f"POST {_api.send_path(self.config.sid)}"
+        response = self._call("POST", _api.send_path(self.config.sid), json_body=body, idempotent=False)
+        entries = _api.data_of(response, endpoint=endpoint)
+        ids = [str(entry["message_id"]) for entry in entries if isinstance(entry, Mapping) and entry.get("message_id")]
         if not ids:
+            no_id = "the send was accepted but the response carries no message_id"
             raise KaleyraEmailAPIError(
-                endpoint=f"POST {path}",
-                status_code=HTTPStatus.ACCEPTED,
-                error_code=None,
-                message="the send was accepted but the response carries no message_id",
+                endpoint=endpoint, status_code=HTTPStatus.ACCEPTED, error_code=None, message=no_id
             )
         self.log.info("Kaleyra accepted the email to %d recipient(s): %s", len(body["to"]), ", ".join(ids))
         return ids
@@ -280,7 +266,7 @@ class KaleyraEmailHook(BaseHook):
             page_size=page_size,
             allow_count_mismatch=allow_count_mismatch,
         )
-        return _rows_of(pages)
+        return rows_of(pages)
 
     def iter_log_pages(
         self,
@@ -302,11 +288,24 @@ class KaleyraEmailHook(BaseHook):
         the API sent it (a ``msgspec.Raw``, which ``msgspec.json.Encoder.encode_lines`` copies)
         wherever the page allows, else a dict.
         """
-        query = self._logs_query(
-            from_date, to_date, to_mail=to_mail, message_id=message_id, search=search, page_size=page_size
+        start, end = validation.date_range(from_date, to_date, tz=self.timezone)
+        params = list(_api.date_params(start, end).items())
+        if to_mail is not None:
+            params.append(("toMail", validation.email_address(to_mail, parameter="to_mail")))
+        if message_id is not None:
+            params.append(("messageId", validation.message_id(message_id)))
+        params.extend(("search", term) for term in validation.search_terms(search))
+        label = f"logs {start or '…'}..{end or '…'}"
+        return self._list(
+            label,
+            _api.logs_path(self.config.sid),
+            params,
+            page_size,
+            allow_count_mismatch,
+            _api.log_row_keys,
+            concurrency=self.config.max_concurrency,
+            as_sent=as_sent,
         )
-        allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        return self._iter_log_pages(query, allow_mismatch=allow, as_sent=as_sent)
 
     def iter_summary_stats(
         self,
@@ -330,9 +329,11 @@ class KaleyraEmailHook(BaseHook):
             earlier one other than at the end.
         """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
-        size = self._page_size(page_size)
-        allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        return self._iter_summary_rows(_api.date_params(start, end), size, allow_mismatch=allow)
+        label, path = f"summary stats {start or '…'}..{end or '…'}", _api.summary_stats_path(self.config.sid)
+        pages = self._list(
+            label, path, _api.date_params(start, end).items(), page_size, allow_count_mismatch, _api.day_keys
+        )
+        return map(_api.flatten_day, rows_of(pages))
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -346,13 +347,12 @@ class KaleyraEmailHook(BaseHook):
         except ConnectionConfigError as exc:
             return False, f"This connection {exc.problem}"
         except Exception as exc:
-            return False, f"This connection is not usable: {self._scrub(str(exc))}"
+            return False, f"This connection is not usable: {exc}"  # no key to scrub: none was read
         today = datetime.now(self.timezone).date()
-        path = _api.summary_stats_path(config.sid)
-        target = f"{path}?{urlencode([*_api.date_params(today, today).items(), ('page', '1'), ('limit', '1')])}"
+        target = _api.page_target(_api.summary_stats_path(config.sid), _api.date_params(today, today).items(), 1, 1)
         ok = False
         try:
-            self._send_once("GET", target, None, f"GET {path}")
+            self._send_once("GET", target)
             ok, message = True, f"Connected to {config.base_url} as account {config.sid}."
         except KaleyraEmailAPIError as exc:
             message = str(exc)
@@ -371,225 +371,93 @@ class KaleyraEmailHook(BaseHook):
         ignored = config.ignored_extras()
         return ok, f"{message.rstrip('.')}; {ignored}." if ignored else message
 
-    # ----------------------------------------------------------------------------------------
-    # Paging
-    # ----------------------------------------------------------------------------------------
-
-    def _logs_query(
+    def _list(
         self,
-        from_date: Any,
-        to_date: Any,
+        label: str,
+        path: str,
+        params: Iterable[tuple[str, str]],
+        page_size: int | None,
+        allow_count_mismatch: bool,
+        key_of: Any,
         *,
-        to_mail: Any,
-        message_id: Any,
-        search: Any,
-        page_size: Any,
-    ) -> _LogsQuery:
-        start, end = validation.date_range(from_date, to_date, tz=self.timezone)
-        params = list(_api.date_params(start, end).items())
-        if to_mail is not None:
-            params.append(("toMail", validation.email_address(to_mail, parameter="to_mail")))
-        if message_id is not None:
-            params.append(("messageId", validation.message_id(message_id)))
-        params.extend(("search", term) for term in validation.search_terms(search))
-        label = f"logs {start or '…'}..{end or '…'}"
-        return _LogsQuery(params=tuple(params), page_size=self._page_size(page_size), label=label)
-
-    def _page_size(self, page_size: Any) -> int:
-        return self.config.page_size if page_size is None else validation.page_size(page_size)
-
-    def _iter_log_pages(
-        self, query: _LogsQuery, *, allow_mismatch: bool, as_sent: bool = False
-    ) -> Iterator[list[dict[str, Any]]]:
-        path = _api.logs_path(self.config.sid)
+        concurrency: int = 1,
+        as_sent: bool = False,
+    ) -> Iterator[list[Any]]:
+        """Return the pages of a listing, fetched ``concurrency`` at a time (one without a ``total`` to plan with)."""
+        size = self.config.page_size if page_size is None else validation.page_size(page_size)
+        allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
         listing = Listing(
-            label=query.label,
+            label=label,
             endpoint=f"GET {path}",
-            page_size=query.page_size,
-            key_of=_api.log_row_keys,
+            page_size=size,
+            key_of=key_of,
             log=self.log,
-            lookahead=2 * self.config.max_concurrency,
-            allow_mismatch=allow_mismatch,
+            lookahead=2 * concurrency,
+            allow_mismatch=allow,
         )
         self.last_fetch = listing
+        params = tuple(params)
         return list_pages(
-            lambda page, cancel: self._get_page(
-                path, query.params, page, query.page_size, cancel=cancel, as_sent=as_sent
-            ),
+            lambda page, cancel: self._get_page(path, params, page, size, cancel=cancel, as_sent=as_sent),
             listing,
-            concurrency=self.config.max_concurrency,
+            concurrency=concurrency,
             in_flight=lambda: self._concurrency.limit,
         )
 
-    def _iter_summary_rows(
-        self, params: dict[str, str], page_size: int, *, allow_mismatch: bool
-    ) -> Iterator[dict[str, Any]]:
-        path = _api.summary_stats_path(self.config.sid)
-        listing = Listing(
-            label=f"summary stats {params.get('start_date', '…')}..{params.get('end_date', '…')}",
-            endpoint=f"GET {path}",
-            page_size=page_size,
-            key_of=_api.day_keys,
-            log=self.log,
-            allow_mismatch=allow_mismatch,
-        )
-        self.last_fetch = listing
-        pages = list_pages(
-            lambda page, cancel: self._get_page(path, tuple(params.items()), page, page_size, cancel=cancel),
-            listing,
-            concurrency=1,  # no total to plan with; and a page holds 100 days
-        )
-        return map(_api.flatten_day, _rows_of(pages))
-
     def _get_page(
-        self,
-        path: str,
-        params: tuple[tuple[str, str], ...],
-        page: int,
-        page_size: int,
-        *,
-        cancel: threading.Event | None = None,
-        as_sent: bool = False,
-    ) -> Page:
-        query = [*params, ("page", str(page)), ("limit", str(page_size))]
-        body = self._call("GET", path, params=query, cancel=cancel, as_sent_page=page if as_sent else None)
-        return body if isinstance(body, Page) else _api.page_of(body, number=page, endpoint=f"GET {path}")
-
-    # ----------------------------------------------------------------------------------------
-    # One request
-    # ----------------------------------------------------------------------------------------
+        self, path: str, params: Any, page: int, size: int, *, cancel: Any = None, as_sent: bool = False
+    ) -> Any:
+        return self._call("GET", _api.page_target(path, params, page, size), cancel=cancel, page=page, as_sent=as_sent)
 
     def _call(
         self,
         method: str,
-        path: str,
+        target: str,
         *,
-        params: list[tuple[str, str]] | None = None,
         json_body: Any = None,
         idempotent: bool = True,
         cancel: threading.Event | None = None,
-        as_sent_page: int | None = None,
+        page: int | None = None,
+        as_sent: bool = False,
     ) -> Any:
-        """
-        Send one request, retrying what is worth retrying; return the decoded JSON body.
-
-        A request that is not ``idempotent`` (a send) is repeated only when the server cannot
-        have acted on it: after a 429 or a refused connection, never after a timeout or a 5xx.
-        Setting ``cancel`` (the listing ended or failed elsewhere) cuts a back-off sleep short
-        and sends nothing more. With ``as_sent_page``, the log page of that number comes as
-        :func:`~airflow_provider_kaleyra_email.hooks._api.log_page_as_sent` reads it, when it can.
-        """
-        target = path + (f"?{urlencode(params)}" if params else "")
-        endpoint = f"{method} {target}"
-        attempts = _attempts(self, self.config, endpoint, idempotent=idempotent)
-        try:
-            for attempt in Retrying(**attempts.retry_args, sleep=cancellable_sleep(cancel or threading.Event())):
-                with attempt:
-                    return self._send_once(method, target, json_body, endpoint, as_sent_page)
-        except _api.TransientError as exc:
-            raise attempts.failure(exc) from None
-        raise AssertionError("unreachable: tenacity either returns or raises")
+        """Send one request to ``target`` (path and query), retried as worth it; setting ``cancel`` ends the retries."""
+        once = partial(self._send_once, method, target, json_body=json_body, page=page, as_sent=as_sent)
+        attempts = self._attempts(self.config, f"{method} {target}", idempotent=idempotent)
+        return attempts.call(once, cancel=cancel or threading.Event())
 
     def _send_once(
-        self, method: str, target: str, json_body: Any, endpoint: str, as_sent_page: int | None = None
+        self, method: str, target: str, *, json_body: Any = None, page: int | None = None, as_sent: bool = False
     ) -> Any:
-        """Send one request to ``target`` (path and query), no retries; return the decoded body."""
-        url = self.config.base_url + target
-        timeout = self.config.timeout
+        """Send one request to ``target``, without retries; return what :func:`interpret_response` reads."""
         body = None if json_body is None else _json_encode(json_body)
+        with self._concurrency.slot():
+            status, reason, headers, content = _http.send(self.http, method, target, body=body, config=self.config)
         try:
-            with self._concurrency.slot():
-                deadline = time.monotonic() + timeout
-                response = self.http.request(
-                    method,
-                    url,
-                    body=body,
-                    # Headers given here replace the pool's, so they carry the key too.
-                    headers=None if body is None else {**self.http.headers, "Content-Type": "application/json"},
-                    timeout=urllib3.Timeout(connect=timeout, read=timeout),
-                    # The api-key header must reach the configured host and no other.
-                    redirect=False,
-                    retries=False,
-                    preload_content=False,
-                )
-                try:
-                    content = _api.read_body(response, deadline=deadline, limit=self.config.max_response_bytes)
-                except BaseException:
-                    response.close()  # a half-read connection must not be reused
-                    raise
-                finally:
-                    response.release_conn()
-        except _api.TooLarge as exc:
-            raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
-        except NewConnectionError as exc:  # refused, or no such host: nothing reached the server
-            raise _api.TransientError(
-                f"connection failed: {self._scrub(_api.reason_of(exc))}", unsent=True, kind="connection"
-            ) from None
-        except ConnectTimeoutError:
-            raise _api.TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout") from None
-        except (ReadTimeoutError, TimeoutError):
-            raise _api.TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout") from None
-        except DecodeError as exc:
-            raise _api.TransientError(
-                f"a body that could not be decompressed ({self._scrub(_api.reason_of(exc))})"
-            ) from None
-        except (HTTPError, OSError) as exc:
-            raise _api.TransientError(
-                f"connection failed: {self._scrub(_api.reason_of(exc))}",
-                unsent=_api.never_connected(exc),
-                kind="connection",
-            ) from None
-        return self._interpret(response, content, endpoint=endpoint, as_sent_page=as_sent_page)
-
-    def _interpret(
-        self, response: urllib3.BaseHTTPResponse, content: bytes, *, endpoint: str, as_sent_page: int | None = None
-    ) -> Any:
-        if as_sent_page is not None and response.status == HTTPStatus.OK:
-            page = _api.log_page_as_sent(content, number=as_sent_page)
-            if page is not None:
-                self._concurrency.succeeded()
-                return page
-        try:
-            body = interpret_response(
-                status=response.status,
-                reason=response.reason or "",
-                headers=response.headers,
+            answer = interpret_response(
+                status=status,
+                reason=reason,
+                headers=headers,
                 content=content,
-                endpoint=endpoint,
-                api_key=self._known_api_key(),
+                endpoint=f"{method} {target}",
+                api_key=self.config.api_key,
+                page=page,
+                as_sent=as_sent,
             )
         except _api.TransientError as exc:
             if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:
                 self._concurrency.throttled()
             raise
         self._concurrency.succeeded()
-        return body
-
-    def _known_api_key(self) -> str | None:
-        """Return the key, if the connection was read already; never a reason to read it."""
-        config = self.__dict__.get("config")
-        return config.api_key if isinstance(config, ConnectionConfig) else None
-
-    def _scrub(self, text: str) -> str:
-        """Kaleyra should never echo the key, but if it ever does, it stops here."""
-        return _api.scrub(text, self._known_api_key())
+        return answer
 
 
-class KaleyraEmailAsyncHook(BaseHook):
+class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
     """
-    The async counterpart of :class:`KaleyraEmailHook`, for triggers: one ``httpx.AsyncClient``.
+    The async counterpart of :class:`KaleyraEmailHook`, for triggers, over an ``httpx`` client shared per connection.
 
-    It reads the connection the way async code must on Airflow 3 (``get_async_connection``, and
-    the extra without a blocking call on the event loop), turns it into the same
-    :class:`~airflow_provider_kaleyra_email.connection.ConnectionConfig`, and reads responses with
-    the same :func:`interpret_response` as the sync hook. Redirects are never followed, so the
-    ``api-key`` header reaches the configured host and no other.
-
-    It retries with the sync hook's policy (``AsyncRetrying`` over the same arguments): a
-    failure worth another try (429, 5xx, timeout, dropped connection, unreadable body) raises
-    :class:`KaleyraEmailRetriesExhaustedError` once ``max_retries`` ran out; anything else raises
-    :class:`KaleyraEmailAPIError`. By default it makes one attempt: its callers, triggers, poll
-    again anyway, and a poll must stay within one ``timeout``.
+    It reads the connection without a blocking call on the event loop, and answers and retries as
+    the sync hook does, but makes one attempt by default: its callers, triggers, poll again
+    anyway, and a poll must stay within one ``timeout``.
 
     :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
     :param timeout: seconds a whole response may take (default: connection extra, else 30).
@@ -599,13 +467,11 @@ class KaleyraEmailAsyncHook(BaseHook):
     :param retry_wait_max: longest backoff in seconds.
     """
 
-    conn_name_attr = "kaleyra_email_conn_id"
-    default_conn_name = "kaleyra_email_default"
     hook_name = "Kaleyra Email (async)"
 
     def __init__(
         self,
-        kaleyra_email_conn_id: str = default_conn_name,
+        kaleyra_email_conn_id: str = _KaleyraEmailBaseHook.default_conn_name,
         *,
         timeout: float | None = None,
         max_retries: int = 0,
@@ -614,28 +480,27 @@ class KaleyraEmailAsyncHook(BaseHook):
         retry_wait_max: float = 60.0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        self._overrides = check_overrides(
-            timeout=timeout, max_retries=max_retries, max_response_bytes=max_response_bytes
-        )
-        self.retry_wait_initial = validation.positive_number(retry_wait_initial, parameter="retry_wait_initial")
-        self.retry_wait_max = validation.positive_number(retry_wait_max, parameter="retry_wait_max")
+        overrides = {"timeout": timeout, "max_retries": max_retries, "max_response_bytes": max_response_bytes}
+        super().__init__(kaleyra_email_conn_id, overrides, retry_wait_initial, retry_wait_max, **kwargs)
         self._config: ConnectionConfig | None = None
-        self._joined: _SharedConnection | None = None
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
+        self._joined: _http.SharedClient | None = None
 
     async def get_config(self) -> ConnectionConfig:
         """Return the connection's settings, looked up once for every hook on it in this event loop."""
         if self._config is None:
-            self._config = await self._shared().get_config()
+            self._config = await self._shared().get_config(self._read_config)
         return self._config
 
-    def _shared(self) -> _SharedConnection:
+    async def _read_config(self) -> ConnectionConfig:
+        conn = await get_async_connection(self.kaleyra_email_conn_id)
+        extra = await _async_extra_dejson(conn)
+        config = config_of(conn, extra, conn_id=self.kaleyra_email_conn_id, overrides=self._overrides)
+        await _amask_secret(config.api_key)
+        return config
+
+    def _shared(self) -> _http.SharedClient:
         if self._joined is None:
-            self._joined = _SharedConnection.join(self.kaleyra_email_conn_id, self._overrides)
+            self._joined = _http.SharedClient.join((self.kaleyra_email_conn_id, tuple(sorted(self._overrides.items()))))
         return self._joined
 
     async def get_message_stats(self, message_id: str) -> dict[str, Any]:
@@ -648,9 +513,8 @@ class KaleyraEmailAsyncHook(BaseHook):
         message_id = validation.message_id(message_id)
         config = await self.get_config()
         path = _api.message_stats_path(config.sid, message_id)
-        endpoint = f"GET {path}"
-        body = await self._get(config, path, endpoint=endpoint)
-        return _api.message_from_body(body, message_id=message_id, endpoint=endpoint)
+        body = await self._get(config, path)
+        return _api.message_from_body(body, message_id=message_id, endpoint=f"GET {path}")
 
     async def iter_log_rows(
         self, from_date: date, to_date: date, *, search: Sequence[str] = ()
@@ -658,31 +522,27 @@ class KaleyraEmailAsyncHook(BaseHook):
         """
         Yield the log rows of an account-local day range, page by page, in order, each row once.
 
-        For watchers, which read small, recent listings often: pages one after another, ending on a
-        short page, and never more pages than the first ``total`` calls for (plus one), nor a page
-        that repeats the one before (a server that clamps ``page``).
+        For watchers, which read small, recent listings often: one page after another, by the
+        rules of the sync listings (:class:`~airflow_provider_kaleyra_email.hooks._paging.Listing`),
+        without their final count check.
         """
         config = await self.get_config()
         path = _api.logs_path(config.sid)
-        params = [*_api.date_params(from_date, to_date).items(), *(("search", t) for t in search)]
-        seen: set[Any] = set()
-        previous: list[Any] = []
-        last_page = None
+        params = [*_api.date_params(from_date, to_date).items(), *(("search", term) for term in search)]
+        listing = Listing(
+            label=f"logs {from_date}..{to_date}",
+            endpoint=f"GET {path}",
+            page_size=config.page_size,
+            key_of=_api.log_row_keys,
+            log=self.log,
+        )
         for number in itertools.count(1):
-            query = urlencode([*params, ("page", str(number)), ("limit", str(config.page_size))])
-            body = await self._get(config, f"{path}?{query}", endpoint=f"GET {path}")
-            page = _api.page_of(body, number=number, endpoint=f"GET {path}")
-            keys = _api.log_row_keys(page.rows)
-            if not page.rows or keys == previous:
+            page = await self._get(config, _api.page_target(path, params, number, config.page_size), page=number)
+            fresh = listing.accept(page)
+            if page.rows:
+                yield fresh
+            if not listing.more:
                 return
-            fresh = [row for row, key in zip(page.rows, keys, strict=True) if key is None or key not in seen]
-            seen.update(key for key in keys if key is not None)
-            yield fresh
-            if isinstance(page.total, int) and last_page is None:
-                last_page = -(-page.total // config.page_size) + 1
-            if len(page.rows) < config.page_size or (last_page is not None and number >= last_page):
-                return
-            previous = keys
 
     def scrub(self, text: str) -> str:
         """``text`` without the API key, should anything ever have echoed it."""
@@ -694,41 +554,13 @@ class KaleyraEmailAsyncHook(BaseHook):
             shared, self._joined, self._config = self._joined, None, None
             await shared.leave()
 
-    async def _get(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
-        attempts = _attempts(self, config, endpoint)
-        if config.max_retries == 0:  # a trigger's poll: no retry loop to build (a third of its CPU)
-            try:
-                return await self._get_once(config, path, endpoint=endpoint)
-            except _api.TransientError as exc:
-                raise attempts.failure(exc) from None
-        try:
-            async for attempt in AsyncRetrying(**attempts.retry_args):
-                with attempt:
-                    return await self._get_once(config, path, endpoint=endpoint)
-        except _api.TransientError as exc:
-            raise attempts.failure(exc) from None
-        raise AssertionError("unreachable: tenacity either returns or raises")
+    async def _get(self, config: ConnectionConfig, target: str, *, page: int | None = None) -> Any:
+        endpoint = f"GET {target}"
+        return await self._attempts(config, endpoint).acall(lambda: self._get_once(config, target, endpoint, page))
 
-    async def _get_once(self, config: ConnectionConfig, path: str, *, endpoint: str) -> Any:
+    async def _get_once(self, config: ConnectionConfig, target: str, endpoint: str, page: int | None) -> Any:
         shared = self._shared()
-        try:
-            async with shared.turn():
-                # ``timeout`` bounds the whole response, headers and body, not each socket read.
-                status, reason, headers, content = await asyncio.wait_for(
-                    self._read(await shared.client(), config.base_url + path, limit=config.max_response_bytes),
-                    timeout=config.timeout,
-                )
-        except _api.TooLarge as exc:
-            raise KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=str(exc)) from None
-        except httpx.ConnectTimeout:
-            raise _api.TransientError(f"could not connect within {config.timeout:g} s", unsent=True) from None
-        except (httpx.TimeoutException, asyncio.TimeoutError):
-            raise _api.TransientError(f"no complete answer within {config.timeout:g} s (timeout)") from None
-        except httpx.DecodingError:
-            raise _api.TransientError("a body that could not be decompressed") from None
-        except httpx.TransportError as exc:
-            text = f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__
-            raise _api.TransientError(f"connection failed: {_api.scrub(text, config.api_key)}") from None
+        status, reason, headers, content = await shared.get(config, target)
         try:
             return interpret_response(
                 status=status,
@@ -737,119 +569,12 @@ class KaleyraEmailAsyncHook(BaseHook):
                 content=content,
                 endpoint=endpoint,
                 api_key=config.api_key,
+                page=page,
             )
         except _api.TransientError as exc:
             if exc.retry_after is not None:
                 shared.pause(exc.retry_after)
             raise
-
-    @staticmethod
-    async def _read(client: httpx.AsyncClient, url: str, *, limit: int) -> tuple[int, str, httpx.Headers, bytes]:
-        """Return status, reason, headers and the decompressed body of a GET, at most ``limit`` bytes of it."""
-        async with client.stream("GET", url) as response:
-            body = _api.Body(response.headers, limit)
-            async for chunk in response.aiter_bytes():
-                body.add(chunk)
-            return response.status_code, response.reason_phrase, response.headers, body.content()
-
-
-class _SharedConnection:
-    """
-    What every async hook on one connection shares within one event loop (a triggerer's).
-
-    One connection lookup, one ``httpx.AsyncClient`` (one TLS context, one pool of at most
-    ``max_concurrency`` connections), at most ``max_concurrency`` requests in flight, and, after
-    a 429, a pause of its ``Retry-After`` for every request on the connection. A thousand waiting
-    triggers thus cost one client, not a thousand. The last hook to leave closes the client; the
-    settings are looked up again by the next hook to join.
-    """
-
-    _registry: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, _SharedConnection]]] = (
-        weakref.WeakKeyDictionary()
-    )
-
-    def __init__(self, conn_id: str, overrides: Mapping[str, Any], key: Any) -> None:
-        self.conn_id, self.overrides, self.key = conn_id, overrides, key
-        self.users = 0
-        self.config: ConnectionConfig | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._lookup = asyncio.Lock()
-        self._in_flight: asyncio.Semaphore | None = None
-        self._resume_at = 0.0
-
-    @classmethod
-    def join(cls, conn_id: str, overrides: Mapping[str, Any]) -> _SharedConnection:
-        """Return the connection's shared state in the running event loop, counting one more user."""
-        by_key = cls._registry.setdefault(asyncio.get_running_loop(), {})
-        key = (conn_id, tuple(sorted(overrides.items())))
-        shared = by_key.get(key) or by_key.setdefault(key, cls(conn_id, overrides, key))
-        shared.users += 1
-        return shared
-
-    async def leave(self) -> None:
-        self.users -= 1
-        if self.users > 0:
-            return
-        self._registry.get(asyncio.get_running_loop(), {}).pop(self.key, None)
-        if self._client is not None:
-            await self._client.aclose()
-
-    async def get_config(self) -> ConnectionConfig:
-        async with self._lookup:  # the first hook looks it up; the others wait for its answer
-            if self.config is None:
-                conn = await get_async_connection(self.conn_id)
-                extra = await _async_extra_dejson(conn)
-                config = config_of(conn, extra, conn_id=self.conn_id, overrides=self.overrides)
-                await _amask_secret(config.api_key)
-                self._in_flight = asyncio.Semaphore(config.max_concurrency)
-                self.config = config
-        return self.config
-
-    async def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            config = await self.get_config()
-            limit = httpx.Limits(max_connections=config.max_concurrency)
-            # Building a client builds a TLS context: tens of milliseconds of CPU, kept off the loop.
-            client = await asyncio.to_thread(
-                httpx.AsyncClient,
-                headers=_api.request_headers(config.api_key),
-                timeout=config.timeout,
-                follow_redirects=False,
-                limits=limit,
-            )
-            if self._client is None:
-                self._client = client
-            else:  # another hook built one meanwhile
-                await client.aclose()
-        return self._client
-
-    @contextlib.asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        """Wait for a free slot, and out any 429 pause, then hold the slot for one request."""
-        await self.get_config()
-        assert self._in_flight is not None
-        async with self._in_flight:
-            while (wait := self._resume_at - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            yield
-
-    def pause(self, seconds: float) -> None:
-        """Hold every request on the connection for ``seconds`` (a 429's Retry-After, capped)."""
-        self._resume_at = max(self._resume_at, time.monotonic() + min(seconds, _api.MAX_RETRY_AFTER_SECONDS))
-
-
-def _attempts(
-    hook: KaleyraEmailHook | KaleyraEmailAsyncHook, config: ConnectionConfig, endpoint: str, *, idempotent: bool = True
-) -> _api.Attempts:
-    """Return the one retry policy, as this hook and its connection set it, for one request."""
-    return _api.Attempts(
-        endpoint=endpoint,
-        max_retries=config.max_retries,
-        idempotent=idempotent,
-        wait_initial=hook.retry_wait_initial,
-        wait_max=hook.retry_wait_max,
-        log=hook.log,
-    )
 
 
 async def _amask_secret(secret: str) -> None:
@@ -863,27 +588,9 @@ async def _amask_secret(secret: str) -> None:
 
 
 async def _async_extra_dejson(conn: Any) -> dict[str, Any]:
-    """
-    Return the connection's extra as a dict, without a blocking call on the event loop.
-
-    ``extra_dejson`` masks the extra's secrets with a synchronous call that, on Airflow 3 before
-    3.3.2, may dead-lock on an event loop; common-compat 1.23+ has the async way. Older
-    common-compat (what Airflow 2.11 installs) lacks it, and there ``extra_dejson`` runs in a
-    worker thread, as common-compat itself does on versions without the async masking.
-    """
+    """Return the connection's extra as a dict, without a blocking call on the event loop."""
     try:
         from airflow.providers.common.compat.connection import get_async_extra_dejson
-    except ImportError:
+    except ImportError:  # common-compat before 1.23 (Airflow 2.11): extra_dejson's masking in a thread
         return dict(await asyncio.to_thread(lambda: conn.extra_dejson))
     return dict(await get_async_extra_dejson(conn))
-
-
-def _rows_of(pages: Iterator[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-    """Return the rows of ``pages`` one by one; closing it closes the listing (and its requests)."""
-    try:
-        for page in pages:
-            yield from page
-    finally:
-        close = getattr(pages, "close", None)
-        if close is not None:
-            close()

@@ -1,0 +1,246 @@
+"""How requests travel: the sync hook's urllib3 pool, the async hooks' shared httpx client, each answer read whole."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import urllib.request
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+
+import certifi
+import httpx
+import urllib3
+from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
+
+from airflow_provider_kaleyra_email import __version__
+from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
+from airflow_provider_kaleyra_email.hooks._api import MAX_RETRY_AFTER_SECONDS, TransientError, scrub
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Hashable
+
+    from airflow_provider_kaleyra_email.connection import ConnectionConfig
+
+#: An answer as it came: status, reason phrase, headers and the whole (decompressed) body.
+Answer = tuple[int, str, Mapping[str, str], bytes]
+
+#: Bytes read from the socket at a time; the deadline and the size cap are checked between reads.
+READ_CHUNK_BYTES = 256 * 1024
+
+
+def request_headers(api_key: str) -> dict[str, str]:
+    """Return the headers of every request: the key in ``api-key`` and nowhere else."""
+    user_agent = f"airflow-provider-kaleyra-email/{__version__}"
+    return {"api-key": api_key, "Accept": "application/json", "User-Agent": user_agent}
+
+
+def pool_manager(config: ConnectionConfig, *, maxsize: int) -> urllib3.PoolManager:
+    """Return a urllib3 pool for ``config.base_url``: proxy and CA bundle as requests reads them, never ``~/.netrc``."""
+    ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+    headers = request_headers(config.api_key)
+    options: dict[str, Any] = {"maxsize": maxsize, "block": False, "headers": headers, "ca_certs": ca_certs}
+    parts = urlsplit(config.base_url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
+
+
+def send(
+    http: urllib3.PoolManager, method: str, target: str, *, body: bytes | None, config: ConnectionConfig
+) -> Answer:
+    """
+    Send one request to ``target`` (path and query) and read its whole answer, within ``config.timeout``.
+
+    The socket timeout bounds each read, and a deadline all of them, so a body that trickles in
+    a byte at a time cannot hold a worker for ever. The transport's failures raise ``TransientError``.
+    """
+    deadline = time.monotonic() + config.timeout
+    try:
+        response = http.request(
+            method,
+            config.base_url + target,
+            body=body,
+            # Headers given here replace the pool's, so they carry the key too.
+            headers=None if body is None else {**http.headers, "Content-Type": "application/json"},
+            timeout=urllib3.Timeout(connect=config.timeout, read=config.timeout),
+            redirect=False,  # the api-key header must reach the configured host and no other
+            retries=False,
+            preload_content=False,
+        )
+        try:
+            content = _read_whole(
+                response,
+                Body(response.headers, limit=config.max_response_bytes, endpoint=f"{method} {target}"),
+                deadline,
+            )
+        except BaseException:
+            response.close()  # a half-read connection must not be reused
+            raise
+        finally:
+            response.release_conn()
+    except (HTTPError, OSError) as exc:
+        raise exchange_failure(exc, timeout=config.timeout, api_key=config.api_key) from None
+    return response.status, response.reason or "", response.headers, content
+
+
+def _read_whole(response: Any, body: Body, deadline: float) -> bytes:
+    sock = getattr(response.connection, "sock", None)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        if sock is not None:
+            sock.settimeout(remaining)  # so that no single read outlasts the deadline either
+        chunk = response.read1(READ_CHUNK_BYTES, decode_content=True)
+        if not chunk:
+            return body.content()
+        body.add(chunk)
+
+
+class Body:
+    """A response body as it arrives, refused (an error not retried: it would not shrink) past ``limit`` bytes."""
+
+    def __init__(self, headers: Mapping[str, str], *, limit: int, endpoint: str):
+        self.limit = limit
+        self.endpoint = endpoint
+        self.size = 0
+        self.chunks: list[bytes] = []
+        declared = headers.get("Content-Length", "")
+        if declared.isdigit():
+            self._check(int(declared))
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._check(self.size, at_least=True)
+        self.chunks.append(chunk)
+
+    def content(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def _check(self, size: int, *, at_least: bool = False) -> None:
+        if size > self.limit:
+            more = "more than " if at_least else ""
+            message = (
+                f"the response body is {more}{size:,} bytes, over the limit of {self.limit:,} (max_response_bytes); "
+                "no page of this API is that large, so it was not read"
+            )
+            raise KaleyraEmailAPIError(endpoint=self.endpoint, status_code=None, error_code=None, message=message)
+
+
+def exchange_failure(exc: BaseException, *, timeout: float, api_key: str | None) -> TransientError:
+    """Return what an exchange that failed on the way (a urllib3 or httpx error, a timeout) means."""
+    causes = [exc]  # and the errors it wraps: urllib3 keeps them in ``reason`` or ``args[0]``
+    while True:
+        inner = getattr(causes[-1], "reason", None)
+        if not isinstance(inner, BaseException):
+            args = causes[-1].args
+            inner = args[0] if args and isinstance(args[0], BaseException) else None
+        if inner is None or inner in causes:
+            break
+        causes.append(inner)
+    text = str(causes[-1])  # the root cause, without the long urllib3 wrapper text
+    reason = scrub(f"{type(causes[-1]).__name__}: {text[:200]}" if text else type(causes[-1]).__name__, api_key)
+    if any(isinstance(cause, NewConnectionError) for cause in causes):  # refused, or no such host
+        return TransientError(f"connection failed: {reason}", unsent=True, kind="connection")
+    if isinstance(exc, ConnectTimeoutError | httpx.ConnectTimeout):
+        return TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout")
+    if isinstance(exc, ReadTimeoutError | TimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+        return TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout")
+    if isinstance(exc, DecodeError | httpx.DecodingError):
+        return TransientError(f"a body that could not be decompressed ({reason})")
+    return TransientError(f"connection failed: {reason}", kind="connection")
+
+
+class SharedClient:
+    """
+    What every async hook on one connection shares within one event loop (a triggerer's).
+
+    One connection lookup, one ``httpx.AsyncClient`` (one TLS context, a pool of at most
+    ``max_concurrency`` connections), at most ``max_concurrency`` requests in flight, and after a
+    429 a pause of its ``Retry-After`` for every request on the connection: a thousand waiting
+    triggers cost one client. The last hook to leave closes it.
+    """
+
+    _registry: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, SharedClient]]] = (
+        weakref.WeakKeyDictionary()
+    )
+
+    def __init__(self, key: Hashable) -> None:
+        self.key = key
+        self.users = 0
+        self.config: ConnectionConfig | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._lookup = asyncio.Lock()
+        self._in_flight: asyncio.Semaphore | None = None
+        self._resume_at = 0.0
+
+    @classmethod
+    def join(cls, key: Hashable) -> SharedClient:
+        """Return the shared state of connection ``key`` in the running event loop, counting one more user."""
+        by_key = cls._registry.setdefault(asyncio.get_running_loop(), {})
+        shared = by_key.get(key) or by_key.setdefault(key, cls(key))
+        shared.users += 1
+        return shared
+
+    async def leave(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
+        self._registry.get(asyncio.get_running_loop(), {}).pop(self.key, None)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def get_config(self, read: Callable[[], Awaitable[ConnectionConfig]]) -> ConnectionConfig:
+        """Return the connection's settings: ``read()`` by the first hook, the others wait for its answer."""
+        async with self._lookup:
+            if self.config is None:
+                config = await read()
+                self._in_flight = asyncio.Semaphore(config.max_concurrency)
+                self.config = config
+        return self.config
+
+    async def client(self) -> httpx.AsyncClient:
+        assert self.config is not None, "get_config() comes first"
+        if self._client is None:
+            # Building a client builds a TLS context: tens of milliseconds of CPU, kept off the loop.
+            client = await asyncio.to_thread(
+                httpx.AsyncClient,
+                headers=request_headers(self.config.api_key),
+                timeout=self.config.timeout,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=self.config.max_concurrency),
+            )
+            if self._client is None:
+                self._client = client
+            else:  # another hook built one meanwhile
+                await client.aclose()
+        return self._client
+
+    async def get(self, config: ConnectionConfig, target: str) -> Answer:
+        """GET ``target`` (path and query) in a free slot, after any 429 pause; the whole answer within ``timeout``."""
+        assert self._in_flight is not None, "get_config() comes first"
+        try:
+            async with self._in_flight:
+                while (wait := self._resume_at - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                client = await self.client()
+                return await asyncio.wait_for(_read(client, config, target), timeout=config.timeout)
+        except (httpx.RequestError, asyncio.TimeoutError) as exc:
+            raise exchange_failure(exc, timeout=config.timeout, api_key=config.api_key) from None
+
+    def pause(self, seconds: float) -> None:
+        """Hold every request on the connection for ``seconds`` (a 429's Retry-After, capped)."""
+        self._resume_at = max(self._resume_at, time.monotonic() + min(seconds, MAX_RETRY_AFTER_SECONDS))
+
+
+async def _read(client: httpx.AsyncClient, config: ConnectionConfig, target: str) -> Answer:
+    async with client.stream("GET", config.base_url + target) as response:
+        body = Body(response.headers, limit=config.max_response_bytes, endpoint=f"GET {target}")
+        async for chunk in response.aiter_bytes():
+            body.add(chunk)
+        return response.status_code, response.reason_phrase, response.headers, body.content()

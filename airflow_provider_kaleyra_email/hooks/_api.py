@@ -187,10 +187,8 @@ def data_of(body: Any, *, endpoint: str, page: int | None = None) -> list[Any]:
         problem = f"data[{index}] is {_preview(repr(entry), 40)} ({type(entry).__name__}), not a JSON object"
     else:
         return data or []
-    where = "unexpected body" if page is None else f"page {page}"
-    raise KaleyraEmailAPIError(
-        endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=f"{where}: {problem}"
-    )
+    message = f"{'unexpected body' if page is None else f'page {page}'}: {problem}"
+    raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=message)
 
 
 def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str, Any]:

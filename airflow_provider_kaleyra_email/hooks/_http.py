@@ -7,8 +7,7 @@ import os
 import time
 import urllib.request
 import weakref
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
 import certifi
@@ -21,12 +20,19 @@ from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks._api import MAX_RETRY_AFTER_SECONDS, TransientError, scrub
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable
+    from collections.abc import Awaitable, Callable, Hashable, Mapping
 
     from airflow_provider_kaleyra_email.connection import ConnectionConfig
 
-#: An answer as it came: status, reason phrase, headers and the whole (decompressed) body.
-Answer = tuple[int, str, Mapping[str, str], bytes]
+
+class Answer(NamedTuple):
+    """An answer as it came, its body whole (decompressed): the arguments of ``interpret_response``."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    content: bytes
+
 
 #: Bytes read from the socket at a time; the deadline and the size cap are checked between reads.
 READ_CHUNK_BYTES = 256 * 1024
@@ -73,11 +79,8 @@ def send(
             preload_content=False,
         )
         try:
-            content = _read_whole(
-                response,
-                Body(response.headers, limit=config.max_response_bytes, endpoint=f"{method} {target}"),
-                deadline,
-            )
+            body_read = Body(response.headers, limit=config.max_response_bytes, endpoint=f"{method} {target}")
+            content = body_read.read_all(response, deadline)
         except BaseException:
             response.close()  # a half-read connection must not be reused
             raise
@@ -85,21 +88,7 @@ def send(
             response.release_conn()
     except (HTTPError, OSError) as exc:
         raise exchange_failure(exc, timeout=config.timeout, api_key=config.api_key) from None
-    return response.status, response.reason or "", response.headers, content
-
-
-def _read_whole(response: Any, body: Body, deadline: float) -> bytes:
-    sock = getattr(response.connection, "sock", None)
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError
-        if sock is not None:
-            sock.settimeout(remaining)  # so that no single read outlasts the deadline either
-        chunk = response.read1(READ_CHUNK_BYTES, decode_content=True)
-        if not chunk:
-            return body.content()
-        body.add(chunk)
+    return Answer(response.status, response.reason or "", response.headers, content)
 
 
 class Body:
@@ -121,6 +110,20 @@ class Body:
 
     def content(self) -> bytes:
         return b"".join(self.chunks)
+
+    def read_all(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
+        """Read a urllib3 ``response`` to its end by ``deadline``, which bounds every socket read too."""
+        sock = getattr(response.connection, "sock", None)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if sock is not None:
+                sock.settimeout(remaining)
+            chunk = response.read1(READ_CHUNK_BYTES, decode_content=True)
+            if not chunk:
+                return self.content()
+            self.add(chunk)
 
     def _check(self, size: int, *, at_least: bool = False) -> None:
         if size > self.limit:
@@ -243,4 +246,4 @@ async def _read(client: httpx.AsyncClient, config: ConnectionConfig, target: str
         body = Body(response.headers, limit=config.max_response_bytes, endpoint=f"GET {target}")
         async for chunk in response.aiter_bytes():
             body.add(chunk)
-        return response.status_code, response.reason_phrase, response.headers, body.content()
+        return Answer(response.status_code, response.reason_phrase, response.headers, body.content())

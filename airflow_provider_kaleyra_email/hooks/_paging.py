@@ -25,7 +25,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from itertools import count, takewhile
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
@@ -95,14 +94,11 @@ def fetch_in_order(
     """
     Yield ``fetch(1)``, ``fetch(2)``, ... in order, ``concurrency`` at once, page ``n`` once ``allowed() >= n``.
 
-    While ``in_flight()`` (how many fetches are worth running now) is one, a fetch runs in the
-    caller's thread: on loopback, threads cost a listing a third of its time. The first failure
-    anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is sent) and is raised
-    at once; leaving early sets it too, and waits only for requests on the wire.
+    While ``concurrency`` or ``in_flight()`` (how many fetches are worth running now) is one, a
+    fetch runs in the caller's thread: on loopback, threads cost a listing a third of its time.
+    The first failure anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is
+    sent) and is raised at once; leaving early sets it too, and waits only for requests on the wire.
     """
-    if concurrency <= 1:
-        yield from map(fetch, takewhile(lambda page: page <= allowed(), count(1)))
-        return
     failures: list[BaseException] = []
 
     def guarded(page: int) -> R:
@@ -120,7 +116,8 @@ def fetch_in_order(
     next_page = 1
     try:
         while True:
-            if not pending and next_page <= allowed() and in_flight is not None and in_flight() <= 1:
+            one_at_a_time = concurrency <= 1 or (in_flight is not None and in_flight() <= 1)
+            if not pending and next_page <= allowed() and one_at_a_time:
                 next_page += 1
                 yield fetch(next_page - 1)
                 continue

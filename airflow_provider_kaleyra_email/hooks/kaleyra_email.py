@@ -30,12 +30,7 @@ from airflow_provider_kaleyra_email.exceptions import (
 )
 from airflow_provider_kaleyra_email.hooks import _api, _http
 from airflow_provider_kaleyra_email.hooks._api import interpret_response
-from airflow_provider_kaleyra_email.hooks._paging import (
-    AdaptiveConcurrency,
-    Listing,
-    list_pages,
-    rows_of,
-)
+from airflow_provider_kaleyra_email.hooks._paging import AdaptiveConcurrency, Listing, list_pages, rows_of
 
 if TYPE_CHECKING:
     import urllib3
@@ -431,13 +426,10 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         """Send one request to ``target``, without retries; return what :func:`interpret_response` reads."""
         body = None if json_body is None else _json_encode(json_body)
         with self._concurrency.slot():
-            status, reason, headers, content = _http.send(self.http, method, target, body=body, config=self.config)
+            answer = _http.send(self.http, method, target, body=body, config=self.config)
         try:
-            answer = interpret_response(
-                status=status,
-                reason=reason,
-                headers=headers,
-                content=content,
+            read = interpret_response(
+                **answer._asdict(),
                 endpoint=f"{method} {target}",
                 api_key=self.config.api_key,
                 page=page,
@@ -448,7 +440,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
                 self._concurrency.throttled()
             raise
         self._concurrency.succeeded()
-        return answer
+        return read
 
 
 class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
@@ -560,17 +552,9 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
 
     async def _get_once(self, config: ConnectionConfig, target: str, endpoint: str, page: int | None) -> Any:
         shared = self._shared()
-        status, reason, headers, content = await shared.get(config, target)
+        answer = await shared.get(config, target)
         try:
-            return interpret_response(
-                status=status,
-                reason=reason,
-                headers=headers,
-                content=content,
-                endpoint=endpoint,
-                api_key=config.api_key,
-                page=page,
-            )
+            return interpret_response(**answer._asdict(), endpoint=endpoint, api_key=config.api_key, page=page)
         except _api.TransientError as exc:
             if exc.retry_after is not None:
                 shared.pause(exc.retry_after)

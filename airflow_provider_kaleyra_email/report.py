@@ -103,8 +103,7 @@ def build_report(
     days: dict[date, dict[str, float]] = {from_date + timedelta(n): {} for n in range((to_date - from_date).days + 1)}
     totals: dict[str, float] = {}
     for row in summary_rows:
-        day = _day(row.get("date"))
-        if day is None or day not in days:
+        if (day := _day(row.get("date"))) not in days:  # nor is None, a row without a date
             continue
         for name, value in row.items():
             if name != "date" and isinstance(value, int | float) and not isinstance(value, bool):

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 #: Rows returned through XCom before ``output_path`` is needed; 1,000 log rows are about 500 KB of JSON.
 DEFAULT_MAX_XCOM_ROWS = 1_000
 
+#: The send operator's arguments, templated, and passed on to ``KaleyraEmailHook.send_email``.
+_MAIL_FIELDS = ("from_email", "to", "subject", "html_body", "text_body", "message_type")
 _SUFFIXES = {"jsonl": (".jsonl", ".ndjson", ".json"), "csv": (".csv",), "parquet": (".parquet", ".pq")}
 
 
@@ -383,15 +385,7 @@ class KaleyraEmailSendOperator(_KaleyraEmailOperator):
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     """
 
-    template_fields: Sequence[str] = (
-        "from_email",
-        "to",
-        "subject",
-        "html_body",
-        "text_body",
-        "message_type",
-        "kaleyra_email_conn_id",
-    )
+    template_fields: Sequence[str] = (*_MAIL_FIELDS, "kaleyra_email_conn_id")
     template_fields_renderers = {"html_body": "html", "to": "json"}
 
     def __init__(
@@ -414,11 +408,4 @@ class KaleyraEmailSendOperator(_KaleyraEmailOperator):
         self.message_type = message_type
 
     def execute(self, context: Context) -> list[str]:
-        return self.hook.send_email(
-            from_email=self.from_email,
-            to=self.to,
-            subject=self.subject,
-            html_body=self.html_body,
-            text_body=self.text_body,
-            message_type=self.message_type,
-        )
+        return self.hook.send_email(**{name: getattr(self, name) for name in _MAIL_FIELDS})

@@ -111,14 +111,37 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
             require_parquet_support()
         self._as_sent = destination is not None and self.output_format is OutputFormat.JSONL
         batches = self.fetch(from_date, to_date)
+        started = time.monotonic()
         try:
             if destination is None:
                 return self._rows_for_xcom(batches, from_date, to_date)
-            return self._write(batches, destination, from_date, to_date, context)
+            self._temporary = temporary_for(destination)
+            rows = self._unless_killed(batches)
+            result = write_rows(rows, destination, self.output_format, self.known_fields, temporary=self._temporary)
         finally:
+            self._temporary = None
             if close := getattr(batches, "close", None):
                 close()
             self.hook.close()
+        summary = {
+            "path": str(destination),
+            "format": self.output_format.value,
+            "rows": result.rows,
+            "bytes": result.bytes,
+            "from_date": from_date.isoformat() if from_date else None,
+            "to_date": to_date.isoformat() if to_date else None,
+            "pages": self.hook.last_fetch.pages if self.hook.last_fetch else None,
+        }
+        self.log.info("Wrote %s %s in %.1f s: %s", result.rows, self.row_noun, time.monotonic() - started, summary)
+        if result.misfits:
+            counts = ", ".join(
+                f"{count:,} value{'' if count == 1 else 's'} of {name} did not fit {self.known_fields[name]}"
+                for name, count in result.misfits.items()
+            )
+            verb = "is" if sum(result.misfits.values()) == 1 else "are"
+            self.log.warning("%s and %s kept in the extra column (the typed column is null there).", counts, verb)
+        attach_to_outlets(self.outlets, context, summary)
+        return summary
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
         """Return the rows to export, in batches; arguments are checked now, requests happen on iteration."""
@@ -167,41 +190,6 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
                 )
             kept.extend(batch)
         return kept
-
-    def _write(
-        self,
-        batches: Iterator[list[dict[str, Any]]],
-        destination: ObjectStoragePath,
-        from_date: date | None,
-        to_date: date | None,
-        context: Context,
-    ) -> dict[str, Any]:
-        started = time.monotonic()
-        self._temporary = temporary_for(destination)
-        try:
-            rows = self._unless_killed(batches)
-            result = write_rows(rows, destination, self.output_format, self.known_fields, temporary=self._temporary)
-        finally:
-            self._temporary = None
-        summary = {
-            "path": str(destination),
-            "format": self.output_format.value,
-            "rows": result.rows,
-            "bytes": result.bytes,
-            "from_date": from_date.isoformat() if from_date else None,
-            "to_date": to_date.isoformat() if to_date else None,
-            "pages": self.hook.last_fetch.pages if self.hook.last_fetch else None,
-        }
-        self.log.info("Wrote %s %s in %.1f s: %s", result.rows, self.row_noun, time.monotonic() - started, summary)
-        if result.misfits:
-            counts = ", ".join(
-                f"{count:,} value{'' if count == 1 else 's'} of {name} did not fit {self.known_fields[name]}"
-                for name, count in result.misfits.items()
-            )
-            verb = "is" if sum(result.misfits.values()) == 1 else "are"
-            self.log.warning("%s and %s kept in the extra column (the typed column is null there).", counts, verb)
-        attach_to_outlets(self.outlets, context, summary)
-        return summary
 
     def _unless_killed(self, batches: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
         for batch in batches:

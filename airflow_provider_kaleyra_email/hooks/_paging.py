@@ -414,17 +414,15 @@ class SnapshotCoverage:
 
 class AdaptiveConcurrency:
     """
-    Requests in flight: as many as hide the round trip (Little's law), within a ceiling halved on 429.
+    Requests in flight: as many as keep our CPU busy while answers are waited for, within a ceiling halved on 429.
 
-    ``ceil(rtt / gap) + 1``: the shortest recent request over the time between completions; but
-    one when requests wait for their answer less than they take of our CPU (on loopback: 0.1 ms
-    and 0.4 ms), as more would only fight over the GIL. Shared by a hook's requests.
+    ``ceil(wait / cpu) + 1``, from the least a recent answer was waited for and took of our CPU:
+    one on loopback (0.1 ms against 0.4 ms: more would only fight over the GIL), the ceiling at a
+    20 ms round trip from the first answers on. Shared by a hook's requests.
     """
 
     #: Several requests in flight see the same 429 burst; count it once per this many seconds.
     COOLDOWN_SECONDS = 1.0
-    #: Weight of the newest gap between completions in their moving average.
-    SMOOTHING = 0.2
 
     def __init__(self, maximum: int, *, log: Log | None = None):
         self.maximum = maximum
@@ -433,10 +431,7 @@ class AdaptiveConcurrency:
         self._active = 0
         self._successes = 0
         self._last_decrease = float("-inf")
-        self._rtt = float("inf")
         self._wait = self._cpu = float("inf")  # the least a recent answer was waited for, and took of our CPU
-        self._gap: float | None = None
-        self._last_done: float | None = None
         self._cond = threading.Condition()
         self._log: Log = log or logging.getLogger(__name__)
 
@@ -451,10 +446,10 @@ class AdaptiveConcurrency:
             yield
             answered = True
         finally:
-            done, cpu = time.monotonic(), time.thread_time() - cpu_started if answered else 0.0
             with self._cond:
                 self._active -= 1
-                self._observe(done - started, done, cpu)
+                if answered:
+                    self._observe(time.monotonic() - started, time.thread_time() - cpu_started)
                 self._cond.notify(max(1, self.limit - self._active))  # wake only those who may go
 
     def throttled(self) -> None:
@@ -477,16 +472,8 @@ class AdaptiveConcurrency:
                 self._successes = 0
                 self.ceiling += 1
 
-    def _observe(self, duration: float, done: float, cpu: float = 0.0) -> None:
-        self._rtt = min(self._rtt * 1.01, duration)  # the shortest recent request, drifting up slowly
-        if cpu > 0:  # an answer: minima, as other threads and the garbage collector inflate either
-            self._wait = min(self._wait * 1.01, duration - cpu)
-            self._cpu = min(self._cpu * 1.01, cpu)
-        if self._last_done is not None:
-            gap = done - self._last_done
-            self._gap = gap if self._gap is None else (1 - self.SMOOTHING) * self._gap + self.SMOOTHING * gap
-        self._last_done = done
-        if self._wait < self._cpu:
-            self.limit = 1
-        elif self._gap:
-            self.limit = max(1, min(self.ceiling, math.ceil(self._rtt / self._gap) + 1))
+    def _observe(self, duration: float, cpu: float) -> None:
+        # Minima, drifting up slowly: other threads and the garbage collector only inflate either.
+        self._cpu = min(self._cpu * 1.01, max(cpu, 1e-6))
+        self._wait = min(self._wait * 1.01, max(duration - cpu, 0.0))
+        self.limit = max(1, min(self.ceiling, math.ceil(self._wait / self._cpu) + 1)) if self._wait >= self._cpu else 1

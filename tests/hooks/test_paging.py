@@ -242,18 +242,20 @@ class TestSnapshotCoverage:
 
 class TestAdaptiveConcurrency:
     @pytest.mark.parametrize(
-        ("rtt", "gap", "expected"),
+        ("wait", "cpu", "expected"),
         [
-            (0.020, 0.002, 11),  # 20 ms away, a page handled every 2 ms: 10 in flight hide the trip, +1
-            (0.0005, 0.001, 2),  # loopback: one or two, more would only fight over the GIL
-            (0.100, 0.001, 16),  # far away: as many as the maximum allows
+            (0.020, 0.0004, 16),  # 20 ms away: as many as the ceiling allows, from the first answers on
+            (0.0021, 0.0004, 7),  # a short trip: enough to keep our CPU busy through one wait
+            (0.0001, 0.0004, 1),  # loopback: waiting costs less than our CPU, more would fight over the GIL
         ],
     )
-    def test_the_limit_is_the_round_trip_over_the_gap_between_pages(self, rtt, gap, expected):
+    def test_the_limit_keeps_our_cpu_busy_through_a_wait(self, wait, cpu, expected):
         limit = AdaptiveConcurrency(16)
         assert limit.limit == 16, "all of them until the first answers say otherwise"
-        for n in range(200):
-            limit._observe(rtt, n * gap)
+        limit._observe(wait + cpu, cpu)
+        assert limit.limit == expected
+        for _ in range(5):  # a few slower answers (another thread held the GIL) change nothing
+            limit._observe(3 * (wait + cpu), cpu)
         assert limit.limit == expected
 
     def test_a_429_halves_the_ceiling_once_per_burst_and_successes_raise_it_again(self):
@@ -267,19 +269,8 @@ class TestAdaptiveConcurrency:
         for _ in range(2):
             limit.succeeded()
         assert limit.ceiling == 3, "one more per window of successes"
-        for n in range(50):
-            limit._observe(0.100, n * 0.001)
+        limit._observe(0.100, 0.0004)
         assert limit.limit == 3, "never above the ceiling"
-
-    def test_one_at_a_time_when_answers_take_more_of_our_cpu_than_waiting(self):
-        limit = AdaptiveConcurrency(16)
-        for n in range(50):
-            limit._observe(0.0005, n * 0.0005, cpu=0.0004)  # 0.1 ms waited, 0.4 ms of CPU
-        assert limit.limit == 1
-        far = AdaptiveConcurrency(16)
-        for n in range(50):
-            far._observe(0.020, n * 0.002, cpu=0.0004)
-        assert far.limit == 11
 
     def test_slots_block_at_the_limit(self):
         limit = AdaptiveConcurrency(2)

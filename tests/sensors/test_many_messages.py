@@ -173,3 +173,24 @@ async def _first_event(trigger):
     async for event in trigger.run():
         return event.payload
     raise AssertionError("the trigger fired nothing")
+
+
+def test_failures_beyond_what_the_outcome_carries_are_counted_and_said(tmp_path, capfd, caplog):
+    target = tmp_path / "failures.jsonl"
+    failure = {
+        "message_id": "m:1",
+        "recipient": "a@example.com",
+        "status": "BOUNCE",
+        "error_code": "",
+        "error_message": "",
+    }
+    counts = {"messages": 9, "recipients": 9, "delivered": 6, "failed": 3, "in_flight": 0, "statuses": {"BOUNCE": 3}}
+    event = {"status": "success", "message_id": "9 messages", "message": "ok", "failures": [failure], "counts": counts}
+    waiting = sensor(message_id=["m:1"], deferrable=True, max_failed_fraction=0.5, output_path=target.as_uri())
+
+    result = waiting.execute_complete({}, event)
+
+    assert (result["failures_total"], result["failures"]) == (3, [failure])
+    assert [json.loads(line) for line in target.read_text().splitlines()] == [failure]
+    said = "".join(capfd.readouterr()) + caplog.text  # Airflow 3 logs through structlog, 2.11 through logging
+    assert "Only the first 1 of 3 failures were kept and written." in said

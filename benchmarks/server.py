@@ -38,7 +38,7 @@ import msgspec
 from airflow_provider_kaleyra_email.testing import DEFAULT_API_KEY, DEFAULT_SID, SyntheticDataset
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
 PAGE_SIZE = 100
 _encode = msgspec.json.Encoder().encode
@@ -53,11 +53,14 @@ def encode_pages(day: date, rows: int) -> list[bytes]:
     """
     later = datetime.combine(day + timedelta(days=7), datetime.min.time(), timezone.utc)
     listing = SyntheticDataset(start_date=day, days=1, rows_per_day=rows, clock=lambda: later).listing(day, day)
-    total = len(listing)
-    return [
-        _response(200, {"data": rows, "error": {}, "total": total, "limit": str(PAGE_SIZE), "offset": ""})
-        for rows in [*(listing[first : first + PAGE_SIZE] for first in range(0, total, PAGE_SIZE)), []]
-    ]
+    return _listing_pages(listing)
+
+
+def _listing_pages(rows: Sequence[object]) -> list[bytes]:
+    """Return ``rows`` in pages of ``PAGE_SIZE``, whole HTTP responses (the emulator's envelope), an empty one last."""
+    envelope = {"error": {}, "total": len(rows), "limit": str(PAGE_SIZE), "offset": ""}
+    pages = [rows[first : first + PAGE_SIZE] for first in range(0, len(rows), PAGE_SIZE)]
+    return [_response(200, {"data": page, **envelope}) for page in [*pages, []]]
 
 
 def _response(status: int, payload: object, *, close: bool = False) -> bytes:
@@ -74,9 +77,7 @@ def campaign_pages(messages: int) -> list[bytes]:
          "to_mail": f"someone{n}@example.com", "from_mail": "news@shop.example.com", "template_name": "campaign"}
         for n in range(messages)
     ]  # fmt: skip
-    pages = [rows[first : first + PAGE_SIZE] for first in range(0, messages, PAGE_SIZE)]
-    envelope = {"error": {}, "total": messages, "limit": str(PAGE_SIZE), "offset": ""}
-    return [_response(200, {"data": page, **envelope}) for page in [*pages, []]]
+    return _listing_pages(rows)
 
 
 def in_flight(message_id: str) -> bytes:

@@ -111,7 +111,9 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
             not_found_grace=not_found_grace,
         )
         self.message_id: str | list[str]
-        self.campaign: dict[str, Any] | None = None
+        #: For a list of ids: the fractions of its CampaignWait, resolved (checked, as the sensor checked them).
+        self.campaign: dict[str, float] | None = None
+        self.search = validation.search_terms(search)
         if isinstance(message_id, str):
             self.message_id = validation.message_id(message_id)
         else:
@@ -122,11 +124,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
                 max_failed_fraction=max_failed_fraction,
             )
             self.message_id = wait.message_ids
-            self.campaign = {
-                "min_delivered_fraction": wait.min_delivered,
-                "max_failed_fraction": wait.max_failed,
-                "search": validation.search_terms(search),
-            }
+            self.campaign = {"min_delivered_fraction": wait.min_delivered, "max_failed_fraction": wait.max_failed}
         self.poke_interval = validation.positive_number(poke_interval, parameter="poke_interval")
         self.started_at, self.end_time, self.first_poll_at = (
             None if moment is None else float(moment) for moment in (started_at, end_time, first_poll_at)
@@ -142,7 +140,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
             "started_at": self.started_at,
             "end_time": self.end_time,
             "first_poll_at": self.first_poll_at,
-            **(self.campaign or {}),
+            **({**self.campaign, "search": self.search} if self.campaign else {}),
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -163,16 +161,12 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     def _label(self) -> str:
         return f"{len(self.message_id):,} messages" if self.campaign else f"message {self.message_id}"
 
-    def _campaign(self) -> CampaignWait:
-        fractions = {k: v for k, v in (self.campaign or {}).items() if k != "search"}
-        return CampaignWait(self.message_id, self.rule, **fractions)
-
     async def _wait(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
         started_at = self.started_at if self.started_at is not None else time.time()
         self.log.info("Waiting for %s: a poll every %g s.", self._label, self.poke_interval)
         if self.first_poll_at is not None:
             await asyncio.sleep(self._pause(until=self.first_poll_at))
-        campaign = self._campaign() if self.campaign else None
+        campaign = CampaignWait(self.message_id, self.rule, **self.campaign) if self.campaign else None
         last = None
         while True:
             polled_at = time.time()
@@ -214,9 +208,8 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
                     wait.record_stats(message_id, answer)
             return wait.outcome()
         from_date, to_date = campaign_days(started_at, ZoneInfo((await hook.get_config()).timezone))
-        search = (self.campaign or {}).get("search", [])
         try:
-            wait.record_listing([page async for page in hook.iter_log_rows(from_date, to_date, search=search)])
+            wait.record_listing([page async for page in hook.iter_log_rows(from_date, to_date, search=self.search)])
         except KaleyraEmailAPIError as error:
             wait.record_listing_error(error)
         return wait.outcome()

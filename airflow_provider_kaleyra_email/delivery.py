@@ -375,7 +375,8 @@ class CampaignWait:
         if delivered >= needed:
             text = f"{self.label} reached their recipients: {summary}."
             return DeliveryOutcome("success", self.label, text, None, failures[:MAX_FAILURES_IN_OUTCOME], counts)
-        return DeliveryOutcome("waiting", self.label, summary, None, (), counts)
+        # A waiting outcome carries the failures too: it is what a timeout reports and writes.
+        return DeliveryOutcome("waiting", self.label, summary, None, failures[:MAX_FAILURES_IN_OUTCOME], counts)
 
     def counts(self) -> dict[str, Any]:
         """Return the recipients: in all, delivered, failed and in flight, and per status as Kaleyra spelled it."""

@@ -194,3 +194,19 @@ def test_failures_beyond_what_the_outcome_carries_are_counted_and_said(tmp_path,
     assert [json.loads(line) for line in target.read_text().splitlines()] == [failure]
     said = "".join(capfd.readouterr()) + caplog.text  # Airflow 3 logs through structlog, 2.11 through logging
     assert "Only the first 1 of 3 failures were kept and written." in said
+
+
+def test_a_timed_out_campaign_still_reports_and_writes_its_failures(kaleyra_email_emulator, tmp_path):
+    ids = send(kaleyra_email_emulator, "a.slow@example.com", "x.bounce@example.com", scale=0.05)  # 10 s and 1 s
+    target = tmp_path / "failures.jsonl"
+    options = {"message_id": ids, "deferrable": True, "max_failed_fraction": 0.5, "output_path": target.as_uri()}
+
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(**options, timeout=2, poke_interval=0.5).execute({})
+    event = asyncio.run(_first_event(deferred.value.trigger))
+
+    assert event["status"] == "timeout"
+    assert [failure["recipient"] for failure in event["failures"]] == ["x.bounce@example.com"]
+    with pytest.raises(AirflowSensorTimeout):
+        sensor(**options).execute_complete({}, event)
+    assert [json.loads(line)["recipient"] for line in target.read_text().splitlines()] == ["x.bounce@example.com"]

@@ -218,6 +218,10 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
                 outcome = rule.judge(message_id, self.hook.get_message_stats(message_id))
             except KaleyraEmailAPIError as error:
                 outcome = rule.judge_error(message_id, error, waited=time.time() - self._started_at)
+        if not outcome.done and not self.deferrable and time.time() - self._started_at >= self.timeout:
+            # This poke reached the deadline: it reports the timeout with what it saw (and a list's
+            # failures), as the trigger does, before Airflow's own check would with neither.
+            outcome = outcome.timed_out(self.timeout)
         if not outcome.done:
             self.log.info("%s: %s.", self._what, outcome.message)
             return PokeReturnValue(is_done=False)

@@ -210,3 +210,14 @@ def test_a_timed_out_campaign_still_reports_and_writes_its_failures(kaleyra_emai
     with pytest.raises(AirflowSensorTimeout):
         sensor(**options).execute_complete({}, event)
     assert [json.loads(line)["recipient"] for line in target.read_text().splitlines()] == ["x.bounce@example.com"]
+
+
+def test_a_campaign_timing_out_on_a_worker_reports_and_writes_its_failures(kaleyra_email_emulator, tmp_path):
+    ids = send(kaleyra_email_emulator, "a.slow@example.com", "x.bounce@example.com", scale=0.05)  # 10 s and 1 s
+    target = tmp_path / "failures.jsonl"
+    waiting = sensor(message_id=ids, max_failed_fraction=0.5, output_path=target.as_uri(), timeout=2, poke_interval=0.5)
+
+    with pytest.raises(AirflowSensorTimeout, match="2 messages were not delivered within timeout=2 s"):
+        waiting.execute({})
+
+    assert [json.loads(line)["recipient"] for line in target.read_text().splitlines()] == ["x.bounce@example.com"]

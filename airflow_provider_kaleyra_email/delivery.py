@@ -10,7 +10,7 @@ When has a message reached its recipients? One rule, for the sensor and the trig
   a 404 is "not visible yet" for ``not_found_grace`` seconds into the wait (callers say how long
   they waited), then an error; any other refusal (400, 401, 403) is an error. No error streak is
   kept: ``timeout`` alone bounds the wait.
-- A list of message ids is one wait counted by recipient, with thresholds: :class:`CampaignWait`.
+- A list of message ids is one wait counted by recipient, with thresholds: :mod:`.campaign`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import date, datetime, timedelta, tzinfo
+from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from enum import Enum
 from http import HTTPStatus
 from typing import Any, Literal
@@ -127,7 +126,10 @@ class DeliveryOutcome:
         if status not in ("success", "failure", "error", "timeout"):
             return cls("error", message_id, f"The trigger sent an event with no final status: {event!r}")
         failures = tuple(
-            {**({"message_id": _text(f["message_id"])} if "message_id" in f else {}), **_failure(f.get("recipient"), f)}
+            {
+                **({"message_id": text_of(f["message_id"])} if "message_id" in f else {}),
+                **failure_of(f.get("recipient"), f),
+            }
             for f in data.get("failures") or []
             if isinstance(f, Mapping)
         )
@@ -178,18 +180,18 @@ class DeliveryRule:
 
     def judge(self, message_id: str, answer: Mapping[str, Any]) -> DeliveryOutcome:
         """Return what one ``stats/<message id>`` answer, with its ``recipients``, means for the wait."""
-        rows = {_text(r.get("to")).casefold(): r for r in answer.get("recipients") or [] if isinstance(r, Mapping)}
+        rows = {text_of(r.get("to")).casefold(): r for r in answer.get("recipients") or [] if isinstance(r, Mapping)}
         rows.pop("", None)
-        statuses = {_text(row["to"]): _text(row.get("status")) for row in rows.values()}
+        statuses = {text_of(row["to"]): text_of(row.get("status")) for row in rows.values()}
         if rows and (missing := [a for a in self.recipients or () if a.casefold() not in rows]):
             text = f"Message {message_id} has no recipient {', '.join(missing)}; it has {_listing(statuses)}."
             hint = "Check recipients= (each message id of a send covers one recipient batch)."
             return DeliveryOutcome("error", message_id, f"{text} {hint}", statuses)
         keys = rows if self.recipients is None else [a.casefold() for a in self.recipients if a.casefold() in rows]
-        chosen = {_text(rows[key]["to"]): MessageStatus.parse(rows[key].get("status")) for key in keys}
+        chosen = {text_of(rows[key]["to"]): MessageStatus.parse(rows[key].get("status")) for key in keys}
         delivered = [address for address, status in chosen.items() if status in self.delivered]
         failed = [address for address, status in chosen.items() if status in self.failed]
-        failures = [_failure(address, rows[address.casefold()]) for address in failed]
+        failures = [failure_of(address, rows[address.casefold()]) for address in failed]
         who = f"{self.require} of {'its recipients' if self.recipients is None else ', '.join(self.recipients)}"
         if chosen and (len(delivered) == len(chosen) or (delivered and self.require == "any")):
             text = f"Message {message_id} reached {who}: {_listing(statuses)}."
@@ -243,9 +245,9 @@ def _recipients(value: Any) -> tuple[str, ...] | None:
     return tuple(addresses.values())
 
 
-def _failure(recipient: Any, row: Mapping[str, Any]) -> dict[str, str]:
+def failure_of(recipient: Any, row: Mapping[str, Any]) -> dict[str, str]:
     fields = ("status", "error_code", "error_message")
-    return {"recipient": _text(recipient), **{field: _text(row.get(field)) for field in fields}}
+    return {"recipient": text_of(recipient), **{field: text_of(row.get(field)) for field in fields}}
 
 
 def _describe(failure: Mapping[str, str]) -> str:
@@ -258,172 +260,5 @@ def _listing(statuses: Mapping[str, str] | None) -> str:
     return ", ".join(f"{address} {status}" for address, status in (statuses or {}).items()) or "no recipients"
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
     return "" if value is None else str(value).strip()
-
-
-#: The most failures a list's outcome carries (its trigger event is stored in Airflow's database).
-MAX_FAILURES_IN_OUTCOME = 5_000
-#: Rows per page of a list's logs listing: the API's maximum.
-LISTING_PAGE_SIZE = 100
-
-
-def campaign_days(started_at: float, tz: tzinfo) -> tuple[date, date]:
-    """Return the send window of a wait begun at ``started_at``: the account-local days from the one before to today."""
-    first = datetime.fromtimestamp(started_at, tz).date() - timedelta(days=1)
-    return first, max(first, datetime.now(tz).date())
-
-
-class CampaignWait:
-    """
-    A wait on many message ids at once, counted by recipient (one per address of each message).
-
-    Until a message is found, it counts as one recipient in flight. With ``n`` recipients, the
-    wait fails once more than ``max_failed_fraction`` of ``n`` failed, or once
-    ``min_delivered_fraction`` of ``n`` can no longer be delivered; it succeeds once that many
-    are delivered. Each fraction defaults to one minus the other; with neither, every recipient
-    must be delivered and one failure fails the wait. Only unresolved messages are polled again.
-
-    :param message_ids: the messages, in the order given; repeats are dropped.
-    :param rule: the statuses that count as delivered and failed, and ``not_found_grace``.
-    :param min_delivered_fraction: the share of recipients to be delivered, in (0, 1].
-    :param max_failed_fraction: the share of recipients allowed to fail, in [0, 1).
-    """
-
-    def __init__(
-        self,
-        message_ids: Iterable[str],
-        rule: DeliveryRule,
-        *,
-        min_delivered_fraction: Any = None,
-        max_failed_fraction: Any = None,
-    ) -> None:
-        ids = [validation.message_id(m, parameter=f"message_id[{n}]") for n, m in enumerate(message_ids)]
-        self.message_ids = list(dict.fromkeys(ids))
-        if not self.message_ids:
-            raise ValueError("message_id=[] is empty; give one message id or a list of them.")
-        self.rule = rule
-        least = _fraction(min_delivered_fraction, "min_delivered_fraction", zero=False, one=True)
-        most = _fraction(max_failed_fraction, "max_failed_fraction", zero=True, one=False)
-        self.min_delivered = least if least is not None else 1.0 - (most or 0.0)
-        self.max_failed = most if most is not None else 1.0 - (least or 1.0)
-        self.statuses: dict[str, dict[str, Mapping[str, Any]]] = {}  # message id: recipient: its stats row
-        self.unresolved = dict.fromkeys(self.message_ids)
-        self.error: DeliveryOutcome | None = None
-        #: Pages the last logs listing took; before one, what the messages alone would fill.
-        self.listing_pages = math.ceil(len(self.message_ids) / LISTING_PAGE_SIZE)
-
-    @property
-    def label(self) -> str:
-        """Return how messages name the wait."""
-        return f"{len(self.message_ids):,} messages"
-
-    def record_stats(self, message_id: str, answer: Mapping[str, Any]) -> None:
-        """Note a ``stats/<message id>`` answer."""
-        rows = [r for r in answer.get("recipients") or [] if isinstance(r, Mapping) and _text(r.get("to"))]
-        self._note(message_id, {_text(row["to"]): row for row in rows})
-
-    def record_error(self, message_id: str, error: KaleyraEmailAPIError, *, waited: float) -> None:
-        """Note a failed ``stats/<message id>`` poll: "not yet", or an error that ends the wait."""
-        outcome = self.rule.judge_error(message_id, error, waited=waited)
-        if outcome.done:
-            self.error = DeliveryOutcome("error", self.label, outcome.message)
-
-    def record_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Note log rows: each gives its status to every address of its batch (``to_mail``)."""
-        for row in rows:
-            message_id = _text(row.get("message_id"))
-            if message_id in self.unresolved:
-                stats = {"status": row.get("status"), "error_code": "", "error_message": row.get("description")}
-                self._note(message_id, {address: stats for address in map(_text, str(row.get("to_mail")).split(","))})
-
-    def record_listing_error(self, error: KaleyraEmailAPIError) -> None:
-        """Note a failed logs listing: "not yet" when worth another try, else an error that ends the wait."""
-        if isinstance(error, KaleyraEmailTransientError):
-            log.warning("%s: the logs listing failed; still waiting, within timeout: %s", self.label, error)
-        else:
-            self.error = DeliveryOutcome("error", self.label, f"Cannot list the logs for {self.label}: {error}")
-
-    def record_listing(self, pages: Iterable[Iterable[Mapping[str, Any]]]) -> None:
-        """Note a logs listing's pages of rows (:meth:`record_rows`), and their number: the price of the next one."""
-        count = 0
-        for rows in pages:
-            self.record_rows(rows)
-            count += 1
-        self.listing_pages = max(1, count)
-
-    def poll_by_stats(self) -> bool:
-        """Return whether a request per unresolved message costs no more than a logs listing."""
-        return len(self.unresolved) <= self.listing_pages
-
-    def outcome(self) -> DeliveryOutcome:
-        """Return what the wait has come to: an error noted, success, failure, or still waiting."""
-        if self.error is not None:
-            return self.error
-        counts = self.counts()
-        total, delivered, failed = counts["recipients"], counts["delivered"], counts["failed"]
-        needed = math.ceil(self.min_delivered * total - 1e-9)
-        allowed = math.floor(self.max_failed * total + 1e-9)
-        failures = tuple(self.failures())
-        summary = (
-            f"{delivered:,} of {total:,} recipients delivered, {failed:,} failed, {counts['in_flight']:,} in flight"
-        )
-        if failed > allowed or total - failed < needed:
-            limits = f"max_failed_fraction={self.max_failed:g}, min_delivered_fraction={self.min_delivered:g}"
-            text = f"{self.label} will not reach enough recipients ({limits}): {summary}."
-            return DeliveryOutcome("failure", self.label, text, None, failures[:MAX_FAILURES_IN_OUTCOME], counts)
-        if delivered >= needed:
-            text = f"{self.label} reached their recipients: {summary}."
-            return DeliveryOutcome("success", self.label, text, None, failures[:MAX_FAILURES_IN_OUTCOME], counts)
-        # A waiting outcome carries the failures too: it is what a timeout reports and writes.
-        return DeliveryOutcome("waiting", self.label, summary, None, failures[:MAX_FAILURES_IN_OUTCOME], counts)
-
-    def counts(self) -> dict[str, Any]:
-        """Return the recipients: in all, delivered, failed and in flight, and per status as Kaleyra spelled it."""
-        per_status: dict[str, int] = {}
-        delivered = failed = 0
-        for rows in self.statuses.values():
-            for row in rows.values():
-                status = MessageStatus.parse(row.get("status"))
-                delivered += status in self.rule.delivered
-                failed += status in self.rule.failed
-                text = _text(row.get("status")).upper() or "NO STATUS"
-                per_status[text] = per_status.get(text, 0) + 1
-        total = sum(map(len, self.statuses.values())) + len(self.message_ids) - len(self.statuses)
-        return {
-            "messages": len(self.message_ids),
-            "recipients": total,
-            "delivered": delivered,
-            "failed": failed,
-            "in_flight": total - delivered - failed,
-            "statuses": per_status,
-        }
-
-    def failures(self) -> Iterator[dict[str, str]]:
-        """Yield each failed recipient: ``message_id``, ``recipient``, ``status``, ``error_code``, ``error_message``."""
-        for message_id, rows in self.statuses.items():
-            for address, row in rows.items():
-                if MessageStatus.parse(row.get("status")) in self.rule.failed:
-                    yield {"message_id": message_id, **_failure(address, row)}
-
-    def _note(self, message_id: str, rows: dict[str, Mapping[str, Any]]) -> None:
-        rows.pop("", None)
-        if not rows:
-            return
-        self.statuses[message_id] = rows
-        terminal = self.rule.delivered | self.rule.failed
-        if all(MessageStatus.parse(row.get("status")) in terminal for row in rows.values()):
-            self.unresolved.pop(message_id, None)
-
-
-def _fraction(value: Any, parameter: str, *, zero: bool, one: bool) -> float | None:
-    """Return ``value`` as a fraction, ``None`` for none; 0 and 1 only where ``zero`` and ``one`` allow."""
-    if value is None:
-        return None
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if not ((number > 0 or (zero and number == 0)) and (number < 1 or (one and number == 1))):
-        raise ValueError(f"{parameter}={value!r} is not a fraction in {'[' if zero else '('}0, 1{']' if one else ')'}.")
-    return number

@@ -96,7 +96,7 @@ async def _measure(waits: int, poll: float, duration: float) -> dict[str, float]
 
 
 async def _measure_batched(messages: int, poll: float, duration: float) -> dict[str, float]:
-    from airflow_provider_kaleyra_email.delivery import CampaignWait
+    from airflow_provider_kaleyra_email.campaign import CampaignWait
     from airflow_provider_kaleyra_email.triggers.kaleyra_email import KaleyraEmailMessageDeliveredTrigger
 
     polls = 0

@@ -18,16 +18,14 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_kaleyra_email import output, validation
+from airflow_provider_kaleyra_email.campaign import CampaignWait
 from airflow_provider_kaleyra_email.delivery import (
     DEFAULT_DELIVERED_STATUSES,
     DEFAULT_FAILED_STATUSES,
     DEFAULT_NOT_FOUND_GRACE,
-    LISTING_PAGE_SIZE,
-    CampaignWait,
     DeliveryOutcome,
     DeliveryRule,
     MessageStatus,
-    campaign_days,
 )
 from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailAPIError,
@@ -72,7 +70,7 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
     **A list of message ids** (a campaign: what
     :class:`~airflow_provider_kaleyra_email.operators.kaleyra_email.KaleyraEmailSendOperator`
     returns) is one wait, counted by recipient, by the rule of
-    :class:`~airflow_provider_kaleyra_email.delivery.CampaignWait`: every recipient delivered by
+    :class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`: every recipient delivered by
     default, or the thresholds below. Each poll reads only what is unresolved, the cheaper way:
     ``stats/<message id>`` for each while there are no more of them than pages of the logs
     listing, else one listing of the logs of the send window (the account-local days from the one
@@ -169,7 +167,6 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
             raise ValueError(f"poke_interval={self.poke_interval!r} must be positive: every poke is a request.")
         self._rule: DeliveryRule | None = None
         self._campaign: CampaignWait | None = None
-        self._search: list[str] = []
         self._failures_path: Any = None
         self._started_at = 0.0
 
@@ -189,7 +186,7 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         end_time = self._started_at + self.timeout
         many: dict[str, Any] = {}
         if self._campaign is not None:
-            many = {"min_delivered_fraction": self._campaign.min_delivered, "search": self._search}
+            many = {"min_delivered_fraction": self._campaign.min_delivered, "search": self._campaign.search}
             many["max_failed_fraction"] = self._campaign.max_failed
         trigger = KaleyraEmailMessageDeliveredTrigger(
             message_id=self._campaign.message_ids if self._campaign is not None else self.message_id,
@@ -211,7 +208,7 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         """Read the statuses once; done with them (XCom), not yet, or raise what the end means."""
         rule = self._rule or self._start(context)
         if self._campaign is not None:
-            outcome = self._poll_campaign(self._campaign)
+            outcome = self._campaign.poll(self.hook)
         else:
             message_id = str(self.message_id)
             try:
@@ -231,25 +228,6 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         """Return the statuses when the trigger's event says delivered; raise what it means otherwise."""
         self._start(context)
         return self._finish(DeliveryOutcome.from_event(event))
-
-    def _poll_campaign(self, wait: CampaignWait) -> DeliveryOutcome:
-        """Poll what is unresolved of a list of ids, the cheaper way (see the class docstring)."""
-        if wait.poll_by_stats():
-            for message_id in list(wait.unresolved):
-                try:
-                    wait.record_stats(message_id, self.hook.get_message_stats(message_id))
-                except KaleyraEmailAPIError as error:
-                    wait.record_error(message_id, error, waited=time.time() - self._started_at)
-            return wait.outcome()
-        from_date, to_date = campaign_days(self._started_at, self.hook.timezone)
-        search = self._search or None
-        try:
-            wait.record_listing(
-                self.hook.iter_log_pages(from_date, to_date, search=search, page_size=LISTING_PAGE_SIZE)
-            )
-        except KaleyraEmailAPIError as error:
-            wait.record_listing_error(error)
-        return wait.outcome()
 
     @property
     def _what(self) -> str:
@@ -278,6 +256,12 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
             failed_statuses=self.failed_statuses,
             not_found_grace=self.not_found_grace,
         )
+        self._started_at = time.time()
+        ti: Any = context.get("ti")
+        if self.reschedule and not self.deferrable and ti is not None:
+            getter = getattr(ti, "get_first_reschedule_date", None)
+            first = getter(context) if callable(getter) else getattr(ti, "start_date", None)
+            self._started_at = first.timestamp() if isinstance(first, datetime) else self._started_at
         self._campaign = None
         if many:
             self._campaign = CampaignWait(
@@ -285,8 +269,9 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
                 self._rule,
                 min_delivered_fraction=self.min_delivered_fraction,
                 max_failed_fraction=self.max_failed_fraction,
+                started_at=self._started_at,
+                search=validation.search_terms(self.search),
             )
-            self._search = validation.search_terms(self.search)
             if self.output_path:
                 self._failures_path = output.object_path(
                     self.output_path,
@@ -295,12 +280,6 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
                     to_date=None,
                     example="failures.jsonl",
                 )
-        self._started_at = time.time()
-        ti: Any = context.get("ti")
-        if self.reschedule and not self.deferrable and ti is not None:
-            getter = getattr(ti, "get_first_reschedule_date", None)
-            first = getter(context) if callable(getter) else getattr(ti, "start_date", None)
-            self._started_at = first.timestamp() if isinstance(first, datetime) else self._started_at
         return self._rule
 
     def _finish(self, outcome: DeliveryOutcome) -> dict[str, Any]:

@@ -23,14 +23,13 @@ except ImportError:  # Airflow 2.11: no event-driven scheduling
     BaseEventTrigger = BaseTrigger  # type: ignore[misc,assignment]
 
 from airflow_provider_kaleyra_email import validation
+from airflow_provider_kaleyra_email.campaign import CampaignWait
 from airflow_provider_kaleyra_email.delivery import (
     DEFAULT_DELIVERED_STATUSES,
     DEFAULT_FAILED_STATUSES,
     DEFAULT_NOT_FOUND_GRACE,
-    CampaignWait,
     DeliveryOutcome,
     DeliveryRule,
-    campaign_days,
     parse_statuses,
 )
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
@@ -59,7 +58,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     returns. It only reads, so running twice is harmless; it carries the connection id, never the key.
 
     :param message_id: the message to wait for, as Kaleyra returned it on send, or a list of them:
-        one wait by the rule of :class:`~airflow_provider_kaleyra_email.delivery.CampaignWait`,
+        one wait by the rule of :class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`,
         polled as the sensor describes.
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     :param recipients: the recipients to wait for (default: all of the message's).
@@ -166,12 +165,16 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
         self.log.info("Waiting for %s: a poll every %g s.", self._label, self.poke_interval)
         if self.first_poll_at is not None:
             await asyncio.sleep(self._pause(until=self.first_poll_at))
-        campaign = CampaignWait(self.message_id, self.rule, **self.campaign) if self.campaign else None
+        campaign = None
+        if self.campaign:
+            campaign = CampaignWait(
+                self.message_id, self.rule, **self.campaign, started_at=started_at, search=self.search
+            )
         last = None
         while True:
             polled_at = time.time()
             if campaign is not None:
-                outcome = await self._poll_campaign(hook, campaign, started_at)
+                outcome = await campaign.apoll(hook)
             else:
                 outcome = await self._poll_message(hook, str(self.message_id), waited=polled_at - started_at)
             if outcome.done:
@@ -191,28 +194,6 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
             return self.rule.judge(message_id, await hook.get_message_stats(message_id))
         except KaleyraEmailAPIError as error:
             return self.rule.judge_error(message_id, error, waited=waited)
-
-    async def _poll_campaign(
-        self, hook: KaleyraEmailAsyncHook, wait: CampaignWait, started_at: float
-    ) -> DeliveryOutcome:
-        """Poll what is unresolved of a list, the cheaper way, as the sensor's ``_poll_campaign``."""
-        if wait.poll_by_stats():
-            ids = list(wait.unresolved)
-            answers = await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True)
-            for message_id, answer in zip(ids, answers, strict=True):
-                if isinstance(answer, KaleyraEmailAPIError):
-                    wait.record_error(message_id, answer, waited=time.time() - started_at)
-                elif isinstance(answer, BaseException):
-                    raise answer
-                else:
-                    wait.record_stats(message_id, answer)
-            return wait.outcome()
-        from_date, to_date = campaign_days(started_at, ZoneInfo((await hook.get_config()).timezone))
-        try:
-            wait.record_listing([page async for page in hook.iter_log_rows(from_date, to_date, search=self.search)])
-        except KaleyraEmailAPIError as error:
-            wait.record_listing_error(error)
-        return wait.outcome()
 
     def _pause(self, *, until: float) -> float:
         """Return the seconds to sleep until ``until``, cut short so that the last poll lands on the deadline."""

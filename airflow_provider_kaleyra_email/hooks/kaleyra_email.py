@@ -235,12 +235,9 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         """
         Every log row matching the filters, exactly once, newest first, across all pages.
 
-        Arguments are checked now, before any request; the rows come as you iterate. After the
-        first page the hook knows ``total`` and fetches the next pages ``max_concurrency`` at a
-        time, keeping only a few pages in memory. The listing always ends (see
-        :mod:`airflow_provider_kaleyra_email.hooks._paging` for the rules); when its answers do not
-        add up (rows and ``total`` disagree, a page repeated another) it raises
-        :class:`KaleyraEmailAPIError` once the rows are out, unless ``allow_count_mismatch``.
+        Arguments are checked now, the rows fetched as you iterate, ``max_concurrency`` pages at a
+        time. The listing always ends; if its answers do not add up it raises
+        :class:`KaleyraEmailAPIError` after the rows (its rules: :mod:`~airflow_provider_kaleyra_email.hooks._paging`).
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -276,11 +273,9 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         as_sent: bool = False,
     ) -> Iterator[list[dict[str, Any]]]:
         """
-        Return the rows of :meth:`iter_logs`, one list per page, for callers that handle rows in batches.
+        Return the rows of :meth:`iter_logs` (same parameters), one list per page.
 
-        Takes the same parameters as :meth:`iter_logs`; a page whose rows were all listed
-        before yields nothing. With ``as_sent``, for a writer of JSON Lines, a row is its JSON as
-        the API sent it (a ``msgspec.Raw``, which ``msgspec.json.Encoder.encode_lines`` copies)
+        With ``as_sent``, for a JSON Lines writer, a row is its JSON as sent (a ``msgspec.Raw``)
         wherever the page allows, else a dict.
         """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
@@ -313,9 +308,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         """
         One flat row per day, ``{"date": ..., <every metric the API sent>}``, each day once.
 
-        The endpoint gives no ``total``, so pages are fetched one after another until one
-        comes back short, empty or with no day not seen before. A page holds up to 100 days,
-        so even a year is four requests; concurrency would buy nothing here.
+        Pages come one after another (no ``total`` to plan with; a year is four requests).
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -332,10 +325,9 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
 
     def test_connection(self) -> tuple[bool, str]:
         """
-        One cheap authenticated request (today's summary stats, one row), without retries.
+        Make one cheap authenticated request (today's summary stats, one row), without retries.
 
-        Airflow tests a connection under a random temporary id, so the result says "This
-        connection" rather than that id, and names any extra this provider ignores.
+        The result says "This connection" (Airflow tests under a random id) and names ignored extras.
         """
         try:
             config = self.config

@@ -202,27 +202,21 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
     """
     Export the email logs of a date range: every row once, to XCom or, streamed and atomic, to one object.
 
-    With ``output_path`` the return value is a small summary, also put on each ``Asset`` outlet's event.
-
-    :param from_date: first day (inclusive, account time zone); default: the run's days (its data
-        interval; the day before the run was triggered when it has none).
+    :param from_date: first day (inclusive, account time zone); default: the run's days.
     :param to_date: last day (inclusive); default: the run's days.
-    :param days_back: export the run's days moved this many days earlier (1 refreshes the day
-        before, whose statuses keep changing); only without ``from_date``/``to_date``.
+    :param days_back: export the run's days moved this many days earlier; only without ``from_date``/``to_date``.
     :param to_mail: only mail to this recipient.
     :param message_id: only this message.
     :param search: a term, or a list of terms that must all match (status, from, to, template name).
-    :param output_path: URL of the object to write (templated), e.g.
-        ``s3://bucket/kaleyra/logs/date={from_date}/logs.jsonl``; ``{from_date}``/``{to_date}`` become
-        the days exported. Without it the rows go to XCom.
-    :param output_conn_id: connection for the object store (e.g. an ``aws`` connection).
+    :param output_path: URL of the object to write, ``{from_date}``/``{to_date}`` filled in; without it, XCom.
+    :param output_conn_id: connection for the object store.
     :param output_format: ``jsonl`` (default), ``csv`` or ``parquet`` (needs the ``parquet`` extra).
-    :param max_xcom_rows: most rows returned through XCom; more fails and points at ``output_path``.
-    :param page_size: rows per request, 1 to 100 (default: the connection's, else 100).
-    :param allow_count_mismatch: log a warning instead of failing when the rows listed do not add
-        up to the API's ``total`` (or a page repeated another); for listings that can legitimately
-        move while read, such as a status ``search`` over today.
+    :param max_xcom_rows: most rows returned through XCom.
+    :param page_size: rows per request, 1 to 100 (default: the connection's).
+    :param allow_count_mismatch: warn instead of failing when the rows listed do not add up to the API's ``total``.
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
+
+    See ``docs/operators.md`` and, for the counts, ``docs/reliability.md``.
     """
 
     template_fields: Sequence[str] = (*_KaleyraEmailFetchOperator.template_fields, "to_mail", "message_id", "search")
@@ -273,18 +267,14 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
     """
     Write a deliverability report of a date range: one self-contained HTML page, and its main chart as a PNG beside it.
 
-    The figures are those of :mod:`airflow_provider_kaleyra_email.report`, from the range's summary stats
-    and failed log rows. Both objects are written atomically. The return value is a small summary (paths,
-    range, totals, rates, top reasons and domains), also put on each ``Asset`` outlet's event. Needs
-    matplotlib: ``pip install 'airflow-provider-kaleyra-email[report]'``.
+    Needs matplotlib: ``pip install 'airflow-provider-kaleyra-email[report]'``. See ``docs/operators.md``.
 
-    :param output_path: URL of the HTML object (templated), e.g. ``s3://bucket/reports/{to_date}.html``;
-        ``{from_date}``/``{to_date}`` become the range's first and last day.
-    :param output_conn_id: connection for the object store (e.g. an ``aws`` connection).
+    :param output_path: URL of the HTML object; ``{from_date}``/``{to_date}`` become the range's first and last day.
+    :param output_conn_id: connection for the object store.
     :param from_date: first day (inclusive, account time zone); default: ``days - 1`` days before ``to_date``.
-    :param to_date: last day (inclusive); default: the run's last day (see ``intervals``).
-    :param days: length of the default range, 1 to 366 (default 30).
-    :param top: how many reasons and domains to list, 1 to 100 (default 10).
+    :param to_date: last day (inclusive); default: the run's last day.
+    :param days: length of the default range, 1 to 366.
+    :param top: how many reasons and domains to list, 1 to 100.
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     """
 
@@ -358,11 +348,8 @@ class KaleyraEmailSendOperator(_KaleyraEmailOperator):
     """
     Send an email through Kaleyra and return its message ids (XCom), one per recipient batch.
 
-    The ids are what :class:`~airflow_provider_kaleyra_email.sensors.kaleyra_email.KaleyraEmailMessageDeliveredSensor`
-    waits on, e.g. ``KaleyraEmailMessageDeliveredSensor.partial(...).expand(message_id=send.output)``.
-
-    A send is not idempotent: the hook repeats it only when Kaleyra cannot have acted on it.
-    Airflow's own task ``retries`` would send again, so think before giving this task retries.
+    A send is not idempotent: Airflow's task ``retries`` would send again, so think before giving this task retries.
+    ``KaleyraEmailMessageDeliveredSensor`` waits on the ids (``docs/sensor.md``).
 
     :param from_email: the sender; its domain must be registered with Kaleyra.
     :param to: one recipient or a list of them.

@@ -46,39 +46,16 @@ DEFERRAL_TIMEOUT_MARGIN = 60.0
 
 class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
     """
-    Wait until a Kaleyra message reached its recipients; return every recipient's status.
+    Wait until a Kaleyra message, or a list of them, reached its recipients.
 
-    Each poke reads ``stats/<message id>`` once (no retries: the poke interval is the backoff, and a
-    poke lasts at most about one request ``timeout``). The wait succeeds when the chosen recipients
-    reached a delivered status, and returns ``{recipient: status}`` for every recipient (XCom). It
-    fails at once, with ``AirflowFailException`` so that no retry is spent, when a chosen recipient
-    reaches a failed status, naming the recipient, the status and Kaleyra's error text;
-    ``soft_fail=True`` makes that a skip. A failure worth another try (429, 5xx, timeout, dropped
-    connection) is "not yet", logged as a warning: ``timeout`` bounds the wait. 400, 401 and 403
-    end it at once. The rule is :class:`~airflow_provider_kaleyra_email.delivery.DeliveryRule`.
-
-    With ``deferrable=True`` it pokes once, then hands the wait to
-    :class:`~airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageDeliveredTrigger`,
-    which checks once more at the deadline before it reports a timeout.
-
-    A 404 is "not visible yet" for ``not_found_grace`` seconds from the start of the wait: this try's
-    first poke in ``poke`` and deferrable mode (the trigger is given that time). In ``reschedule``
-    mode, the instant Airflow's own ``timeout`` counts from: ``ti.get_first_reschedule_date()`` on
-    Airflow 3, the task instance's ``start_date`` (the try's first poke) on 2.11. Where neither is
-    known, the current poke: a 404 then waits until ``timeout`` rather than failing early.
-
-    **A list of message ids** (a campaign: what
-    :class:`~airflow_provider_kaleyra_email.operators.kaleyra_email.KaleyraEmailSendOperator`
-    returns) is one wait, counted by recipient, by the rule of
-    :class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`: every recipient delivered by
-    default, or the thresholds below. Each poll reads only what is unresolved, the cheaper way:
-    ``stats/<message id>`` for each while there are no more of them than pages of the logs
-    listing, else one listing of the logs of the send window (the account-local days from the one
-    before the wait began to today, narrowed by ``search``). A message not listed yet is in flight.
-    The XCom result: ``messages``, ``recipients``, ``delivered``, ``failed``, ``in_flight``,
-    ``statuses`` (recipients per status), ``failures`` (the first ``max_failures_in_xcom``, each with
-    ``message_id``, ``recipient``, ``status``, ``error_code``, ``error_message``), ``failures_total``
-    and ``output_path``, where every failure is written as JSON Lines when one is given.
+    One message: succeed when the chosen recipients reached a delivered status, returning
+    ``{recipient: status}``; fail at once (``AirflowFailException``, a skip with ``soft_fail``) when
+    one reached a failed status. A list: one wait counted by recipient, with thresholds
+    (:class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`), returning the counts and the
+    failures. A poll that failed in a way worth another try is "not yet": ``timeout`` bounds the wait.
+    With ``deferrable=True`` it pokes once, then defers to
+    :class:`~airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageDeliveredTrigger`.
+    The whole behaviour, with the start of the wait in each mode: ``docs/sensor.md``.
 
     :param message_id: the message to wait for, or a list of them (templated), as
         :class:`~airflow_provider_kaleyra_email.operators.kaleyra_email.KaleyraEmailSendOperator`

@@ -1,10 +1,4 @@
-"""
-The triggers of the Kaleyra Email API.
-
-``KaleyraEmailMessageDeliveredTrigger`` waits, on the triggerer, until a message reached its
-recipients; ``KaleyraEmailNewLogRowsTrigger`` watches the logs for new rows (bounces, by
-default) and starts DAG runs through an ``AssetWatcher`` (Airflow 3).
-"""
+"""The triggers of the Kaleyra Email API: a wait for delivery, and a watcher of new log rows for an ``AssetWatcher``."""
 
 from __future__ import annotations
 
@@ -46,16 +40,12 @@ DEFAULT_WATCHED_STATUSES = tuple(status.value for status in DEFAULT_FAILED_STATU
 
 class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     """
-    Poll one message's ``stats/<message id>``, or a list of messages, until delivered, failed, or time is up.
+    Poll a message, or a list of them, until delivered, failed, or time is up; fire one event.
 
-    Each poll is one request through
-    :class:`~airflow_provider_kaleyra_email.hooks.kaleyra_email.KaleyraEmailAsyncHook`, judged by the
-    :class:`~airflow_provider_kaleyra_email.delivery.DeliveryRule` the sensor uses, with
-    ``asyncio.sleep`` between polls. A failure worth another try is "not yet", so only ``end_time``
-    ends a wait on a failing API; one more poll is made at the deadline before ``timeout`` is reported.
-    The trigger fires exactly one event, a
-    :class:`~airflow_provider_kaleyra_email.delivery.DeliveryOutcome` as a plain JSON dict, and
-    returns. It only reads, so running twice is harmless; it carries the connection id, never the key.
+    Each poll is judged as the sensor's (one rule, :mod:`~airflow_provider_kaleyra_email.delivery`),
+    with ``asyncio.sleep`` between polls and one more at the deadline before ``timeout``. The event
+    is a :class:`~airflow_provider_kaleyra_email.delivery.DeliveryOutcome` as a plain JSON dict.
+    It carries the connection id, never the key.
 
     :param message_id: the message to wait for, as Kaleyra returned it on send, or a list of them:
         one wait by the rule of :class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`,
@@ -208,20 +198,12 @@ KaleyraEmailMessageStatusTrigger = KaleyraEmailMessageDeliveredTrigger
 
 class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,valid-type]
     """
-    Watch the logs for new rows in the watched statuses; fire one event per batch of them.
+    Watch the logs for new rows in the watched statuses; fire one event per batch of them (Airflow 3).
 
-    For event-driven DAGs (Airflow 3): give it to an ``AssetWatcher`` on an ``Asset`` the DAG is
-    scheduled on. Every ``poll_interval`` seconds it lists the logs of the account-local days from
-    ``days_back`` days ago to today, once per watched status (the API's ``search`` terms must all
-    match, so each status is its own listing), and fires an event for the rows it has not fired
-    before: ``{"rows": [...], "count": n, "from_date": ..., "to_date": ..., "statuses": [...]}``,
-    at most ``max_rows_per_event`` rows each. The asset event's ``extra`` holds it as ``payload``.
-
-    A row is "seen" by its message id, recipients and status, kept in memory for the days still
-    watched: the same row never fires twice within a triggerer's life. After a triggerer restart
-    the memory is gone, and the first poll fires the rows of the watched days again: the DAG it
-    starts should be idempotent (suppressing an address twice is harmless). On Airflow 3.3 and
-    later, sibling watchers with the same :meth:`shared_stream_key` share one poll.
+    For an ``AssetWatcher``: every ``poll_interval`` seconds it lists the days from ``days_back``
+    days ago to today, once per status, and fires the rows not fired before, remembered in the
+    triggerer's memory (a restart fires the watched days again: make the DAG idempotent). Sibling
+    watchers share one poll on Airflow 3.3+ (:meth:`shared_stream_key`). See ``docs/sensor.md``.
 
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     :param statuses: the statuses to watch (default: ``BOUNCE``, ``BLOCKED``, ``FAILED``, ``SUPPRESSED``).

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import io
 import os
 import time
 import urllib.request
 import weakref
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 from urllib.parse import urlsplit
 
 import certifi
 import httpx
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from airflow_provider_kaleyra_email import __version__
@@ -20,6 +24,7 @@ from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks._api import MAX_RETRY_AFTER_SECONDS, TransientError, scrub
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Awaitable, Callable, Hashable, Mapping
 
     from airflow_provider_kaleyra_email.connection import ConnectionConfig
@@ -52,8 +57,11 @@ def pool_manager(config: ConnectionConfig, *, maxsize: int) -> urllib3.PoolManag
     parts = urlsplit(config.base_url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        return urllib3.ProxyManager(proxy, **options)
-    return urllib3.PoolManager(**options)
+        manager: urllib3.PoolManager = urllib3.ProxyManager(proxy, **options)
+    else:
+        manager = urllib3.PoolManager(**options)
+    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    return manager
 
 
 def send(
@@ -62,10 +70,11 @@ def send(
     """
     Send one request to ``target`` (path and query) and read its whole answer, within ``config.timeout``.
 
-    The socket timeout bounds each read, and a deadline all of them, so a body that trickles in
-    a byte at a time cannot hold a worker for ever. The transport's failures raise ``TransientError``.
+    A deadline bounds every read of the answer, its status line and headers too, so an answer that
+    trickles in a byte at a time cannot hold a worker for ever. The transport's failures raise
+    ``TransientError``.
     """
-    deadline = time.monotonic() + config.timeout
+    deadline = _DEADLINE.set(time.monotonic() + config.timeout)
     try:
         response = http.request(
             method,
@@ -80,7 +89,7 @@ def send(
         )
         try:
             body_read = Body(response.headers, limit=config.max_response_bytes, endpoint=f"{method} {target}")
-            content = body_read.read_all(response, deadline)
+            content = body_read.read_all(response)
         except BaseException:
             response.close()  # a half-read connection must not be reused
             raise
@@ -88,6 +97,8 @@ def send(
             response.release_conn()
     except (HTTPError, OSError) as exc:
         raise exchange_failure(exc, timeout=config.timeout, api_key=config.api_key) from None
+    finally:
+        _DEADLINE.reset(deadline)
     return Answer(response.status, response.reason or "", response.headers, content)
 
 
@@ -111,19 +122,11 @@ class Body:
     def content(self) -> bytes:
         return b"".join(self.chunks)
 
-    def read_all(self, response: urllib3.BaseHTTPResponse, deadline: float) -> bytes:
-        """Read a urllib3 ``response`` to its end by ``deadline``, which bounds every socket read too."""
-        sock = getattr(response.connection, "sock", None)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if sock is not None:
-                sock.settimeout(remaining)
-            chunk = response.read1(READ_CHUNK_BYTES, decode_content=True)
-            if not chunk:
-                return self.content()
+    def read_all(self, response: urllib3.BaseHTTPResponse) -> bytes:
+        """Read a urllib3 ``response`` to its end (its reads are bounded by the request's deadline)."""
+        while chunk := response.read1(READ_CHUNK_BYTES, decode_content=True):
             self.add(chunk)
+        return self.content()
 
     def _check(self, size: int, *, at_least: bool = False) -> None:
         if size > self.limit:
@@ -133,6 +136,64 @@ class Body:
                 "no page of this API is that large, so it was not read"
             )
             raise KaleyraEmailAPIError(endpoint=self.endpoint, status_code=None, error_code=None, message=message)
+
+
+#: When the answer to the request this thread is sending must be in, headers and body: ``send`` sets it.
+_DEADLINE: ContextVar[float | None] = ContextVar("kaleyra_email_deadline", default=None)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's bytes, each read given only the time left until the deadline: a trickle cannot outlast it."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no complete answer by the deadline")
+        self._sock.settimeout(remaining)
+        return self._sock.recv_into(buffer)
+
+
+class _Deadlined:
+    """What ``http.client.HTTPResponse`` takes of a socket: ``makefile``, here over a :class:`_DeadlineReader`."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self._reader = _DeadlineReader(sock, deadline)
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(self._reader)
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """``http.client``'s response, read through a :class:`_DeadlineReader` while ``send`` has set a deadline."""
+
+    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
+        deadline = _DEADLINE.get()
+        source: Any = sock if deadline is None else _Deadlined(sock, deadline)  # all it uses is makefile()
+        super().__init__(source, *args, **kwargs)
+
+
+class _HTTPConnection(HTTPConnection):
+    response_class = _DeadlineResponse
+
+
+class _HTTPSConnection(HTTPSConnection):
+    response_class = _DeadlineResponse
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 def exchange_failure(exc: BaseException, *, timeout: float, api_key: str | None) -> TransientError:

@@ -10,6 +10,7 @@ truncated or HTML bodies, slow answers, and errors inside an HTTP 200.
 It can also play a hostile server. One-off fault kinds (``queue_faults``, see ``FAULT_KINDS``):
 
 - ``"trickle"``: the real answer, body one byte every ``Faults.trickle_seconds``;
+  ``"trickle_headers"``: the status line and headers too;
 - ``"oversized"`` / ``"oversized_chunked"``: a valid JSON body of ``Faults.oversized_bytes``,
   with or without ``Content-Length``, streamed, never built in memory;
 - ``"bad_gzip"``: ``Content-Encoding: gzip`` on a body that is not gzip;
@@ -63,6 +64,7 @@ FAULT_KINDS = (
     "error200",
     "redirect",
     "trickle",  # the real answer, its body one byte every Faults.trickle_seconds
+    "trickle_headers",  # the real answer, status line and headers too, one byte every Faults.trickle_seconds
     "oversized",  # 200 with a valid JSON body of Faults.oversized_bytes, Content-Length declared
     "oversized_chunked",  # the same body, chunked: no Content-Length to refuse it by
     "bad_gzip",  # 200, Content-Encoding: gzip, a body that is not gzip
@@ -85,7 +87,7 @@ _FAULT_STATUS = {
     "drop_mid_body": 0,
 }
 #: Faults that replace the API's answer; the others delay, change or trickle it instead.
-_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {"ok", "slow", "error200", "trickle", "non_object_rows"}
+_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {"ok", "slow", "error200", "trickle", "trickle_headers", "non_object_rows"}
 #: What "non_object_rows" puts ahead of the real rows.
 _NON_OBJECT_ROWS: tuple[Any, ...] = (1, "x", None, [])
 _CHUNK = 64 * 1024
@@ -448,8 +450,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif fault == "non_object_rows" and status == HTTPStatus.OK and parts.path.endswith(("/logs", "/stats")):
             payload = {**payload, "data": [*_NON_OBJECT_ROWS, *payload["data"]]}
         record(int(status))
-        if fault == "trickle":
-            self._trickle(status, _encode(payload))
+        if fault in {"trickle", "trickle_headers"}:
+            self._trickle(status, _encode(payload), head_too=fault == "trickle_headers")
         else:
             self._send(status, _encode(payload))
 
@@ -500,14 +502,18 @@ class _Handler(BaseHTTPRequestHandler):
             location = f"http://127.0.0.1:9/login?api-key={encoded}&auth={basic}"
             self._send(HTTPStatus.FOUND, b"", "text/plain", {"Location": location})
 
-    def _trickle(self, status: HTTPStatus, body: bytes) -> None:
-        """Send ``body`` with a true ``Content-Length``, one byte every ``trickle_seconds``."""
+    def _trickle(self, status: HTTPStatus, body: bytes, *, head_too: bool) -> None:
+        """Send ``body`` with a true ``Content-Length``, a byte every ``trickle_seconds``; ``head_too``: headers too."""
         pause = self.emulator.faults.trickle_seconds
         stopping = self.emulator._stopping
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()  # headers at once
+        head = (
+            f"{self.protocol_version} {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        if head_too:
+            body = head + body
+        else:
+            self.wfile.write(head)  # headers at once
         try:
             for index in range(len(body)):
                 if index and stopping.wait(pause):

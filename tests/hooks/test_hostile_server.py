@@ -196,9 +196,10 @@ def test_entries_of_data_that_are_not_objects_are_an_error_not_dropped(hook, emu
 # ------------------------------------------------------------------------------------------
 
 
-def test_a_trickling_body_fails_within_the_timeout_and_is_retried_like_one(emulator):
+@pytest.mark.parametrize("kind", ["trickle", "trickle_headers"])
+def test_a_trickling_answer_fails_within_the_timeout_and_is_retried_like_one(emulator, kind):
     emulator.set_faults(Faults(trickle_seconds=0.5))
-    emulator.queue_faults("trickle")
+    emulator.queue_faults(kind)
     hook = KaleyraEmailHook(timeout=1, max_retries=1, retry_wait_initial=0.01, retry_wait_max=0.02)
     started = time.monotonic()
 
@@ -206,12 +207,13 @@ def test_a_trickling_body_fails_within_the_timeout_and_is_retried_like_one(emula
 
     assert [row["date"] for row in rows] == ["2026-11-02"], "the retry got the answer"
     assert time.monotonic() - started < 1 + 1 + 0.5
-    assert [r.fault for r in emulator.requests_to("/stats")] == ["trickle", None]
+    assert [r.fault for r in emulator.requests_to("/stats")] == [kind, None]
 
 
-def test_a_trickling_body_that_never_ends_exhausts_the_retries_with_a_timeout(emulator):
+@pytest.mark.parametrize("kind", ["trickle", "trickle_headers"])
+def test_a_trickling_answer_that_never_ends_exhausts_the_retries_with_a_timeout(emulator, kind):
     emulator.set_faults(Faults(trickle_seconds=0.5))
-    emulator.queue_faults("trickle", "trickle")
+    emulator.queue_faults(kind, kind)
     hook = KaleyraEmailHook(timeout=1, max_retries=1, retry_wait_initial=0.01, retry_wait_max=0.02)
     started = time.monotonic()
 
@@ -221,9 +223,10 @@ def test_a_trickling_body_that_never_ends_exhausts_the_retries_with_a_timeout(em
 
 
 @pytest.mark.asyncio
-async def test_the_async_hook_bounds_a_trickling_body_by_its_timeout(emulator):
+@pytest.mark.parametrize("kind", ["trickle", "trickle_headers"])
+async def test_the_async_hook_bounds_a_trickling_answer_by_its_timeout(emulator, kind):
     emulator.set_faults(Faults(trickle_seconds=0.5))
-    emulator.queue_faults("trickle")
+    emulator.queue_faults(kind)
     message_id = emulator.dataset.message_id(DAY, 0)
     hook = KaleyraEmailAsyncHook(timeout=1, max_retries=0)
     started = time.monotonic()

@@ -23,7 +23,9 @@ MAX_CONSECUTIVE_ERRORS = 3
 MODES = {"poke": {"mode": "poke"}, "reschedule": {"mode": "reschedule"}, "deferrable": {"deferrable": True}}
 
 
-def _wait_dag(name: str, retries: int = 0, timeout: float = TIMEOUT, **mode: object) -> DAG:
+def _wait_dag(
+    name: str, retries: int = 0, timeout: float = TIMEOUT, not_found_grace: float = NOT_FOUND_GRACE, **mode: object
+) -> DAG:
     with DAG(
         f"test_wait_{name}",
         schedule=None,
@@ -36,7 +38,7 @@ def _wait_dag(name: str, retries: int = 0, timeout: float = TIMEOUT, **mode: obj
             recipients="{{ dag_run.conf.get('recipients') }}",
             poke_interval=POKE_INTERVAL,
             timeout=timeout,
-            not_found_grace=NOT_FOUND_GRACE,
+            not_found_grace=not_found_grace,
             max_consecutive_errors=MAX_CONSECUTIVE_ERRORS,
             retries=retries,
             retry_delay=timedelta(0),
@@ -52,5 +54,11 @@ DAGS = {"poke": wait_poke, "reschedule": wait_reschedule, "deferrable": wait_def
 #: A longer timeout, for waits through long streaks of failed polls (dag.test() reschedules about 1 s apart).
 PATIENT_TIMEOUT = 15.0
 PATIENT = {mode: _wait_dag(f"patient_{mode}", timeout=PATIENT_TIMEOUT, **kwargs) for mode, kwargs in MODES.items()}
+#: For a message that takes seconds to show (a loaded machine may poke a second late): a 404 is waited on for 10 s.
+SLOW_TO_SHOW_GRACE = 10.0
+SLOW_TO_SHOW = {
+    mode: _wait_dag(f"slow_to_show_{mode}", timeout=PATIENT_TIMEOUT, not_found_grace=SLOW_TO_SHOW_GRACE, **kwargs)
+    for mode, kwargs in MODES.items()
+}
 #: With retries to spare: a terminal delivery status must not use them.
 wait_with_retries = _wait_dag("with_retries", retries=2, deferrable=True)

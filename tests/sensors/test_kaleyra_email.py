@@ -34,6 +34,7 @@ from tests.dag_files.wait_for_delivery import (
     NOT_FOUND_GRACE,
     PATIENT,
     POKE_INTERVAL,
+    SLOW_TO_SHOW,
     TIMEOUT,
     wait_with_retries,
 )
@@ -90,12 +91,12 @@ def warmed_up(airflow_db):
 @pytest.mark.parametrize("mode", MODES)
 class TestModes:
     def test_waits_through_not_visible_yet_and_returns_the_statuses(self, mode, kaleyra_email_emulator):
-        # Invisible for 0.9 s (the DAG's not_found_grace is 1 s), so that the first poke lands
+        # Invisible for 3 s (the DAG's not_found_grace is 10 s), so that the first poke lands
         # there even on a loaded machine.
-        kaleyra_email_emulator.dataset.send_visibility_delay = 0.9
+        kaleyra_email_emulator.dataset.send_visibility_delay = 3.0
         message_id = send(kaleyra_email_emulator, "ops@example.com")
 
-        dag_run, ti = run_wait(mode, message_id)
+        dag_run, ti = run_wait(mode, message_id, dag=SLOW_TO_SHOW[mode])
 
         assert ti.state == "success"
         assert xcom_value(dag_run, "wait") in ({"ops@example.com": "DELIVERED"}, {"ops@example.com": "OPEN"})

@@ -148,27 +148,35 @@ class _DeadlineReader(io.RawIOBase):
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         super().__init__()
         self._sock = sock
+        # The socket's own reader, which keeps it open while the response is read (http.client
+        # closes the connection of a close-delimited answer before its body is read).
+        self._raw = sock.makefile("rb", buffering=0)
         self._deadline = deadline
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("no complete answer by the deadline")
         self._sock.settimeout(remaining)
-        return self._sock.recv_into(buffer)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class _Deadlined:
     """What ``http.client.HTTPResponse`` takes of a socket: ``makefile``, here over a :class:`_DeadlineReader`."""
 
     def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._reader = _DeadlineReader(sock, deadline)
+        self._sock = sock
+        self._deadline = deadline
 
     def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(self._reader)
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
 
 
 class _DeadlineResponse(http.client.HTTPResponse):

@@ -11,6 +11,8 @@ It can also play a hostile server. One-off fault kinds (``queue_faults``, see ``
 
 - ``"trickle"``: the real answer, body one byte every ``Faults.trickle_seconds``;
   ``"trickle_headers"``: the status line and headers too;
+- ``"close_delimited"``: the real answer framed by closing the connection (no ``Content-Length``),
+  its body a moment after its headers: legal HTTP that a client must read whole;
 - ``"oversized"`` / ``"oversized_chunked"``: a valid JSON body of ``Faults.oversized_bytes``,
   with or without ``Content-Length``, streamed, never built in memory;
 - ``"bad_gzip"``: ``Content-Encoding: gzip`` on a body that is not gzip;
@@ -65,6 +67,7 @@ FAULT_KINDS = (
     "redirect",
     "trickle",  # the real answer, its body one byte every Faults.trickle_seconds
     "trickle_headers",  # the real answer, status line and headers too, one byte every Faults.trickle_seconds
+    "close_delimited",  # the real answer without Content-Length, ended by closing the connection
     "oversized",  # 200 with a valid JSON body of Faults.oversized_bytes, Content-Length declared
     "oversized_chunked",  # the same body, chunked: no Content-Length to refuse it by
     "bad_gzip",  # 200, Content-Encoding: gzip, a body that is not gzip
@@ -87,7 +90,9 @@ _FAULT_STATUS = {
     "drop_mid_body": 0,
 }
 #: Faults that replace the API's answer; the others delay, change or trickle it instead.
-_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {"ok", "slow", "error200", "trickle", "trickle_headers", "non_object_rows"}
+_SHORT_CIRCUITS = frozenset(FAULT_KINDS) - {
+    "ok", "slow", "error200", "trickle", "trickle_headers", "close_delimited", "non_object_rows"
+}  # fmt: skip
 #: What "non_object_rows" puts ahead of the real rows.
 _NON_OBJECT_ROWS: tuple[Any, ...] = (1, "x", None, [])
 _CHUNK = 64 * 1024
@@ -452,6 +457,8 @@ class _Handler(BaseHTTPRequestHandler):
         record(int(status))
         if fault in {"trickle", "trickle_headers"}:
             self._trickle(status, _encode(payload), head_too=fault == "trickle_headers")
+        elif fault == "close_delimited":
+            self._close_delimited(status, _encode(payload))
         else:
             self._send(status, _encode(payload))
 
@@ -522,6 +529,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[index : index + 1])
         except OSError:  # the client went away
             self.close_connection = True
+
+    def _close_delimited(self, status: HTTPStatus, body: bytes) -> None:
+        """Send the headers without ``Content-Length``, then ``body`` a moment later, then close the connection."""
+        head = f"{self.protocol_version} {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
+        self.wfile.write(f"{head}Connection: close\r\n\r\n".encode())
+        time.sleep(0.05)  # the body in a later segment than the headers
+        with contextlib.suppress(OSError):  # the client went away
+            self.wfile.write(body)
+        self.close_connection = True
 
     def _oversized(self, *, chunked: bool) -> None:
         """Send a valid JSON envelope of ``oversized_bytes`` bytes, streamed in 64 KB chunks."""

@@ -239,6 +239,28 @@ async def test_the_async_hook_bounds_a_trickling_answer_by_its_timeout(emulator,
         await hook.aclose()
 
 
+def test_an_answer_framed_by_closing_the_connection_is_read_whole(emulator):
+    # Legal HTTP (no Content-Length, the end of the body is the end of the connection): the
+    # deadline reader must keep the socket open after http.client lets go of the connection.
+    emulator.queue_faults("close_delimited", "close_delimited")
+    hook = KaleyraEmailHook(max_retries=0)
+    message_id = emulator.dataset.message_id(DAY, 0)
+
+    assert hook.get_message_stats(message_id)["recipients"]
+    assert [row["date"] for row in hook.iter_summary_stats(DAY, DAY)] == ["2026-11-02"]
+    assert [r.fault for r in emulator.requests] == ["close_delimited", "close_delimited"]
+
+
+@pytest.mark.asyncio
+async def test_the_async_hook_reads_an_answer_framed_by_closing_the_connection(emulator):
+    emulator.queue_faults("close_delimited")
+    hook = KaleyraEmailAsyncHook(max_retries=0)
+    try:
+        assert (await hook.get_message_stats(emulator.dataset.message_id(DAY, 0)))["recipients"]
+    finally:
+        await hook.aclose()
+
+
 @pytest.mark.parametrize("kind", ["oversized", "oversized_chunked"])
 def test_a_response_over_the_size_cap_is_a_clear_error_and_not_retried(emulator, kind):
     emulator.set_faults(Faults(oversized_bytes=3 * 1024 * 1024))

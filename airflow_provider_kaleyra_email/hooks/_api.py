@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import re
 import time
@@ -13,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
-from urllib.parse import quote, quote_plus, urlencode
+from urllib.parse import quote, urlencode
 
 import msgspec
 from tenacity import (
@@ -143,7 +144,7 @@ def interpret_response(
     :class:`Page`, with ``as_sent`` its rows as sent where :func:`log_page_as_sent` can read it.
     """
     if page is not None and as_sent and status == HTTPStatus.OK:
-        sent = log_page_as_sent(content, number=page)
+        sent = log_page_as_sent(content, number=page, api_key=api_key)
         if sent is not None:
             return sent
     if status == HTTPStatus.TOO_MANY_REQUESTS:
@@ -156,7 +157,7 @@ def interpret_response(
         raise KaleyraEmailAPIError(endpoint=endpoint, status_code=status, error_code=None, message=message)
     try:
         body = _json_decoder.decode(content)
-    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec checks UTF-8 as it reads a string
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
         if status < HTTPStatus.BAD_REQUEST:
             # Scrubbed before it is cut, so no part of a key remains; 2 KB hold 80 characters and a key.
             text = scrub(content[:2048].decode("utf-8", "replace"), api_key)
@@ -164,18 +165,18 @@ def interpret_response(
         body = None
     detail = error_detail(body, reason if status >= HTTPStatus.BAD_REQUEST else None)
     if detail is not None:
-        code, message = detail[0], scrub(detail[1], api_key)
+        code, message = detail[0] and scrub(detail[0], api_key), scrub(detail[1], api_key)
         if status >= HTTPStatus.INTERNAL_SERVER_ERROR:
             raise TransientError(f"HTTP {status} ({message})", status_code=status, error_code=code)
         raise KaleyraEmailAPIError(endpoint=endpoint, status_code=status, error_code=code, message=message)
-    return body if page is None else page_of(body, number=page, endpoint=endpoint)
+    return body if page is None else page_of(body, number=page, endpoint=endpoint, api_key=api_key)
 
 
 def _preview(text: str, limit: int) -> str:
     return "".join(char if char.isprintable() else " " for char in text[:limit]) + ("…" if len(text) > limit else "")
 
 
-def data_of(body: Any, *, endpoint: str, page: int | None = None) -> list[Any]:
+def data_of(body: Any, *, endpoint: str, page: int | None = None, api_key: str | None = None) -> list[Any]:
     """Return the ``data`` list of a response; on a listing's ``page`` all JSON objects (no row dropped in silence)."""
     data = body.get("data") if isinstance(body, Mapping) else None
     if not isinstance(body, Mapping):
@@ -184,7 +185,8 @@ def data_of(body: Any, *, endpoint: str, page: int | None = None) -> list[Any]:
         problem = f"expected 'data' to be a list, got {type(data).__name__}"
     elif page is not None and not all(isinstance(entry, dict) for entry in data or ()):
         index, entry = next((i, entry) for i, entry in enumerate(data or ()) if not isinstance(entry, dict))
-        problem = f"data[{index}] is {_preview(repr(entry), 40)} ({type(entry).__name__}), not a JSON object"
+        entry_text = _preview(scrub(repr(entry), api_key), 40)
+        problem = f"data[{index}] is {entry_text} ({type(entry).__name__}), not a JSON object"
     else:
         return data or []
     message = f"{'unexpected body' if page is None else f'page {page}'}: {problem}"
@@ -200,23 +202,38 @@ def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str,
             endpoint=endpoint, status_code=HTTPStatus.NOT_FOUND, error_code=None, message=unknown
         )
     message = dict(messages[0])
-    if not isinstance(message.get("recipients"), list):
-        message["recipients"] = []
-    return message
+    answered, recipients = _text(message.get("message_id")), message.get("recipients")
+    if answered is not None and answered != message_id:  # another message's statuses would judge this one
+        problem = f"asked for message {message_id!r}, the answer is about {_preview(answered, 80)!r}"
+    elif recipients is not None and not isinstance(recipients, list):
+        problem = f"message {message_id!r}: 'recipients' is {type(recipients).__name__}, not a list"
+    else:
+        message["recipients"] = recipients or []
+        return message
+    raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=problem)
 
 
-def page_of(body: Any, *, number: int, endpoint: str) -> Page:
+def page_of(body: Any, *, number: int, endpoint: str, api_key: str | None = None) -> Page:
     """Return page ``number`` of a listing, with its ``total`` as a count or, when it is not one, as sent."""
-    return _counted(Page(number, data_of(body, endpoint=endpoint, page=number)), body.get("total"))
+    rows = data_of(body, endpoint=endpoint, page=number, api_key=api_key)
+    return _counted(Page(number, rows), body.get("total"), api_key)
 
 
-def _counted(page: Page, total: Any) -> Page:
-    if isinstance(total, str) and total.strip().isdecimal():
-        page.total = int(total)
-    elif isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+#: The largest ``total`` taken for a count; a larger one is no listing's size, and is reported as sent.
+MAX_TOTAL = 10**15
+
+
+def _counted(page: Page, total: Any, api_key: str | None) -> Page:
+    """Set the page's ``total``: a whole number (``250``, ``250.0``, ``"250"``) up to ``MAX_TOTAL``, else as sent."""
+    text = total.strip() if isinstance(total, str) else ""
+    if text.isascii() and text.isdigit() and len(text) <= len(str(MAX_TOTAL)):
+        total = int(text)
+    elif isinstance(total, float) and total.is_integer():
+        total = int(total)
+    if isinstance(total, int) and not isinstance(total, bool) and 0 <= total <= MAX_TOTAL:
         page.total = total
     elif total is not None:
-        page.odd_total = _preview(repr(total), 40)
+        page.odd_total = _preview(scrub(repr(total), api_key), 40)
     return page
 
 
@@ -239,7 +256,7 @@ _keys_decoder = msgspec.json.Decoder(_LogPageKeys)
 _as_sent_decoder = msgspec.json.Decoder(_LogPageAsSent)
 
 
-def log_page_as_sent(content: bytes, *, number: int) -> Page | None:
+def log_page_as_sent(content: bytes, *, number: int, api_key: str | None = None) -> Page | None:
     """
     Return page ``number`` of the logs from an HTTP 200 body, each row its JSON as sent (``msgspec.Raw``).
 
@@ -253,21 +270,26 @@ def log_page_as_sent(content: bytes, *, number: int) -> Page | None:
         if not content.isascii():
             content.decode()  # what msgspec skips, it does not check
         page, keys = _as_sent_decoder.decode(content), _keys_decoder.decode(content)
-    except (msgspec.DecodeError, UnicodeDecodeError):  # a row that is not an object, a body that is not a page
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # not plainly a page of objects
         return None
     if page.error:
         return None
-    return _counted(Page(number, page.data or [], keys=log_row_keys(keys.data or [])), page.total)
+    return _counted(Page(number, page.data or [], keys=log_row_keys(keys.data or [])), page.total, api_key)
 
 
-def flatten_day(day: Mapping[str, Any]) -> dict[str, Any]:
+def flatten_day(day: Mapping[str, Any], *, endpoint: str) -> dict[str, Any]:
     """
     Turn one ``stats`` day into a flat row ``{"date": ..., <metric>: <value>, ...}``, every metric kept.
 
-    The API page shows one ``stats`` entry; the numeric metrics of several are added up.
+    The API page shows one ``stats`` entry; the numeric metrics of several are added up. A day
+    whose ``stats`` is not a list is an error: its metrics would be lost in silence.
     """
     row: dict[str, Any] = {"date": day.get("date")}
-    for entry in day.get("stats") or []:
+    stats = day.get("stats")
+    if stats is not None and not isinstance(stats, list):
+        problem = f"day {_preview(repr(row['date']), 40)}: 'stats' is {type(stats).__name__}, not a list"
+        raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=problem)
+    for entry in stats or []:
         metrics = entry.get("metrics") if isinstance(entry, Mapping) else None
         if not isinstance(metrics, Mapping):
             continue
@@ -308,19 +330,29 @@ def day_keys(days: list[dict[str, Any]]) -> list[Any]:
 
 
 def scrub(text: str, secret: str | None) -> str:
-    """Return ``text`` with every echo of ``secret`` (as is, URL-encoded, or in base64) replaced by ``***``."""
+    """Return ``text`` with every echo of ``secret`` (as is, percent-encoded in any way, or in base64) as ``***``."""
     if not secret or not text:
         return text
-    forms = {secret, quote(secret, safe=""), quote_plus(secret)}
+    return _echoes_of(secret).sub("***", text)
+
+
+@functools.lru_cache(maxsize=16)
+def _echoes_of(secret: str) -> re.Pattern[str]:
+    """Return the pattern of ``secret``'s echoes: each character as is or percent-encoded (any mix), or base64."""
+
+    def character(char: str) -> str:
+        encoded = "".join(f"%{byte:02x}" for byte in char.encode())
+        return f"(?:{re.escape(char)}|{encoded}{'|[+]' if char == ' ' else ''})"
+
+    forms = ["".join(map(character, secret))]
     raw = secret.encode()
     for offset in range(3):
         encoded = base64.b64encode(b"\0" * offset + raw).decode()
         # Drop the characters that also depend on the bytes before and after the secret.
         core = encoded[(4 if offset else 0) : 4 * ((offset + len(raw)) // 3)]
         if len(core) >= 8:
-            forms.update({core, core.replace("+", "-").replace("/", "_")})
-    pattern = "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True))
-    return re.sub(pattern, "***", text, flags=re.IGNORECASE)
+            forms += [re.escape(core), re.escape(core.replace("+", "-").replace("/", "_"))]
+    return re.compile("|".join(forms), re.IGNORECASE)
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
@@ -332,7 +364,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
         pass
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a year no platform can hold
         return None
 
 

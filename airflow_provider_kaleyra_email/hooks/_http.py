@@ -111,8 +111,12 @@ class Body:
         self.size = 0
         self.chunks: list[bytes] = []
         declared = headers.get("Content-Length", "")
-        if declared.isdigit():
-            self._check(int(declared))
+        if declared.isascii() and declared.isdigit():  # "²".isdigit() too
+            self._check(int(declared) if len(declared) < 19 else 10**19)
+        codings = [coding for coding in headers.get("Content-Encoding", "").split(",") if coding.strip()]
+        if len(codings) > 1:  # each layer may multiply the size, decoded whole before it is counted (httpx)
+            message = f"the body is encoded {len(codings)} times over (Content-Encoding), as no API answer is; not read"
+            raise KaleyraEmailAPIError(endpoint=self.endpoint, status_code=None, error_code=None, message=message)
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -215,8 +219,8 @@ def exchange_failure(exc: BaseException, *, timeout: float, api_key: str | None)
         if inner is None or inner in causes:
             break
         causes.append(inner)
-    text = str(causes[-1])  # the root cause, without the long urllib3 wrapper text
-    reason = scrub(f"{type(causes[-1]).__name__}: {text[:200]}" if text else type(causes[-1]).__name__, api_key)
+    text = scrub(str(causes[-1]), api_key)[:200]  # the root cause, without the long urllib3 wrapper text
+    reason = f"{type(causes[-1]).__name__}: {text}" if text else type(causes[-1]).__name__
     if any(isinstance(cause, NewConnectionError) for cause in causes):  # refused, or no such host
         return TransientError(f"connection failed: {reason}", unsent=True, kind="connection")
     if isinstance(exc, ConnectTimeoutError | httpx.ConnectTimeout):

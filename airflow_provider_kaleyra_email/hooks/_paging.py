@@ -233,7 +233,7 @@ class Listing:
         evidence = self.last_page + 1
         if self.total is None:
             return evidence
-        planned = math.ceil(max(self.said_totals) / self.page_size)
+        planned = -(-max(self.said_totals) // self.page_size)  # whole numbers: no float to overflow
         return max(evidence, min(evidence + self.lookahead - 1, planned))
 
     def accept(self, page: Page) -> list[Any]:

@@ -321,7 +321,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         pages = self._list(
             label, path, _api.date_params(start, end).items(), page_size, allow_count_mismatch, _api.day_keys
         )
-        return map(_api.flatten_day, rows_of(pages))
+        return map(partial(_api.flatten_day, endpoint=f"GET {path}"), rows_of(pages))
 
     def test_connection(self) -> tuple[bool, str]:
         """

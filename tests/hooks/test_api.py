@@ -68,7 +68,23 @@ def test_the_error_of_a_failed_status_falls_back_to_the_reason():
 
 
 @pytest.mark.parametrize(
-    ("total", "expected"), [(16, 16), ("16", 16), (None, None), ("", None), (True, None), (-1, None)]
+    ("total", "expected"),
+    [
+        (16, 16),
+        ("16", 16),
+        (16.0, 16),  # JSON does not tell 16 from 16.0
+        (10**15, 10**15),
+        (None, None),
+        ("", None),
+        (True, None),
+        (-1, None),
+        (16.5, None),
+        (10**15 + 1, None),  # no listing's size: reported as sent, not planned from
+        (10**400, None),
+        ("9" * 5000, None),  # int() refuses it: never a crash
+        ("\u00b2", None),  # "²".isdigit() is True
+        (1e400, None),
+    ],
 )
 def test_a_pages_total_is_a_count_or_none(total, expected):
     assert api.page_of({"data": [], "total": total}, number=1, endpoint="GET /x").total == expected
@@ -96,12 +112,33 @@ def test_flatten_day_keeps_every_metric_and_adds_up_several_entries():
             {"no_metrics": True},
         ],
     }
-    assert api.flatten_day(day) == {
+    assert api.flatten_day(day, endpoint="GET /stats") == {
         "date": "2022-01-11",
         "accepted": 10,
         "delivered": 2,
         "spam_reports": 1,
         "opens": 4,
+    }
+
+
+@pytest.mark.parametrize("stats", [5, True, {"metrics": {"accepted": 1}}, "x"])
+def test_a_day_whose_stats_are_not_a_list_is_an_error_not_dropped(stats):
+    with pytest.raises(KaleyraEmailAPIError, match=r"day '2022-01-11': 'stats' is \w+, not a list"):
+        api.flatten_day({"date": "2022-01-11", "stats": stats}, endpoint="GET /stats")
+
+
+@pytest.mark.parametrize(
+    ("message", "problem"),
+    [
+        ({"message_id": "zzz:9", "recipients": []}, "the answer is about 'zzz:9'"),
+        ({"message_id": "abc:1", "recipients": {"to": "a@example.com"}}, "'recipients' is dict, not a list"),
+    ],
+)
+def test_a_message_answer_about_another_message_or_without_a_recipients_list_is_an_error(message, problem):
+    with pytest.raises(KaleyraEmailAPIError, match=problem):
+        api.message_from_body({"data": [message]}, message_id="abc:1", endpoint="GET /x")
+    assert api.message_from_body({"data": [{"recipients": None}]}, message_id="abc:1", endpoint="GET /x") == {
+        "recipients": []
     }
 
 
@@ -129,14 +166,53 @@ def test_a_page_of_keys_is_each_rows_key_or_none_for_a_row_missing_a_part(rows):
         (403, b"<html>", KaleyraEmailAPIError, "(HTTP 403): Bad Gateway"),
         (200, b'{"error": {"code": "E1", "message": "bad key sk-123"}}', KaleyraEmailAPIError, "E1): bad key ***"),
         (302, b"", KaleyraEmailAPIError, "redirect to '' not followed"),
+        (400, b'{"error": {"code": "sk-123", "message": "x"}}', KaleyraEmailAPIError, "(HTTP 400, Kaleyra error ***)"),
+        (200, b'{"data": ["sk-123"], "total": 1}', KaleyraEmailAPIError, "data[0] is '***' (str)"),
+        (200, b"[" * 100_000 + b"]" * 100_000, api.TransientError, "not JSON"),  # msgspec: RecursionError
+        (400, b"[" * 100_000 + b"]" * 100_000, KaleyraEmailAPIError, "(HTTP 400): Bad Gateway"),
+        (429, b"", api.TransientError, "HTTP 429 (rate limited)"),  # an HTTP date no platform can hold
     ],
 )
 def test_a_failed_or_unreadable_answer_raises_what_it_means_without_the_key(status, content, raised, text):
+    headers = {"Retry-After": "Mon, 01 Jan 99999999999999999999 00:00:00 GMT"}
     with pytest.raises(raised) as error:
         api.interpret_response(
-            status=status, reason="Bad Gateway", headers={}, content=content, endpoint="GET /x", api_key="sk-123"
-        )
+            status=status, reason="Bad Gateway", headers=headers, content=content, endpoint="GET /x",
+            api_key="sk-123", page=1 if status == 200 and content.startswith(b"{") else None,
+        )  # fmt: skip
     assert text in str(error.value)
+    assert "sk-123" not in str(error.value)
+    assert "sk-123" not in repr(getattr(error.value, "error_code", None))
+
+
+def test_an_odd_total_is_quoted_without_the_key():
+    content = b'{"data": [], "total": "sk-123"}'
+    for page in (
+        api.interpret_response(status=200, reason="OK", headers={}, content=content, endpoint="GET /x", api_key="sk-123", page=1),
+        api.log_page_as_sent(content, number=1, api_key="sk-123"),
+    ):  # fmt: skip
+        assert page is not None
+        assert page.odd_total == "'***'"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "sk_live_SECRET_0123",
+        "sk%5Flive%5FSECRET%5F0123",  # quote() never encodes "_"; a server may
+        "".join(f"%{byte:02X}" for byte in b"sk_live_SECRET_0123"),
+        "".join(f"%{byte:02x}" for byte in b"sk_live_SECRET_0123"),
+        "SK_LIVE_secret_0123",
+        "c2tfbGl2ZV9TRUNSRVRfMDEyMw",  # base64
+    ],
+)
+def test_every_echo_of_the_key_is_scrubbed(echo):
+    scrubbed = api.scrub(f"Location: /l?k={echo}&x=1", "sk_live_SECRET_0123")
+    assert scrubbed.startswith("Location: /l?k=***")
+    assert scrubbed.endswith("&x=1")
+    assert len(scrubbed) <= len("Location: /l?k=***&x=1") + 2, (
+        "base64 keeps at most the 2 characters a neighbour shares"
+    )
 
 
 @pytest.mark.parametrize(

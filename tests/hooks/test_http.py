@@ -1,0 +1,42 @@
+"""How requests travel: the body's limits as its headers declare them, and transport failures without the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
+from airflow_provider_kaleyra_email.hooks._http import Body, exchange_failure
+
+
+def body(**headers: str) -> Body:
+    return Body({name.replace("_", "-"): value for name, value in headers.items()}, limit=1000, endpoint="GET /x")
+
+
+@pytest.mark.parametrize("declared", ["1001", "9" * 5000])
+def test_a_declared_length_over_the_limit_is_refused_before_reading(declared):
+    with pytest.raises(KaleyraEmailAPIError, match="over the limit of 1,000"):
+        body(Content_Length=declared)
+
+
+@pytest.mark.parametrize("declared", ["\u00b2", "-5", "12abc", ""])
+def test_a_declared_length_that_is_no_number_is_left_to_the_count_of_bytes_read(declared):
+    read = body(Content_Length=declared)
+    read.add(b"x" * 1000)
+    with pytest.raises(KaleyraEmailAPIError, match="more than 1,001 bytes"):
+        read.add(b"x")
+
+
+@pytest.mark.parametrize("codings", ["gzip, gzip, gzip", "gzip,br", "deflate, gzip"])
+def test_a_body_encoded_more_than_once_is_refused_before_any_decoding(codings):
+    # httpx decodes each layer whole before the size is counted: 269 bytes can become gigabytes.
+    with pytest.raises(KaleyraEmailAPIError, match=r"encoded [23] times over"):
+        body(Content_Encoding=codings)
+    body(Content_Encoding="gzip")  # one layer is read, and counted as it is decoded
+
+
+def test_a_transport_failure_is_scrubbed_before_it_is_shortened():
+    # Cut first, a key at the cut would leave its first characters behind.
+    key = "sk_live_SECRETKEY_0123456789abcdef"
+    failure = exchange_failure(ValueError("Z" * 190 + key), timeout=2, api_key=key)
+    assert "sk_live" not in failure.description
+    assert "ZZZ***" in failure.description

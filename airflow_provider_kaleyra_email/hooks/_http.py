@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import io
+import logging
 import os
 import time
 import urllib.request
@@ -49,8 +50,39 @@ def request_headers(api_key: str) -> dict[str, str]:
     return {"api-key": api_key, "Accept": "application/json", "User-Agent": user_agent}
 
 
+class _ScrubKeys(logging.Filter):
+    """Scrub our keys from urllib3's own log lines, which quote what a server sent (a header it cannot parse)."""
+
+    LOGGERS = ("urllib3.connection", "urllib3.connectionpool", "urllib3.response")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: set[str] = set()
+
+    def watch(self, key: str) -> None:
+        self.keys.add(key)
+        for name in self.LOGGERS:
+            if self not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info:
+            text = f"{text}\n{logging.Formatter().formatException(record.exc_info)}"
+        scrubbed = text
+        for key in self.keys:
+            scrubbed = scrub(scrubbed, key)
+        if scrubbed != text:
+            record.msg, record.args, record.exc_info, record.exc_text = scrubbed, (), None, None
+        return True
+
+
+_URLLIB3_SCRUB = _ScrubKeys()
+
+
 def pool_manager(config: ConnectionConfig, *, maxsize: int) -> urllib3.PoolManager:
     """Return a urllib3 pool for ``config.base_url``: proxy and CA bundle as requests reads them, never ``~/.netrc``."""
+    _URLLIB3_SCRUB.watch(config.api_key)
     ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
     headers = request_headers(config.api_key)
     options: dict[str, Any] = {"maxsize": maxsize, "block": False, "headers": headers, "ca_certs": ca_certs}

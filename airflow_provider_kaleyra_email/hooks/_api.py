@@ -56,9 +56,6 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: white space, quotes or brackets (the signature of a rendered Python list).
 MESSAGE_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:~@+=")
 
-#: A longer Retry-After is capped, so one odd header cannot park a task for hours.
-MAX_RETRY_AFTER_SECONDS = 300.0
-
 _json_decoder = msgspec.json.Decoder()
 
 
@@ -464,10 +461,10 @@ class Attempts:
         return isinstance(error, TransientError) and (self.idempotent or error.unsent)
 
     def _wait(self, state: RetryCallState) -> float:
-        """Honour ``Retry-After`` (plus a little jitter, so threads do not return in step); else back off."""
+        """Honour ``Retry-After`` up to ``wait_max`` (plus a little jitter, so threads part); else back off."""
         error = state.outcome.exception() if state.outcome is not None else None
         if isinstance(error, TransientError) and error.retry_after is not None:
-            delay = min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
+            delay = min(error.retry_after, self.wait_max)
             return delay + random.uniform(0, 0.1 * delay + 0.05)
         return float(wait_random_exponential(multiplier=self.wait_initial, max=self.wait_max)(state))
 

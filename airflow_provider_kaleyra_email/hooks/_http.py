@@ -22,7 +22,7 @@ from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewC
 
 from airflow_provider_kaleyra_email import __version__
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
-from airflow_provider_kaleyra_email.hooks._api import MAX_RETRY_AFTER_SECONDS, TransientError, scrub
+from airflow_provider_kaleyra_email.hooks._api import TransientError, scrub
 
 if TYPE_CHECKING:
     import socket
@@ -342,8 +342,8 @@ class SharedClient:
             raise exchange_failure(exc, timeout=config.timeout, api_key=config.api_key) from None
 
     def pause(self, seconds: float) -> None:
-        """Hold every request on the connection for ``seconds`` (a 429's Retry-After, capped)."""
-        self._resume_at = max(self._resume_at, time.monotonic() + min(seconds, MAX_RETRY_AFTER_SECONDS))
+        """Hold every request on the connection for ``seconds`` (a 429's Retry-After)."""
+        self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
 
 async def _read(client: httpx.AsyncClient, config: ConnectionConfig, target: str) -> Answer:

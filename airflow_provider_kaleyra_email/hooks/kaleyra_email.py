@@ -95,7 +95,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
     :param max_response_bytes: the largest response body read (default 64 MiB); a larger one is an error.
     :param retry_wait_initial: backoff scale in seconds: retry ``n`` waits a random time up to
         ``retry_wait_initial * 2**n``, capped at ``retry_wait_max``.
-    :param retry_wait_max: longest backoff in seconds.
+    :param retry_wait_max: longest wait between attempts in seconds, a 429's ``Retry-After`` included.
     """
 
     conn_type = "kaleyra_email"
@@ -448,7 +448,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
     :param max_retries: retries after the first attempt (default 0, see above).
     :param max_response_bytes: the largest response body read (default 64 MiB); a larger one is an error.
     :param retry_wait_initial: backoff scale in seconds, as for :class:`KaleyraEmailHook`.
-    :param retry_wait_max: longest backoff in seconds.
+    :param retry_wait_max: longest wait in seconds after a 429 (the ``Retry-After`` capped), as for the sync hook.
     """
 
     hook_name = "Kaleyra Email (async)"
@@ -549,7 +549,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
             return interpret_response(**answer._asdict(), endpoint=endpoint, api_key=config.api_key, page=page)
         except _api.TransientError as exc:
             if exc.retry_after is not None:
-                shared.pause(exc.retry_after)
+                shared.pause(min(exc.retry_after, self.retry_wait_max))
             raise
 
 

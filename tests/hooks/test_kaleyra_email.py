@@ -249,9 +249,10 @@ class TestErrors:
         faults = [r.fault for r in kaleyra_email_emulator.requests if r.fault]
         assert faults == [fault, fault]
 
-    def test_a_429_waits_for_retry_after(self, hook, kaleyra_email_emulator):
+    def test_a_429_waits_for_retry_after(self, kaleyra_email_connection, kaleyra_email_emulator):
         kaleyra_email_emulator.set_faults(Faults(retry_after=0.4))
         kaleyra_email_emulator.queue_faults("429", "429")
+        hook = KaleyraEmailHook(retry_wait_max=1)
 
         started = time.monotonic()
         message = hook.get_message_stats(
@@ -262,6 +263,21 @@ class TestErrors:
         assert message["recipients"]
         assert waited >= 0.8, "two Retry-After: 0.4 waits"
         assert [r.status for r in kaleyra_email_emulator.requests] == [429, 429, 200]
+
+    def test_a_retry_after_longer_than_retry_wait_max_waits_retry_wait_max(
+        self, kaleyra_email_connection, kaleyra_email_emulator
+    ):
+        kaleyra_email_emulator.set_faults(Faults(retry_after=10**12))  # a server's odd header
+        kaleyra_email_emulator.queue_faults("429", "429")
+        hook = KaleyraEmailHook(retry_wait_max=0.3)
+
+        started = time.monotonic()
+        message = hook.get_message_stats(
+            next(iter(kaleyra_email_emulator.dataset.expected_logs(DAY, DAY)))["message_id"]
+        )
+
+        assert message["recipients"]
+        assert 0.6 <= time.monotonic() - started < 3, "two waits of retry_wait_max, plus a little jitter"
 
     def test_a_slow_answer_times_out_and_is_retried(self, kaleyra_email_connection, kaleyra_email_emulator):
         kaleyra_email_emulator.set_faults(Faults(slow_seconds=1.5))

@@ -44,7 +44,7 @@ def test_every_row_arrives_exactly_once_through_the_fault_mix(
     kaleyra_email_emulator.queue_faults("429", "500", "drop", "drop_mid_body", "truncated", "html", "503")
     path = tmp_path / f"logs.{output_format}"
     operator = KaleyraEmailFetchLogsOperator(task_id="logs", output_path=f"file://{path}", output_format=output_format)
-    # The fault mix is about correctness, not patience: short backoffs (Retry-After is still honoured).
+    # The fault mix is about correctness, not patience: short backoffs (a Retry-After capped by them too).
     operator.hook.retry_wait_initial, operator.hook.retry_wait_max = 0.05, 0.5
 
     summary = operator.execute(CONTEXT)

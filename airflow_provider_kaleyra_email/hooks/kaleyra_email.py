@@ -212,7 +212,13 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         endpoint = f"POST {_api.send_path(self.config.sid)}"
         response = self._call("POST", _api.send_path(self.config.sid), json_body=body, idempotent=False)
         entries = _api.data_of(response, endpoint=endpoint)
-        ids = [str(entry["message_id"]) for entry in entries if isinstance(entry, Mapping) and entry.get("message_id")]
+        found = [entry.get("message_id") if isinstance(entry, Mapping) else None for entry in entries]
+        # An id is a string; anything else (an object that could hold anything the server echoed) is not returned.
+        ids = [_api.scrub(i.strip(), self.config.api_key) for i in found if isinstance(i, str) and i.strip()]
+        if len(ids) < len(found):
+            self.log.warning(
+                "%d of the %d entries Kaleyra answered hold no message id string.", len(found) - len(ids), len(found)
+            )
         if not ids:
             no_id = "the send was accepted but the response carries no message_id"
             raise KaleyraEmailAPIError(

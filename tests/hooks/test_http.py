@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import socket
-import threading
 
 import pytest
 
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks._http import Body, exchange_failure
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
+from tests.hooks.conftest import http_answer
 
 
 def body(**headers: str) -> Body:
@@ -48,42 +46,9 @@ def test_a_transport_failure_is_scrubbed_before_it_is_shortened():
     assert "ZZZ***" in failure.description
 
 
-@pytest.fixture
-def header_echoing_server():
-    """A server on loopback whose answer holds a header line urllib3 cannot parse, quoting the key it was sent."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    stop = threading.Event()
-
-    def serve() -> None:
-        listener.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                request = conn.recv(65536).decode("latin-1")
-                key = next(line[8:].strip() for line in request.split("\r\n") if line.lower().startswith("api-key:"))
-                body = b'{"data": [{"message_id": "abc:1", "recipients": []}], "error": {}}'
-                head = (
-                    f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nnot a header {key}\r\nConnection: close\r\n\r\n"
-                )
-                conn.sendall(head.encode() + body)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
-    stop.set()
-    thread.join(5)
-    listener.close()
-
-
-def test_urllib3s_own_warning_about_a_header_it_cannot_parse_does_not_hold_the_key(
-    header_echoing_server, monkeypatch, caplog
-):
-    key = "sk_live_SECRETKEY_0123456789abcdef"
-    conn = {"conn_type": "kaleyra_email", "login": "SID", "password": key, "host": header_echoing_server}
-    monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", json.dumps(conn))
+def test_urllib3s_own_warning_about_a_header_it_cannot_parse_does_not_hold_the_key(scripted_server, caplog):
+    body = b'{"data": [{"message_id": "abc:1", "recipients": []}], "error": {}}'
+    key = scripted_server(lambda request, sent: http_answer("200 OK", body, f"not a header {sent}"))
     caplog.set_level(logging.DEBUG)
 
     KaleyraEmailHook(max_retries=0).get_message_stats("abc:1")

@@ -8,6 +8,7 @@ import pytest
 
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAPIError, KaleyraEmailHook
 from airflow_provider_kaleyra_email.testing import Faults
+from tests.hooks.conftest import http_answer
 
 SEND = {"from_email": "alerts@shop.example.com", "subject": "Daily report", "text_body": "All good."}
 
@@ -71,3 +72,18 @@ def test_bad_sends_are_refused_before_anything_goes_out(hook, kaleyra_email_emul
     with pytest.raises(ValueError, match=re.escape(named)):
         hook.send_email(**arguments)
     assert list(kaleyra_email_emulator.requests) == []
+
+
+def test_only_string_ids_are_returned_and_never_an_echo_of_the_key(scripted_server, caplog, capfd):
+    # An id that is an object could hold anything the server echoed; it is not returned (nor put in XCom).
+    body = b'{"data": [{"message_id": "x:1"}, {"message_id": {"k": "%s"}}, {"message_id": "%s:2"}], "error": {}}'
+    key = scripted_server(lambda request, sent: http_answer("202 Accepted", body % (sent.encode(), sent.encode())))
+
+    ids = KaleyraEmailHook(max_retries=0).send_email(
+        from_email="a@example.com", to="b@example.com", subject="s", text_body="t"
+    )
+
+    assert ids == ["x:1", "***:2"]
+    logged = caplog.text + "".join(capfd.readouterr())
+    assert "1 of the 3 entries" in logged
+    assert key not in logged

@@ -223,6 +223,13 @@ class _DeadlineResponse(http.client.HTTPResponse):
         source: Any = sock if deadline is None else _Deadlined(sock, deadline)  # all it uses is makefile()
         super().__init__(source, *args, **kwargs)
 
+    def _read_status(self) -> tuple[str, int, str]:
+        # begin() skips a 100 and reads on; so it does an informational 102 or 103 (Early Hints), which
+        # http.client would take for the answer. 101 (switching protocols) stays the answer it is.
+        version, status, reason = super()._read_status()  # type: ignore[misc]
+        informational = 100 < status < 200 and status != http.client.SWITCHING_PROTOCOLS
+        return version, http.client.CONTINUE if informational else status, reason
+
 
 class _HTTPConnection(HTTPConnection):
     response_class = _DeadlineResponse

@@ -56,3 +56,12 @@ def test_urllib3s_own_warning_about_a_header_it_cannot_parse_does_not_hold_the_k
     warnings = [record for record in caplog.records if record.name.startswith("urllib3")]
     assert any("Failed to parse headers" in record.getMessage() for record in warnings), "the case happened"
     assert key not in caplog.text
+
+
+@pytest.mark.parametrize("informational", ["102 Processing", "103 Early Hints", "100 Continue"])
+def test_an_informational_answer_before_the_answer_is_skipped(scripted_server, informational):
+    body = b'{"data": [{"message_id": "abc:1", "recipients": []}], "error": {}}'
+    first = f"HTTP/1.1 {informational}\r\nLink: </style.css>; rel=preload\r\n\r\n".encode()
+    scripted_server(lambda request, sent: first + http_answer("200 OK", body))
+
+    assert KaleyraEmailHook(max_retries=0).get_message_stats("abc:1")["message_id"] == "abc:1"

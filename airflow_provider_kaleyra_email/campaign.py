@@ -84,6 +84,10 @@ class CampaignWait:
         """Return how messages name the wait."""
         return f"{len(self.message_ids):,} messages"
 
+    def thresholds(self) -> dict[str, float]:
+        """Return the fractions as resolved (each default filled in), as keyword arguments that rebuild them."""
+        return {"min_delivered_fraction": self.min_delivered, "max_failed_fraction": self.max_failed}
+
     def send_window(self, tz: tzinfo) -> tuple[date, date]:
         """Return the account-local days the messages were sent in: from the day before the wait began to today."""
         first = datetime.fromtimestamp(self.started_at, tz).date() - timedelta(days=1)

@@ -40,7 +40,7 @@ class Answer(NamedTuple):
     content: bytes
 
 
-#: Bytes read from the socket at a time; the deadline and the size cap are checked between reads.
+#: Bytes read at a time; the size cap is checked between reads (the deadline, within each: _DeadlineReader).
 READ_CHUNK_BYTES = 256 * 1024
 
 

@@ -163,8 +163,7 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         end_time = self._started_at + self.timeout
         many: dict[str, Any] = {}
         if self._campaign is not None:
-            many = {"min_delivered_fraction": self._campaign.min_delivered, "search": self._campaign.search}
-            many["max_failed_fraction"] = self._campaign.max_failed
+            many = {**self._campaign.thresholds(), "search": self._campaign.search}
         trigger = KaleyraEmailMessageDeliveredTrigger(
             message_id=self._campaign.message_ids if self._campaign is not None else self.message_id,
             kaleyra_email_conn_id=self.kaleyra_email_conn_id,

@@ -113,7 +113,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
                 max_failed_fraction=max_failed_fraction,
             )
             self.message_id = wait.message_ids
-            self.campaign = {"min_delivered_fraction": wait.min_delivered, "max_failed_fraction": wait.max_failed}
+            self.campaign = wait.thresholds()
         self.poke_interval = validation.positive_number(poke_interval, parameter="poke_interval")
         self.started_at, self.end_time, self.first_poll_at = (
             None if moment is None else float(moment) for moment in (started_at, end_time, first_poll_at)

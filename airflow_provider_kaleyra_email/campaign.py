@@ -126,7 +126,7 @@ class CampaignWait:
             return self.outcome()
         first, last = self.send_window(ZoneInfo((await hook.get_config()).timezone))
         try:
-            self.record_listing([page async for page in hook.iter_log_rows(first, last, search=self.search)])
+            self.record_listing([page.rows async for page in hook.iter_log_rows(first, last, search=self.search)])
         except KaleyraEmailAPIError as error:
             self.record_listing_error(error)
         return self.outcome()

@@ -30,7 +30,7 @@ from airflow_provider_kaleyra_email.exceptions import (
 )
 from airflow_provider_kaleyra_email.hooks import _api, _http
 from airflow_provider_kaleyra_email.hooks._api import interpret_response
-from airflow_provider_kaleyra_email.hooks._paging import AdaptiveConcurrency, Listing, list_pages, rows_of
+from airflow_provider_kaleyra_email.hooks._paging import AdaptiveConcurrency, Listing, Page, list_pages, rows_of
 
 if TYPE_CHECKING:
     import urllib3
@@ -506,15 +506,18 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
         body = await self._get(config, path)
         return _api.message_from_body(body, message_id=message_id, endpoint=f"GET {path}")
 
-    async def iter_log_rows(
-        self, from_date: date, to_date: date, *, search: Sequence[str] = ()
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    async def iter_log_rows(self, from_date: date, to_date: date, *, search: Sequence[str] = ()) -> AsyncIterator[Page]:
         """
         Yield the log rows of an account-local day range, page by page, in order, each row once.
 
-        For watchers, which read small, recent listings often: one page after another, by the
-        rules of the sync listings (:class:`~airflow_provider_kaleyra_email.hooks._paging.Listing`),
-        without their final count check.
+        For watchers and campaign waits, which read small, recent listings often: one page after
+        another, by the rules of the sync listings (:class:`~airflow_provider_kaleyra_email.hooks._paging.Listing`),
+        without their final count check. Each :class:`Page` holds the rows not seen before and
+        the ``total`` its answer gave, so a caller knows the listing's size from the first page.
+
+        :param from_date: first day (inclusive) in the account's time zone.
+        :param to_date: last day (inclusive) in the account's time zone.
+        :param search: terms that must all match (status, from, to or template name).
         """
         config = await self.get_config()
         path = _api.logs_path(config.sid)
@@ -530,7 +533,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
             page = await self._get(config, _api.page_target(path, params, number, config.page_size), page=number)
             fresh = listing.accept(page)
             if page.rows:
-                yield fresh
+                yield Page(page.number, fresh, total=page.total)
             if not listing.more:
                 return
 

@@ -43,12 +43,15 @@ from dataclasses import dataclass, field
 from datetime import date
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import msgspec
 
 from airflow_provider_kaleyra_email.testing._dataset import SyntheticDataset
+
+if TYPE_CHECKING:
+    import ssl
 
 DEFAULT_SID = "HXEMULATOR0000001"
 DEFAULT_API_KEY = "emulator-key-1b8c0f9e2d4a"
@@ -227,6 +230,8 @@ class KaleyraEmailEmulator:
     :param faults: how often it misbehaves (see :class:`Faults`).
     :param quirks: persistent lies on the paged endpoints (see :class:`Quirks`).
     :param redirect_location: where a ``"redirect"`` fault points.
+    :param ssl_context: serve HTTPS with this server-side context (a private CA's certificate, say;
+        ``verify_mode = CERT_REQUIRED`` demands a client certificate); plain HTTP without one.
     :param dataset_options: passed to :class:`SyntheticDataset` (``seed``, ``start_date``,
         ``days``, ``rows_per_day``, ``timezone``, ``clock``, ...).
     """
@@ -242,6 +247,7 @@ class KaleyraEmailEmulator:
         faults: Faults | None = None,
         quirks: Quirks | None = None,
         redirect_location: str = "http://127.0.0.1:9/elsewhere",
+        ssl_context: ssl.SSLContext | None = None,
         **dataset_options: Any,
     ):
         self.host = host
@@ -252,6 +258,7 @@ class KaleyraEmailEmulator:
         self.faults = faults or Faults()
         self.quirks = quirks or Quirks()
         self.redirect_location = redirect_location
+        self.ssl_context = ssl_context
         self.requests: deque[RecordedRequest] = deque(maxlen=200_000)
         self._queued_faults: deque[str] = deque()
         self._lock = threading.Lock()
@@ -275,6 +282,10 @@ class KaleyraEmailEmulator:
         # Handler threads are daemons: server_close() does not wait for them (a trickle may run long).
         server.daemon_threads = True
         server.request_queue_size = 128
+        if self.ssl_context is not None:
+            # The handshake happens in the handler's thread, at its first read: a client that never
+            # finishes one (or is refused) holds no other connection up.
+            server.socket = self.ssl_context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         self._server = server
         self.port = server.server_address[1]
         self._stopping = threading.Event()
@@ -319,7 +330,7 @@ class KaleyraEmailEmulator:
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl_context is not None else 'http'}://{host}:{self.port}"
 
     def connection(self, **extra: Any) -> dict[str, Any]:
         """Return the Airflow connection (as a dict) that reaches this emulator."""

@@ -304,7 +304,7 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
         fresh = []
         for status in self.statuses:
             async for page in hook.iter_log_rows(first, last, search=[status, *self.search]):
-                for row in page:
+                for row in page.rows:
                     key = (row.get("message_id"), row.get("to_mail"), str(row.get("status") or "").upper())
                     if key[2] != status:  # search also matches addresses and templates ("bounce@...")
                         continue

@@ -1,13 +1,14 @@
-"""The emulator's command line: ``--delivery-seconds`` keeps sent mail in flight as long as asked."""
+"""The emulator's command line: ``--delivery-seconds`` keeps sent mail in flight as long as asked; bad values exit 2."""
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
-from airflow_provider_kaleyra_email.testing.__main__ import emulator_from, parse_args
+from airflow_provider_kaleyra_email.testing.__main__ import emulator_from, main, parse_args
 
 
 @pytest.fixture
@@ -55,3 +56,50 @@ def test_the_delivery_seconds_must_be_positive(value, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--delivery-seconds", value])
     assert "--delivery-seconds" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("--days", "0"),
+        ("--days", "two"),
+        ("--rows-per-day", "-5"),
+        ("--timezone", "Mars/Base"),
+        ("--timezone", "../../etc/passwd"),
+        ("--port", "-1"),
+        ("--port", "65536"),
+        ("--latency-ms", "-20"),
+        ("--retry-after", "nan"),
+        ("--rate-limit", "1.5"),
+    ],
+)
+def test_a_bad_value_exits_2_with_one_line_naming_the_argument_and_value(argument, value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([argument, value])
+
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1
+    assert f"argument {argument}: {value!r}" in errors[0]
+
+
+def test_a_port_in_use_exits_2_naming_the_port(capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--port", str(port), "--rows-per-day", "1"])
+
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if "error:" in line]
+    assert f"--port {port}" in error
+    assert "in use" in error
+
+
+def test_the_default_port_is_none_of_airflows():
+    port = parse_args([]).port
+    assert port not in {8080, 8793, 8794, 5555}  # api-server / webserver, log servers, Flower
+    assert 1024 < port < 32768  # no root needed, below Linux's ephemeral range

@@ -1,21 +1,21 @@
 """
 Which account-local days a DAG run exports.
 
-The API works in whole days of the account's time zone; a run's data interval is an
-instant range. The rule, chosen so that consecutive runs export every day exactly once:
+The API works in whole days of the account's time zone; a run's data interval is an instant range
+``[start, end)``. The rule: **a run exports the account-local days that end within** ``(start, end]``.
+A day is exported once it is over, and, as consecutive intervals meet (each one's end is the next
+one's start), every day exactly once, whatever the schedule's and the account's time zones and their
+DST changes. A daily run aligned with the account, over ``[D, D+1)``, exports ``D``; a UTC daily run
+on a Los Angeles account exports the Los Angeles day that ended inside it (at 08:00 UTC, 07:00 in
+summer); an hourly run exports the day that ended within its hour, if one did; a weekly run, seven days.
 
-- an interval shorter than a day (hourly runs) exports the day holding its middle;
-- an interval of a day or more exports the days whose local noon falls inside it, so a daily
-  run over ``[D, D+1)`` exports ``D`` alone, also when the schedule's midnight is not the
-  account's (a UTC-midnight schedule on an ``Asia/Kolkata`` account still exports one day per run);
-- a run without an interval (Airflow 3's manual run with no logical date), or with a
-  zero-length one (a trigger timetable, an unscheduled DAG), exports the last whole
-  account-local day before the run was triggered: "yesterday", as a daily export would.
+A run without an interval (Airflow 3's manual run with no logical date) or with a zero-length one
+(a trigger timetable) exports the last day over by then: the interval's end, else ``run_after``.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,36 +24,31 @@ if TYPE_CHECKING:
 ONE_DAY = timedelta(days=1)
 
 
+def days_for_interval(start: datetime, end: datetime, tz: tzinfo) -> tuple[date, date]:
+    """
+    Return the first and last account-local day (inclusive) that end within ``(start, end]``.
+
+    A day ends when the next one begins, so these are the days from the one ``start`` falls in to
+    the one before the day ``end`` falls in; none (first after last) when both fall in the same day.
+    """
+    return start.astimezone(tz).date(), end.astimezone(tz).date() - ONE_DAY
+
+
 def days_for_run(context: Mapping[str, Any], tz: tzinfo) -> tuple[date, date]:
     """Return the first and last account-local day (inclusive) that the run in ``context`` exports."""
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is not None and end is not None and end > start:
         return days_for_interval(start, end, tz)
-    day = _triggered_at(context).astimezone(tz).date() - ONE_DAY
+    day = _asked_at(end, context).astimezone(tz).date() - ONE_DAY
     return day, day
 
 
-def days_for_interval(start: datetime, end: datetime, tz: tzinfo) -> tuple[date, date]:
-    """Return the first and last account-local day (inclusive) that a run over ``[start, end)`` exports."""
-    local_start, local_end = start.astimezone(tz), end.astimezone(tz)
-    first = local_start.date()
-    if _noon(first, tz) < local_start:
-        first += ONE_DAY
-    last = local_end.date()
-    if _noon(last, tz) >= local_end:
-        last -= ONE_DAY
-    if end - start < ONE_DAY or first > last:
-        # Shorter than a day, or a day-long interval that a DST shift let slip between two noons.
-        day = (start + (end - start) / 2).astimezone(tz).date()
-        return day, day
-    return first, last
+def today(tz: tzinfo) -> date:
+    """Return the account-local day not over yet: the days before it are complete, the days after it have not begun."""
+    return datetime.now(timezone.utc).astimezone(tz).date()
 
 
-def _triggered_at(context: Mapping[str, Any]) -> datetime:
-    """When the run was asked for: ``run_after`` on Airflow 3, the logical date on 2.11, else now."""
-    moment = getattr(context.get("dag_run"), "run_after", None) or context.get("logical_date")
+def _asked_at(end: datetime | None, context: Mapping[str, Any]) -> datetime:
+    """Return when the run was asked for: its zero-length interval's end, ``run_after``, the logical date, or now."""
+    moment = end or getattr(context.get("dag_run"), "run_after", None) or context.get("logical_date")
     return moment if isinstance(moment, datetime) else datetime.now(timezone.utc)
-
-
-def _noon(day: date, tz: tzinfo) -> datetime:
-    return datetime.combine(day, time(12), tzinfo=tz)

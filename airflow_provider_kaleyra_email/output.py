@@ -4,7 +4,9 @@ Writing rows to object storage: JSON Lines, CSV or Parquet, streamed and atomic.
 Rows stream from the hook, never all in memory nor spooled to disk, into a hidden temporary object
 beside the destination, moved into place only when complete (an atomic rename on a local file
 system, an atomic copy on object stores): readers never see a partial object, and a rerun replaces
-it whole.
+it whole. A killed writer leaves its temporary object behind; on a local file system the next
+successful write of the same object removes it (on object stores nothing is left: the object is
+uploaded only when it is complete).
 
 JSON Lines holds the rows as the API sent them. CSV and Parquet have a fixed schema, the same every
 day: the documented fields, then ``extra``, the JSON of the row's other fields. A value that does
@@ -18,6 +20,8 @@ import contextlib
 import csv
 import io
 import itertools
+import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
@@ -146,6 +150,21 @@ def temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
     return destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
 
 
+def remove_stale_temporaries(destination: ObjectStoragePath, since: float) -> None:
+    """
+    On a local file system, remove the temporaries of ``destination`` nobody wrote to after ``since``.
+
+    A killed writer's temporary stays where it was; one still being written to is another writer's.
+    """
+    if destination.protocol not in ("file", "local"):
+        return
+    own = re.compile(rf"\.{re.escape(destination.name)}\.[0-9a-f]{{32}}\.tmp")
+    for sibling in destination.parent.iterdir():
+        with contextlib.suppress(OSError):
+            if own.fullmatch(sibling.name) and sibling.stat().st_mtime < since:
+                sibling.unlink()
+
+
 def remove_quietly(path: ObjectStoragePath) -> None:
     """Remove a temporary object, if it is there: the error that got us here matters more."""
     with contextlib.suppress(Exception):
@@ -157,6 +176,7 @@ def open_atomic(destination: ObjectStoragePath, temporary: ObjectStoragePath | N
     """Write to ``temporary``, moved to ``destination`` when the block ends; removed if it fails."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     temporary = temporary or temporary_for(destination)
+    started = time.time()
     try:
         with temporary.open("wb") as stream:  # type: ignore[no-untyped-call]
             yield _Counting(stream)
@@ -164,6 +184,7 @@ def open_atomic(destination: ObjectStoragePath, temporary: ObjectStoragePath | N
     except BaseException:
         remove_quietly(temporary)
         raise
+    remove_stale_temporaries(destination, started)
 
 
 def write_bytes(destination: ObjectStoragePath, data: bytes) -> None:

@@ -7,7 +7,12 @@ import io
 import json
 import os
 import random
+import re
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -223,6 +228,70 @@ def test_a_failure_mid_stream_leaves_the_old_object_and_no_temporary(target, tmp
         write_rows(broken(), target, output_format, KNOWN)
 
     assert target.read_bytes() == before
+    assert listing(tmp_path) == ["rows.data"]
+
+
+#: A writer that streams a first batch of rows to ``sys.argv[1]``, says so, and waits to be killed.
+KILLED_WRITER = """
+import sys, time
+from airflow.providers.common.compat.sdk import ObjectStoragePath
+from airflow_provider_kaleyra_email.output import BATCH_ROWS, OutputFormat, write_rows
+
+def rows():
+    yield from ({"message_id": f"k:{n}", "status": "OPEN"} for n in range(BATCH_ROWS))
+    print("first batch written", flush=True)
+    time.sleep(600)
+
+write_rows(rows(), ObjectStoragePath(sys.argv[1]), OutputFormat.JSONL, {"message_id": "string"})
+"""
+
+
+def test_the_next_write_removes_a_killed_writer_s_temporary_and_keeps_a_live_one(target, tmp_path):
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "first batch written\n"  # type: ignore[union-attr]
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    (stale,) = listing(tmp_path)
+    assert re.fullmatch(r"\.rows\.data\.[0-9a-f]{32}\.tmp", stale)
+    folder = tmp_path / "out" / "day=2026-11-02"
+    assert (folder / stale).stat().st_size > 0
+    another_object_s = folder / f".other.data.{'0' * 32}.tmp"
+    another_object_s.write_bytes(b"x")
+    os.utime(another_object_s, (0, 0))
+    live = folder / f".rows.data.{'1' * 32}.tmp"
+    live.write_bytes(b"")
+
+    def rows_while_another_writer_writes():
+        time.sleep(0.05)  # past the file system clock's granularity
+        for row in ROWS:
+            with live.open("ab") as other:  # another attempt, still running, writes its own temporary
+                other.write(b"{}\n")
+            yield row
+
+    write_rows(rows_while_another_writer_writes(), target, OutputFormat.JSONL, KNOWN)
+
+    assert listing(tmp_path) == sorted([another_object_s.name, live.name, "rows.data"])
+    assert [json.loads(line) for line in target.read_bytes().decode().splitlines()] == ROWS
+
+
+def test_a_failed_write_leaves_a_killed_writer_s_temporary_for_the_next_successful_one(target, tmp_path):
+    folder = tmp_path / "out" / "day=2026-11-02"
+    folder.mkdir(parents=True)
+    stale = folder / f".rows.data.{'2' * 32}.tmp"
+    stale.write_bytes(b"partial")
+    os.utime(stale, (0, 0))
+
+    def broken():
+        yield ROWS[0]
+        raise ConnectionError("the API went away")
+
+    with pytest.raises(ConnectionError):
+        write_rows(broken(), target, OutputFormat.JSONL, KNOWN)
+    assert listing(tmp_path) == [stale.name]
+
+    write_rows(iter(ROWS), target, OutputFormat.JSONL, KNOWN)
     assert listing(tmp_path) == ["rows.data"]
 
 

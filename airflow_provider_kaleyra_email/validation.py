@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from datetime import date, datetime, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from airflow_provider_kaleyra_email import intervals
 from airflow_provider_kaleyra_email.hooks._api import MAX_PAGE_SIZE, MESSAGE_ID_ALLOWED
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATE_HINT = "use 'YYYY-MM-DD', a date, or a timezone-aware datetime"
@@ -53,15 +58,45 @@ def parse_date(value: Any, *, parameter: str, tz: tzinfo) -> date:
 
 
 def date_range(from_date: Any, to_date: Any, *, tz: tzinfo) -> tuple[date | None, date | None]:
-    """Both ends of an inclusive range (either may be open), checked for order."""
-    start = None if from_date is None else parse_date(from_date, parameter="from_date", tz=tz)
-    end = None if to_date is None else parse_date(to_date, parameter="to_date", tz=tz)
+    """Both ends of an inclusive range (either may be open), checked for order and refused after the account's today."""
+    start = None if from_date is None else _day_begun(from_date, parameter="from_date", tz=tz)
+    end = None if to_date is None else _day_begun(to_date, parameter="to_date", tz=tz)
     if start is not None and end is not None and start > end:
         raise ValueError(
             f"from_date={start.isoformat()!r} is after to_date={end.isoformat()!r}; "
             "both ends are inclusive, so from_date must not be later than to_date."
         )
     return start, end
+
+
+def _day_begun(value: Any, *, parameter: str, tz: tzinfo) -> date:
+    """Return the day ``value`` names, refused when it comes after the account's today: no data exists for it yet."""
+    day, now = parse_date(value, parameter=parameter, tz=tz), intervals.today(tz)
+    if day > now:
+        shown = value if isinstance(value, str) else value.isoformat()
+        raise ValueError(
+            f"{parameter}={shown!r} is {day}, after the account's today ({now} in {tz}); "
+            f"no day after {now} has begun there, so give {now} or earlier."
+        )
+    return day
+
+
+def status_typos(terms: Iterable[str], statuses: Collection[str]) -> dict[str, str]:
+    """
+    Return the search terms that look like a status but are none, each with the status it is close to.
+
+    Such a term (``BOUNCED``, ``DELIVERD``) is one word near a status in spelling; as the search also
+    matches from, to and template name, it is allowed, but it most likely matches no row.
+    """
+    known = {status.upper() for status in statuses}
+    typos = {}
+    for term in terms:
+        word = term.strip().upper()
+        if word.isalpha() and word not in known:
+            close = difflib.get_close_matches(word, known, n=1, cutoff=0.75)
+            if close:
+                typos[term] = close[0]
+    return typos
 
 
 def int_in_range(value: Any, *, parameter: str, low: int, high: int) -> int:

@@ -56,6 +56,43 @@ def test_date_range_checks_order_and_allows_open_ends():
         validation.date_range("2026-11-03", date(2026, 11, 2), tz=KOLKATA)
 
 
+@pytest.mark.parametrize("zone", ["Pacific/Chatham", "America/Los_Angeles"])  # the first and the last to reach a day
+def test_a_day_after_the_accounts_today_is_refused_naming_the_parameter_and_the_value(zone):
+    tz = ZoneInfo(zone)
+    now = datetime.now(timezone.utc)
+    today = now.astimezone(tz).date()
+    assert validation.date_range(today - timedelta(days=3), today, tz=tz) == (today - timedelta(days=3), today)
+
+    later = (today + timedelta(days=2)).isoformat()  # 2 days: a midnight passing during the test changes nothing
+    with pytest.raises(ValueError, match=re.escape(f"to_date='{later}' is {later}, after the account's today")):
+        validation.date_range(None, later, tz=tz)
+    with pytest.raises(ValueError, match=re.escape(f"from_date='{later}' is {later}, after the account's today")):
+        validation.date_range(later, None, tz=tz)
+    # A datetime names the day it falls on in the account's zone.
+    moment = now + timedelta(days=2)
+    with pytest.raises(
+        ValueError, match=re.escape(f"to_date='{moment.isoformat()}' is {moment.astimezone(tz).date()}")
+    ):
+        validation.date_range(today, moment, tz=tz)
+
+
+@pytest.mark.parametrize(
+    ("terms", "typos"),
+    [
+        (["BOUNCED"], {"BOUNCED": "BOUNCE"}),
+        (["deliverd", "x@example.com"], {"deliverd": "DELIVERED"}),
+        (["SUPRESSED", "Welcome series"], {"SUPRESSED": "SUPPRESSED"}),
+        (["OPENED"], {"OPENED": "OPEN"}),
+        # A status in any case, an address, a template name, a number: not a typo.
+        (["bounce", "BLOCKED", "Open"], {}),
+        (["newsletter", "orders@shop.example.com", "550", "welcome"], {}),
+    ],
+)
+def test_a_search_term_close_to_a_status_is_named_with_the_status_it_resembles(terms, typos):
+    statuses = ["ACCEPTED", "DEFERRED", "DELIVERED", "OPEN", "BOUNCE", "BLOCKED", "FAILED", "SUPPRESSED"]
+    assert validation.status_typos(terms, statuses) == typos
+
+
 @pytest.mark.parametrize(("value", "expected"), [(1, 1), (100, 100), ("50", 50)])
 def test_page_size_accepts(value, expected):
     assert validation.page_size(value) == expected

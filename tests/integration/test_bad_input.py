@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 DAY = date(2026, 11, 2)
+LATER = (datetime.now(timezone.utc) + timedelta(days=3)).date().isoformat()  # after today in every time zone
 CONTEXT: dict[str, Any] = {
     "data_interval_start": datetime(2026, 11, 2, tzinfo=timezone.utc),
     "data_interval_end": datetime(2026, 11, 3, tzinfo=timezone.utc),
@@ -85,6 +86,9 @@ CASES: list[tuple[str, Callable[[Path], Any], str]] = [
     ("hook: a number for a date", hook_call("iter_logs", 20261102), "from_date=20261102 (int)"),
     ("logs operator: impossible date", fetch_logs(from_date="2026-04-31"), "from_date='2026-04-31'"),
     ("stats operator: from after to", fetch_stats(from_date=DAY, to_date="2026-11-01"), "from_date='2026-11-02'"),
+    ("hook: a day not begun", hook_call("iter_logs", None, LATER), f"to_date='{LATER}' is {LATER}, after the account's today"),
+    ("logs operator: a day not begun", fetch_logs(from_date=LATER, to_date=LATER), f"from_date='{LATER}'"),
+    ("stats operator: a day not begun", fetch_stats(to_date=LATER), f"to_date='{LATER}'"),
     # Page sizes.
     ("hook: page size 0", hook_call("iter_logs", DAY, DAY, page_size=0), "page_size=0"),
     ("hook: page size 101", hook_call("iter_summary_stats", DAY, DAY, page_size=101), "page_size=101"),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -20,7 +23,7 @@ from airflow_provider_kaleyra_email.hooks._api import (
 from airflow_provider_kaleyra_email.provider_info import CONN_FIELDS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,12 @@ class ConnectionConfig:
     #: Most pages in flight, halved on HTTP 429: 16 hide a 20 ms round trip and stay a modest load.
     max_concurrency: int = 16
     max_response_bytes: int = MAX_RESPONSE_BYTES
+    #: Network settings as ``HttpHook`` names them (``None``: not set, so the environment decides).
+    #: ``proxies`` may hold a password, so it stays out of ``repr`` too.
+    proxies: Mapping[str, str] | None = field(default=None, repr=False)
+    verify: bool | str | None = None
+    cert: str | tuple[str, str] | None = None
+    trust_env: bool = True
     #: Extras the connection sets that this provider does not read (a typo such as ``time_zone``).
     unknown_extras: tuple[str, ...] = ()
 
@@ -111,13 +120,69 @@ def config_from_connection(
     timezone = extras.get("timezone", "UTC")
     validation.account_timezone(timezone, parameter="Connection extra timezone")
     tuning = {
-        name: _CHECKS[name](value, parameter=f"Connection extra {name}")
+        name: check(value, parameter=f"Connection extra {name}")
         for name, value in extras.items()
-        if name in _CHECKS and name in KNOWN_EXTRAS
+        if name in KNOWN_EXTRAS and (check := _CHECKS.get(name) or _NETWORK_CHECKS.get(name)) is not None
     }
     return ConnectionConfig(
         base_url=base_url, sid=sid, api_key=password, timezone=timezone.strip(), unknown_extras=unknown, **tuning
     )
+
+
+def _json_or_value(value: Any) -> Any:
+    """Return ``value``, or what it holds as JSON when it is a string that starts like JSON (the form stores text)."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _proxies(value: Any, *, parameter: str) -> dict[str, str]:
+    """Check ``proxies``: requests' shape, ``{"http": url, "https": url}``; credentials in a URL allowed."""
+    proxies = _json_or_value(value)
+    if not isinstance(proxies, Mapping) or not all(isinstance(v, str) for v in proxies.values()):
+        shape = 'a JSON object such as {"https": "http://proxy.corp:3128"}'
+        raise ValueError(f"{parameter} must be {shape}, not {type(proxies).__name__}.")
+    for scheme, url in proxies.items():
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            shown = f"{parts.scheme}://{parts.hostname}" if parts.hostname else "a URL without a host"
+            raise ValueError(f"{parameter}[{scheme!r}] is {shown}; use an http:// or https:// proxy URL.")
+    return {str(scheme): url.strip() for scheme, url in proxies.items()}
+
+
+def _existing_file(path: Any, parameter: str) -> str:
+    if not isinstance(path, str) or not os.path.exists(path.strip()):
+        raise ValueError(f"{parameter}={path!r} is no file on this machine.")
+    return path.strip()
+
+
+def _verify(value: Any, *, parameter: str) -> bool | str:
+    """Check ``verify``: ``true``, ``false`` or the path of a CA bundle (a file, or a directory of certificates)."""
+    if isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in _BOOLEAN_WORDS):
+        return validation.boolean(value, parameter=parameter)
+    return _existing_file(value, parameter)
+
+
+def _cert(value: Any, *, parameter: str) -> str | tuple[str, str]:
+    """Check ``cert``: a PEM holding the client certificate and its key, or ``[cert, key]``."""
+    cert = _json_or_value(value)
+    if isinstance(cert, list | tuple) and len(cert) == 2:
+        return _existing_file(cert[0], f"{parameter}[0]"), _existing_file(cert[1], f"{parameter}[1]")
+    return _existing_file(cert, parameter)
+
+
+_BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "1", "0"})
+
+#: The network extras, named and shaped as ``HttpHook``'s; connection extras only (a hook takes no override).
+_NETWORK_CHECKS: dict[str, Callable[..., Any]] = {
+    "proxies": _proxies,
+    "verify": _verify,
+    "cert": _cert,
+    "trust_env": validation.boolean,
+}
 
 
 def check_overrides(**overrides: Any) -> dict[str, Any]:

@@ -56,6 +56,29 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Allow an http:// Base URL off loopback: the API key would travel unencrypted.",
         "schema": {"type": ["boolean", "null"], "default": False},
     },
+    # The network settings, named and shaped as HttpHook's; both hooks apply them alike.
+    "proxies": {
+        "label": "Proxies",
+        "description": 'JSON as requests takes it, e.g. {"https": "http://user:password@proxy.corp:3128"}. '
+        "Empty: HTTPS_PROXY, ALL_PROXY and NO_PROXY from the environment.",
+        "schema": {"type": ["string", "null"]},
+    },
+    "verify": {
+        "label": "Verify TLS",
+        "description": "true, false, or the path of a CA bundle (a corporate CA). "
+        "Empty: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's bundle.",
+        "schema": {"type": ["string", "null"], "examples": ["true", "/etc/ssl/certs/corp-ca.pem"]},
+    },
+    "cert": {
+        "label": "Client certificate",
+        "description": 'Path of a PEM holding the client certificate and its key, or ["cert.pem", "key.pem"].',
+        "schema": {"type": ["string", "null"]},
+    },
+    "trust_env": {
+        "label": "Read proxy and CA settings from the environment",
+        "description": "When the fields above are empty (default true). ~/.netrc is never read.",
+        "schema": {"type": ["boolean", "null"], "default": True},
+    },
 }
 
 UI_FIELD_BEHAVIOUR: dict[str, Any] = {

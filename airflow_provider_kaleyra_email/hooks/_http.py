@@ -1,34 +1,33 @@
-"""How requests travel: the sync hook's urllib3 pool, the async hooks' shared httpx client, each answer read whole."""
+"""How requests travel: the sync hook's ``requests.Session``, the async hooks' shared httpx client."""
 
 from __future__ import annotations
 
 import asyncio
-import http.client
-import io
 import logging
-import os
 import time
-import urllib.request
 import weakref
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from http import HTTPStatus
+from typing import TYPE_CHECKING, ClassVar, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
-import certifi
 import httpx
-import urllib3
-from urllib3.connection import HTTPConnection, HTTPSConnection
+import requests
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, DecodeError, HTTPError, NewConnectionError, ReadTimeoutError
 
 from airflow_provider_kaleyra_email import __version__
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks._api import TransientError, scrub
+from airflow_provider_kaleyra_email.hooks._network import Network, causes
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Awaitable, Callable, Hashable, Mapping
 
+    import urllib3
+
     from airflow_provider_kaleyra_email.connection import ConnectionConfig
+
+R = TypeVar("R")
 
 
 class Answer(NamedTuple):
@@ -40,7 +39,7 @@ class Answer(NamedTuple):
     content: bytes
 
 
-#: Bytes read at a time; the size cap is checked between reads (the deadline, within each: _DeadlineReader).
+#: Bytes read at a time; the size cap and the deadline are checked between reads.
 READ_CHUNK_BYTES = 256 * 1024
 
 
@@ -80,58 +79,62 @@ class _ScrubKeys(logging.Filter):
 _URLLIB3_SCRUB = _ScrubKeys()
 
 
-def pool_manager(config: ConnectionConfig, *, maxsize: int) -> urllib3.PoolManager:
-    """Return a urllib3 pool for ``config.base_url``: proxy and CA bundle as requests reads them, never ``~/.netrc``."""
+def session(config: ConnectionConfig, network: Network, *, pool_size: int) -> requests.Session:
+    """Return the sync hook's ``requests.Session``: ``network`` applied, no retries of its own, a pool per host."""
     _URLLIB3_SCRUB.watch(config.api_key)
-    ca_certs = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
-    headers = request_headers(config.api_key)
-    options: dict[str, Any] = {"maxsize": maxsize, "block": False, "headers": headers, "ca_certs": ca_certs}
-    parts = urlsplit(config.base_url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
-        manager: urllib3.PoolManager = urllib3.ProxyManager(proxy, **options)
-    else:
-        manager = urllib3.PoolManager(**options)
-    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-    return manager
+    http = requests.Session()
+    http.trust_env = False  # the environment was read once, into ``network``; and ~/.netrc is never read
+    http.headers.update(request_headers(config.api_key))
+    for name, value in network.requests_options(urlsplit(config.base_url).scheme).items():
+        setattr(http, name, value)
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    http.mount("https://", adapter)
+    http.mount("http://", adapter)
+    return http
 
 
 def send(
-    http: urllib3.PoolManager, method: str, target: str, *, body: bytes | None, config: ConnectionConfig
+    http: requests.Session,
+    method: str,
+    target: str,
+    *,
+    body: bytes | None,
+    config: ConnectionConfig,
+    network: Network,
 ) -> Answer:
     """
-    Send one request to ``target`` (path and query) and read its whole answer, within ``config.timeout``.
+    Send one request to ``target`` (path and query) and read its whole answer.
 
-    A deadline bounds every read of the answer, its status line and headers too, so an answer that
-    trickles in a byte at a time cannot hold a worker for ever. The transport's failures raise
-    ``TransientError``.
+    Each read of the status line and headers waits at most ``config.timeout``; the body is read
+    in chunks until ``config.timeout`` after the request began, so a body that trickles fails at
+    the timeout plus one read. Failures worth retrying raise ``TransientError``; those that no
+    retry mends (TLS, the proxy) :class:`KaleyraEmailAPIError`.
     """
-    deadline = _DEADLINE.set(time.monotonic() + config.timeout)
+    endpoint = f"{method} {target}"
+    deadline = time.monotonic() + config.timeout
     try:
         response = http.request(
             method,
             config.base_url + target,
-            body=body,
-            # Headers given here replace the pool's, so they carry the key too.
-            headers=None if body is None else {**http.headers, "Content-Type": "application/json"},
-            timeout=urllib3.Timeout(connect=config.timeout, read=config.timeout),
-            redirect=False,  # the api-key header must reach the configured host and no other
-            retries=False,
-            preload_content=False,
+            data=body,
+            headers=None if body is None else {"Content-Type": "application/json"},
+            timeout=config.timeout,
+            allow_redirects=False,  # the api-key header must reach the configured host and no other
+            stream=True,
         )
         try:
-            body_read = Body(response.headers, limit=config.max_response_bytes, endpoint=f"{method} {target}")
-            content = body_read.read_all(response)
+            content = Body(response.headers, limit=config.max_response_bytes, endpoint=endpoint).read_all(
+                response.raw, deadline=deadline
+            )
         except BaseException:
             response.close()  # a half-read connection must not be reused
             raise
-        finally:
-            response.release_conn()
-    except (HTTPError, OSError) as exc:
-        raise exchange_failure(exc, timeout=config.timeout, api_key=config.api_key) from None
-    finally:
-        _DEADLINE.reset(deadline)
-    return Answer(response.status, response.reason or "", response.headers, content)
+        response.raw.release_conn()
+    except (requests.RequestException, HTTPError, OSError) as exc:
+        raise exchange_failure(exc, config=config, network=network, endpoint=endpoint) from None
+    if response.status_code == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED and network.proxy:
+        raise network.proxy_refused(endpoint)  # a plain-http request's proxy answers in place of the API
+    return Answer(response.status_code, response.reason or "", response.headers, content)
 
 
 class Body:
@@ -158,10 +161,12 @@ class Body:
     def content(self) -> bytes:
         return b"".join(self.chunks)
 
-    def read_all(self, response: urllib3.BaseHTTPResponse) -> bytes:
-        """Read a urllib3 ``response`` to its end (its reads are bounded by the request's deadline)."""
+    def read_all(self, response: urllib3.BaseHTTPResponse, *, deadline: float) -> bytes:
+        """Read a urllib3 ``response`` to its end, by ``deadline`` (``time.monotonic()``), checked between reads."""
         while chunk := response.read1(READ_CHUNK_BYTES, decode_content=True):
             self.add(chunk)
+            if time.monotonic() > deadline:
+                raise TimeoutError("no complete answer by the deadline")
         return self.content()
 
     def _check(self, size: int, *, at_least: bool = False) -> None:
@@ -174,101 +179,30 @@ class Body:
             raise KaleyraEmailAPIError(endpoint=self.endpoint, status_code=None, error_code=None, message=message)
 
 
-#: When the answer to the request this thread is sending must be in, headers and body: ``send`` sets it.
-_DEADLINE: ContextVar[float | None] = ContextVar("kaleyra_email_deadline", default=None)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's bytes, each read given only the time left until the deadline: a trickle cannot outlast it."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        super().__init__()
-        self._sock = sock
-        # The socket's own reader, which keeps it open while the response is read (http.client
-        # closes the connection of a close-delimited answer before its body is read).
-        self._raw = sock.makefile("rb", buffering=0)
-        self._deadline = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int | None:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("no complete answer by the deadline")
-        self._sock.settimeout(remaining)
-        return self._raw.readinto(buffer)
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-class _Deadlined:
-    """What ``http.client.HTTPResponse`` takes of a socket: ``makefile``, here over a :class:`_DeadlineReader`."""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._sock = sock
-        self._deadline = deadline
-
-    def makefile(self, mode: str) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
-
-
-class _DeadlineResponse(http.client.HTTPResponse):
-    """``http.client``'s response, read through a :class:`_DeadlineReader` while ``send`` has set a deadline."""
-
-    def __init__(self, sock: Any, *args: Any, **kwargs: Any) -> None:
-        deadline = _DEADLINE.get()
-        source: Any = sock if deadline is None else _Deadlined(sock, deadline)  # all it uses is makefile()
-        super().__init__(source, *args, **kwargs)
-
-    def _read_status(self) -> tuple[str, int, str]:
-        # begin() skips a 100 and reads on; so it does an informational 102 or 103 (Early Hints), which
-        # http.client would take for the answer. 101 (switching protocols) stays the answer it is.
-        version, status, reason = super()._read_status()  # type: ignore[misc]
-        informational = 100 < status < 200 and status != http.client.SWITCHING_PROTOCOLS
-        return version, http.client.CONTINUE if informational else status, reason
-
-
-class _HTTPConnection(HTTPConnection):
-    response_class = _DeadlineResponse
-
-
-class _HTTPSConnection(HTTPSConnection):
-    response_class = _DeadlineResponse
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-def exchange_failure(exc: BaseException, *, timeout: float, api_key: str | None) -> TransientError:
-    """Return what an exchange that failed on the way (a urllib3 or httpx error, a timeout) means."""
-    causes = [exc]  # and the errors it wraps: urllib3 keeps them in ``reason`` or ``args[0]``
-    while True:
-        inner = getattr(causes[-1], "reason", None)
-        if not isinstance(inner, BaseException):
-            args = causes[-1].args
-            inner = args[0] if args and isinstance(args[0], BaseException) else None
-        if inner is None or inner in causes:
-            break
-        causes.append(inner)
-    text = scrub(str(causes[-1]), api_key)[:200]  # the root cause, without the long urllib3 wrapper text
-    reason = f"{type(causes[-1]).__name__}: {text}" if text else type(causes[-1]).__name__
-    if any(isinstance(cause, NewConnectionError) for cause in causes):  # refused, or no such host
+def exchange_failure(
+    exc: BaseException, *, config: ConnectionConfig, network: Network, endpoint: str
+) -> TransientError | KaleyraEmailAPIError:
+    """Return what an exchange that failed on the way (a requests, urllib3 or httpx error, a timeout) means."""
+    host = urlsplit(config.base_url).netloc
+    if (lasting := network.failure(exc, endpoint=endpoint, host=host)) is not None:
+        return lasting
+    chain = causes(exc)
+    # The root cause, without the long wrapper text; scrubbed before it is cut, so no part of a secret remains.
+    text = scrub(scrub(str(chain[-1]), config.api_key), network.proxy_password)[:200]
+    reason = f"{type(chain[-1]).__name__}: {text}" if text else type(chain[-1]).__name__
+    timeout = config.timeout
+    if any(isinstance(cause, NewConnectionError) for cause in chain):  # refused, or no such host
         return TransientError(f"connection failed: {reason}", unsent=True, kind="connection")
-    if isinstance(exc, ConnectTimeoutError | httpx.ConnectTimeout):
+    if any(isinstance(cause, ConnectTimeoutError | httpx.ConnectTimeout) for cause in chain):
         return TransientError(f"could not connect within {timeout:g} s", unsent=True, kind="timeout")
-    if isinstance(exc, ReadTimeoutError | TimeoutError | asyncio.TimeoutError | httpx.TimeoutException):
+    if any(isinstance(cause, _TIMEOUTS) for cause in chain):
         return TransientError(f"no complete answer within {timeout:g} s (timeout)", kind="timeout")
-    if isinstance(exc, DecodeError | httpx.DecodingError):
+    if any(isinstance(cause, DecodeError | httpx.DecodingError) for cause in chain):
         return TransientError(f"a body that could not be decompressed ({reason})")
     return TransientError(f"connection failed: {reason}", kind="connection")
+
+
+_TIMEOUTS = (ReadTimeoutError, TimeoutError, asyncio.TimeoutError, httpx.TimeoutException, requests.Timeout)
 
 
 class SharedClient:
@@ -290,6 +224,7 @@ class SharedClient:
         self.users = 0
         self.config: ConnectionConfig | None = None
         self._client: httpx.AsyncClient | None = None
+        self.network = Network()
         self._lookup = asyncio.Lock()
         self._in_flight: asyncio.Semaphore | None = None
         self._resume_at = 0.0
@@ -319,38 +254,70 @@ class SharedClient:
                 self.config = config
         return self.config
 
-    async def client(self) -> httpx.AsyncClient:
+    async def client(self) -> tuple[httpx.AsyncClient, Network]:
+        """Return the connection's client and the network settings it applies, built once, off the event loop."""
         assert self.config is not None, "get_config() comes first"
         if self._client is None:
-            # Building a client builds a TLS context: tens of milliseconds of CPU, kept off the loop.
-            client = await asyncio.to_thread(
-                httpx.AsyncClient,
-                headers=request_headers(self.config.api_key),
-                timeout=self.config.timeout,
-                follow_redirects=False,
-                limits=httpx.Limits(max_connections=self.config.max_concurrency),
-            )
+            # Resolving the settings reads the environment, and a TLS context costs tens of milliseconds of CPU.
+            client, network = await asyncio.to_thread(_async_client, self.config)
             if self._client is None:
-                self._client = client
+                self._client, self.network = client, network
             else:  # another hook built one meanwhile
                 await client.aclose()
-        return self._client
+        return self._client, self.network
 
     async def get(self, config: ConnectionConfig, target: str) -> Answer:
         """GET ``target`` (path and query) in a free slot, after any 429 pause; the whole answer within ``timeout``."""
         assert self._in_flight is not None, "get_config() comes first"
+        network = Network()
         try:
             async with self._in_flight:
                 while (wait := self._resume_at - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
-                client = await self.client()
-                return await asyncio.wait_for(_read(client, config, target), timeout=config.timeout)
-        except (httpx.RequestError, asyncio.TimeoutError) as exc:
-            raise exchange_failure(exc, timeout=config.timeout, api_key=config.api_key) from None
+                client, network = await self.client()
+                answer = await within(config.timeout, _read(client, config, target))
+        except (httpx.RequestError, TimeoutError) as exc:
+            raise exchange_failure(exc, config=config, network=network, endpoint=f"GET {target}") from None
+        if answer.status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED and network.proxy:
+            raise network.proxy_refused(f"GET {target}")
+        return answer
 
     def pause(self, seconds: float) -> None:
         """Hold every request on the connection for ``seconds`` (a 429's Retry-After)."""
         self._resume_at = max(self._resume_at, time.monotonic() + seconds)
+
+
+def _async_client(config: ConnectionConfig) -> tuple[httpx.AsyncClient, Network]:
+    network = Network.of(config)
+    client = httpx.AsyncClient(
+        headers=request_headers(config.api_key),
+        timeout=config.timeout,
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=config.max_concurrency),
+        verify=network.ssl_context(),
+        proxy=network.proxy,
+        trust_env=False,  # the environment was read once, into ``network``, as for the sync hook
+    )
+    return client, network
+
+
+async def within(seconds: float, awaitable: Awaitable[R]) -> R:
+    """
+    Return ``await awaitable``, or raise ``TimeoutError`` after ``seconds``; a cancellation always goes through.
+
+    ``asyncio.wait_for`` before Python 3.12 can return a result that raced with a cancellation and
+    drop the cancellation (a triggerer cancelling a thousand triggers at once met it): ``asyncio.wait``
+    does not catch it.
+    """
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    finally:
+        if not task.done():
+            task.cancel()
+    if not done:
+        raise TimeoutError(f"no answer within {seconds:g} s")
+    return task.result()
 
 
 async def _read(client: httpx.AsyncClient, config: ConnectionConfig, target: str) -> Answer:

@@ -97,7 +97,8 @@ def fetch_in_order(
     While ``concurrency`` or ``in_flight()`` (how many fetches are worth running now) is one, a
     fetch runs in the caller's thread: on loopback, threads cost a listing a third of its time.
     The first failure anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is
-    sent) and is raised at once; leaving early sets it too, and waits only for requests on the wire.
+    sent) and is raised at once; leaving early sets it too, and waits for no thread: one stuck in a
+    read (each bounded by ``timeout``) must not hold a task that Airflow is stopping.
     """
     failures: list[BaseException] = []
 
@@ -133,7 +134,7 @@ def fetch_in_order(
             yield future.result()
     finally:
         cancel.set()
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def rows_of(pages: Iterator[list[Any]]) -> Iterator[Any]:

@@ -1,4 +1,4 @@
-"""The hooks of the Kaleyra Email API: ``KaleyraEmailHook`` (urllib3, paging) and ``KaleyraEmailAsyncHook`` (httpx)."""
+"""The hooks of the Kaleyra Email API: ``KaleyraEmailHook`` (requests, paging) and ``KaleyraEmailAsyncHook`` (httpx)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ from airflow_provider_kaleyra_email.exceptions import (
 )
 from airflow_provider_kaleyra_email.hooks import _api, _http
 from airflow_provider_kaleyra_email.hooks._api import interpret_response
+from airflow_provider_kaleyra_email.hooks._network import Network
 from airflow_provider_kaleyra_email.hooks._paging import AdaptiveConcurrency, Listing, Page, list_pages, rows_of
 
 if TYPE_CHECKING:
-    import urllib3
+    import requests
 
 try:
     from airflow.providers.common.compat.sdk import mask_secret
@@ -146,9 +147,14 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         return config
 
     @cached_property
-    def http(self) -> urllib3.PoolManager:
-        """One connection pool per hook (urllib3, without requests' per-request layers), shared by its threads."""
-        return _http.pool_manager(self.config, maxsize=max(4, self.config.max_concurrency))
+    def network(self) -> Network:
+        """The proxy, CA bundle and client certificate requests use: the connection's, else the environment's."""
+        return Network.of(self.config)
+
+    @cached_property
+    def http(self) -> requests.Session:
+        """One session per hook, shared by its threads, with a connection pool as large as its concurrency."""
+        return _http.session(self.config, self.network, pool_size=max(4, self.config.max_concurrency))
 
     @cached_property
     def _concurrency(self) -> AdaptiveConcurrency:
@@ -160,9 +166,9 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         return ZoneInfo(self.config.timezone)
 
     def close(self) -> None:
+        """Close the session and its connections; the next request opens new ones."""
         if "http" in self.__dict__:
-            self.http.clear()
-            del self.__dict__["http"]
+            self.__dict__.pop("http").close()
 
     def get_message_stats(self, message_id: str) -> dict[str, Any]:
         """
@@ -346,7 +352,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         ok = False
         try:
             self._send_once("GET", target)
-            ok, message = True, f"Connected to {config.base_url} as account {config.sid}."
+            ok, message = True, f"Connected to {config.base_url} as account {config.sid}, {self.network.describe()}."
         except KaleyraEmailAPIError as exc:
             message = str(exc)
             if exc.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
@@ -360,6 +366,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
                 message = f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
             elif exc.kind == "connection":
                 message = f"Cannot reach {config.base_url}: {exc.description}."
+        if not ok:  # the way there often explains a failure: a proxy, a CA bundle
+            message = f"{message.rstrip('.')} (tried {self.network.describe()})."
         # A misspelled extra (time_zone, regoin) often explains the failure, so every result names it.
         ignored = config.ignored_extras()
         return ok, f"{message.rstrip('.')}; {ignored}." if ignored else message
@@ -424,7 +432,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         """Send one request to ``target``, without retries; return what :func:`interpret_response` reads."""
         body = None if json_body is None else _json_encode(json_body)
         with self._concurrency.slot():
-            answer = _http.send(self.http, method, target, body=body, config=self.config)
+            answer = _http.send(self.http, method, target, body=body, config=self.config, network=self.network)
         try:
             read = interpret_response(
                 **answer._asdict(),

@@ -6,8 +6,10 @@ import logging
 
 import pytest
 
+from airflow_provider_kaleyra_email.connection import ConnectionConfig
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks._http import Body, exchange_failure
+from airflow_provider_kaleyra_email.hooks._network import Network
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 from tests.hooks.conftest import http_answer
 
@@ -41,7 +43,8 @@ def test_a_body_encoded_more_than_once_is_refused_before_any_decoding(codings):
 def test_a_transport_failure_is_scrubbed_before_it_is_shortened():
     # Cut first, a key at the cut would leave its first characters behind.
     key = "sk_live_SECRETKEY_0123456789abcdef"
-    failure = exchange_failure(ValueError("Z" * 190 + key), timeout=2, api_key=key)
+    config = ConnectionConfig(base_url="https://api.kaleyra.io", sid="SID", api_key=key, timeout=2)
+    failure = exchange_failure(ValueError("Z" * 190 + key), config=config, network=Network(), endpoint="GET /x")
     assert "sk_live" not in failure.description
     assert "ZZZ***" in failure.description
 
@@ -58,10 +61,19 @@ def test_urllib3s_own_warning_about_a_header_it_cannot_parse_does_not_hold_the_k
     assert key not in caplog.text
 
 
-@pytest.mark.parametrize("informational", ["102 Processing", "103 Early Hints", "100 Continue"])
-def test_an_informational_answer_before_the_answer_is_skipped(scripted_server, informational):
+def test_a_100_continue_before_the_answer_is_skipped(scripted_server):
+    body = b'{"data": [{"message_id": "abc:1", "recipients": []}], "error": {}}'
+    scripted_server(lambda request, sent: b"HTTP/1.1 100 Continue\r\n\r\n" + http_answer("200 OK", body))
+
+    assert KaleyraEmailHook(max_retries=0).get_message_stats("abc:1")["message_id"] == "abc:1"
+
+
+@pytest.mark.parametrize("informational", ["102 Processing", "103 Early Hints"])
+def test_another_informational_answer_is_a_clear_error_not_a_wrong_result(scripted_server, informational):
+    # http.client (under requests) skips only a 100; the API sends no other 1xx, so none is special-cased.
     body = b'{"data": [{"message_id": "abc:1", "recipients": []}], "error": {}}'
     first = f"HTTP/1.1 {informational}\r\nLink: </style.css>; rel=preload\r\n\r\n".encode()
     scripted_server(lambda request, sent: first + http_answer("200 OK", body))
 
-    assert KaleyraEmailHook(max_retries=0).get_message_stats("abc:1")["message_id"] == "abc:1"
+    with pytest.raises(KaleyraEmailAPIError, match=f"HTTP {informational[:3]} with a body that is not JSON"):
+        KaleyraEmailHook(max_retries=0).get_message_stats("abc:1")

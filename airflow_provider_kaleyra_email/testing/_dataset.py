@@ -5,13 +5,17 @@ Nothing is stored per row. Row ``i`` of a day is computed from ``(seed, day, i)`
 asked for, so a 10⁶-row day costs no memory until it is listed, and the same seed always gives
 the same rows. Message ids encode their day and row, so ``stats/<message id>`` needs no index.
 Statuses are a function of the clock: every recipient has a fate (delivered and maybe opened,
-deferred, bounced, blocked, ...) and the times at which it moves there.
+deferred, bounced, blocked, ...) and the times at which it moves there. Background traffic (a busy
+account: other senders' mail on every day) repeats a pattern of ``BACKGROUND_PERIOD`` rows, so a
+search over any number of its rows is counted, not scanned.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
+import itertools
 import threading
 import uuid
 from collections import OrderedDict
@@ -45,6 +49,10 @@ ERROR_TEXT = {
 }
 
 SENDERS = ("alerts@shop.example.com", "billing@shop.example.com", "news@mail.example.org")
+#: Who sends the background traffic: other senders of the account.
+BACKGROUND_SENDERS = ("receipts@store.example.net", "digest@forum.example.org", "noreply@bank.example.com")
+#: Background rows repeat every this many rows (but their ids and times).
+BACKGROUND_PERIOD = 1_000
 TEMPLATES = ("", "welcome", "invoice", "password_reset", "newsletter", "order_shipped")
 DOMAINS = ("example.com", "example.net", "example.org", "mail.example.com")
 DATETIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -126,6 +134,9 @@ class SyntheticDataset:
     :param clock: returns the current time (aware); tests may freeze or speed it up.
     :param send_time_scale: how fast sent messages move (1.0: delivered within a minute;
         0.05: within seconds), so a sensor test sees a real but short wait.
+    :param background_rows_per_day: log rows per day of other senders' settled mail, on every day
+        from ``start_date`` to today (today's as the day goes): a busy account. They are listed,
+        searched and counted in the summary stats, never looked up by id, and cost nothing until read.
     """
 
     seed: int = 0
@@ -136,8 +147,11 @@ class SyntheticDataset:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
     send_time_scale: float = 0.05
     send_visibility_delay: float = 0.5
+    background_rows_per_day: int = 0
 
     def __post_init__(self) -> None:
+        if self.background_rows_per_day < 0:
+            raise ValueError(f"background_rows_per_day={self.background_rows_per_day!r} must be 0 or more")
         self.tz = ZoneInfo(self.timezone)
         if self.start_date is None:
             self.start_date = self.clock().astimezone(self.tz).date() - timedelta(days=self.days - 1)
@@ -247,24 +261,16 @@ class SyntheticDataset:
         elapsed = (now - info.midnight).total_seconds() - offset
         fate = people[0][1]
         status = fate.status_at(elapsed)
-        record: dict[str, Any] = {
-            "message_id": f"{request_id}:{row % BATCHES_PER_REQUEST + 1}",
-            "company_id": "Z*****d",
-            "status": status,
-            "description": DESCRIPTIONS[status],
-            "from_mail": SENDERS[digest[0] % len(SENDERS)],
-            "to_mail": ",".join(address for address, _ in people),
-            "template_name": TEMPLATES[digest[1] % len(TEMPLATES)],
-            "submitted_at": _clock_text(info, offset),
-            "delivered_at": _clock_text(info, offset + int(fate.deliver_after)) if status in _DELIVERY_SEEN else "",
-            "sale_price": 0 if status == "FAILED" else 1,
-            "source": "API",
-            "source_type": "API",
-            "user_details": {},
-            "email_body": "",
-            "service_id": "",
-            "route": "",
-        }
+        submitted = info.midnight + timedelta(seconds=offset)
+        record = _log_record(
+            f"{request_id}:{row % BATCHES_PER_REQUEST + 1}",
+            status,
+            from_mail=SENDERS[digest[0] % len(SENDERS)],
+            to_mail=",".join(address for address, _ in people),
+            template_name=TEMPLATES[digest[1] % len(TEMPLATES)],
+            submitted=submitted,
+            delivered=submitted + timedelta(seconds=int(fate.deliver_after)) if status in _DELIVERY_SEEN else None,
+        )
         if digest[2] % 4 == 0:
             record["type"] = "MKT"  # the API adds keys the page does not document
         return record
@@ -310,17 +316,25 @@ class SyntheticDataset:
         search: Sequence[str] = (),
         now: datetime | None = None,
     ) -> Listing:
-        """Return the rows a logs query matches, newest first, as a lazily indexed sequence."""
+        """Return the rows a logs query matches, newest first: sent mail, synthetic rows, background rows."""
         now = now or self.local_now()
         days = sorted(self.days_in(start, end), reverse=True)
         sent = self._sent_rows(start, end, now, to_mail=to_mail, message_id=message_id, search=search)
         if message_id is not None:
             located = self.locate(message_id)
             refs = [located] if located is not None and located[0] in days else []
-            return Listing(self, now, sent, refs=refs)
+            return Listing([sent, _Lazy(len(refs), lambda n: self.log_row(*refs[n], now))])
         if to_mail is None and not search:
-            return Listing(self, now, sent, days=[(day, self.visible_rows(day, now)) for day in days])
-        return Listing(self, now, sent, refs=self._filtered(days, now, to_mail, tuple(search)))
+            counts = [(day, self.visible_rows(day, now)) for day in days]
+            synthetic = [_Lazy(count, functools.partial(self._row_back, day, count, now)) for day, count in counts]
+        else:
+            refs = self._filtered(days, now, to_mail, tuple(search))
+            synthetic = [_Lazy(len(refs), lambda n: self.log_row(*refs[n], now))]
+        background = [self._background(day, now, to_mail, tuple(search)) for day in self._busy_days(start, end, now)]
+        return Listing([sent, *synthetic, *background])
+
+    def _row_back(self, day: date, count: int, now: datetime, index: int) -> dict[str, Any]:
+        return self.log_row(day, count - 1 - index, now)
 
     def _filtered(
         self, days: list[date], now: datetime, to_mail: str | None, search: tuple[str, ...]
@@ -332,7 +346,7 @@ class SyntheticDataset:
                 (day, row)
                 for day, count in zip(days, counts, strict=True)
                 for row in range(count - 1, -1, -1)
-                if matches(self.log_row(day, row, now), to_mail=to_mail, search=search)
+                if matches(self.log_row(day, row, now), to_mail, search)
             ],
         )
 
@@ -379,6 +393,9 @@ class SyntheticDataset:
             for batch in message.batches:
                 elapsed = (now - _local(message.submitted, self.tz)).total_seconds()
                 _count_status(metrics, batch[0][1].status_at(elapsed))
+        full, rest = divmod(self._busy_rows(day, now), BACKGROUND_PERIOD)
+        for offset, (status, *_) in enumerate(self._background_pattern):
+            _count_status(metrics, status, full + (offset < rest))
         return metrics
 
     def _row_metrics(self, day: date, count: int, now: datetime) -> dict[str, int]:
@@ -395,25 +412,95 @@ class SyntheticDataset:
         sent_days = {_local(m.submitted, self.tz).date() for m in self._sent_snapshot()}
         in_range = {day for day in sent_days if (start is None or day >= start) and (end is None or day <= end)}
         days = []
-        for day in sorted(in_range.union(self.days_in(start, end))):
+        for day in sorted(in_range.union(self.days_in(start, end), self._busy_days(start, end, now))):
             metrics = self.day_metrics(day, now)
             if metrics["accepted"]:
                 days.append({"date": day.isoformat(), "stats": [{"metrics": metrics}]})
         return days
 
     # ---------------------------------------------------------------------------------------
+    # Background traffic
+    # ---------------------------------------------------------------------------------------
+
+    def _busy_days(self, start: date | None, end: date | None, now: datetime) -> list[date]:
+        """Days with background rows from ``start`` (else ``start_date``) to ``end`` or today, newest first."""
+        assert self.start_date is not None
+        if not self.background_rows_per_day:
+            return []
+        first, last = start or self.start_date, min(end or now.date(), now.date())
+        return [last - timedelta(days=n) for n in range((last - first).days + 1)]
+
+    def _busy_rows(self, day: date, now: datetime) -> int:
+        """Background rows of ``day`` submitted by ``now`` (all of a past day, part of today)."""
+        if not self.background_rows_per_day or not self._busy_days(day, day, now):
+            return 0
+        elapsed = (now - datetime.combine(day, datetime.min.time())).total_seconds()
+        return min(self.background_rows_per_day, int(self.background_rows_per_day * elapsed / 86_400))
+
+    @functools.cached_property
+    def _background_pattern(self) -> list[tuple[str, str, str, str, int]]:
+        """The repeating pattern: (status, from, to, template, seconds to delivery) of each row of a period."""
+        pattern = []
+        for offset in range(BACKGROUND_PERIOD):
+            digest = hashlib.blake2b(b"background" + offset.to_bytes(4, "big"), key=self._key, digest_size=16).digest()
+            fate = fate_from(digest[8:])
+            address = f"reader{digest[0] * 256 + digest[1]:05d}@{DOMAINS[digest[2] % len(DOMAINS)]}"
+            sender, template = BACKGROUND_SENDERS[digest[3] % 3], TEMPLATES[digest[4] % len(TEMPLATES)]
+            pattern.append((fate.status_at(float("inf")), sender, address, template, int(fate.deliver_after)))
+        return pattern
+
+    def _background(self, day: date, now: datetime, to_mail: str | None, search: tuple[str, ...]) -> _Lazy:
+        """Return ``day``'s background rows that match, newest first: counted per period, never scanned."""
+        offsets = self._cached(
+            ("background", to_mail, search),
+            lambda: [n for n in range(BACKGROUND_PERIOD) if matches(self.background_row(day, n), to_mail, search)],
+        )
+        full, rest = divmod(self._busy_rows(day, now), BACKGROUND_PERIOD)
+        count = full * len(offsets) + bisect.bisect_left(offsets, rest)
+
+        def row(index: int) -> dict[str, Any]:
+            period, position = divmod(count - 1 - index, len(offsets))
+            return self.background_row(day, period * BACKGROUND_PERIOD + offsets[position])
+
+        return _Lazy(count, row)
+
+    def background_row(self, day: date, number: int) -> dict[str, Any]:
+        """Row ``number`` (in order of submission) of ``day``'s background traffic, as the logs endpoint lists it."""
+        status, sender, address, template, deliver_after = self._background_pattern[number % BACKGROUND_PERIOD]
+        step = 86_400 / max(1, self.background_rows_per_day)
+        submitted = datetime.combine(day, datetime.min.time()) + timedelta(seconds=int(number * step))
+        return _log_record(
+            f"{uuid.UUID(int=day.toordinal() << 64 | number)}:1",
+            status,
+            from_mail=sender,
+            to_mail=address,
+            template_name=template,
+            submitted=submitted,
+            delivered=submitted + timedelta(seconds=deliver_after) if status in _DELIVERY_SEEN else None,
+        )
+
+    # ---------------------------------------------------------------------------------------
     # Sends
     # ---------------------------------------------------------------------------------------
 
-    def send(self, *, from_mail: str, to: Sequence[str], subject: str, template_name: str = "") -> SentMessage:
+    def send(
+        self,
+        *,
+        from_mail: str,
+        to: Sequence[str],
+        subject: str,
+        template_name: str = "",
+        sent_at: datetime | None = None,
+    ) -> SentMessage:
         """
         Accept a message as ``POST /v1/<SID>/email`` does: one batch per recipient.
 
         A recipient address containing ``bounce``, ``block``, ``fail`` or ``suppress`` gets that
         fate; ``defer`` is deferred first; ``slow`` is delivered after a longer wait; every
-        other address is delivered and then opened.
+        other address is delivered and then opened. ``sent_at`` (aware) backdates the send, to any
+        day: its logs rows are on that day, its fate as far along as the time since.
         """
-        submitted = self.clock().astimezone(timezone.utc)
+        submitted = (sent_at or self.clock()).astimezone(timezone.utc)
         request_id = str(uuid.uuid4())
         batches = [[(address, _send_fate(address, self.send_time_scale))] for address in to]
         message = SentMessage(request_id, submitted, from_mail, subject, template_name, batches)
@@ -458,85 +545,70 @@ class SyntheticDataset:
         to_mail: str | None,
         message_id: str | None,
         search: Sequence[str],
-    ) -> list[dict[str, Any]]:
-        rows = []
+    ) -> Sequence[dict[str, Any]]:
+        """Return the sent mail's rows a query matches, newest first; without filters, built only when read."""
+        refs: list[tuple[SentMessage, int]] = []
         for message in sorted(self._sent_snapshot(), key=lambda m: m.submitted, reverse=True):
-            submitted = _local(message.submitted, self.tz)
-            if (start is not None and submitted.date() < start) or (end is not None and submitted.date() > end):
-                continue
-            elapsed = (now - submitted).total_seconds()
-            for number, batch in reversed(list(enumerate(message.batches, start=1))):
-                status = batch[0][1].status_at(elapsed)
-                row: dict[str, Any] = {
-                    "message_id": f"{message.request_id}:{number}",
-                    "company_id": "Z*****d",
-                    "status": status,
-                    "description": DESCRIPTIONS[status],
-                    "from_mail": message.from_mail,
-                    "to_mail": ",".join(address for address, _ in batch),
-                    "template_name": message.template_name,
-                    "submitted_at": submitted.strftime(DATETIME_FORMAT),
-                    "delivered_at": _delivered_at(submitted, batch[0][1], elapsed),
-                    "sale_price": 0 if status == "FAILED" else 1,
-                    "source": "API",
-                    "source_type": "API",
-                    "user_details": {},
-                    "email_body": "",
-                    "service_id": "",
-                    "route": "",
-                }
-                if message_id is not None and row["message_id"] != message_id:
-                    continue
-                if matches(row, to_mail=to_mail, search=search):
-                    rows.append(row)
-        return rows
+            day = _local(message.submitted, self.tz).date()
+            if (start is None or day >= start) and (end is None or day <= end):
+                numbers = range(len(message.batches), 0, -1)
+                refs.extend((message, n) for n in numbers if message_id in (None, f"{message.request_id}:{n}"))
+        if to_mail is None and not search:
+            return _Lazy(len(refs), lambda index: self._sent_row(*refs[index], now))
+        rows = (self._sent_row(message, number, now) for message, number in refs)
+        return [row for row in rows if matches(row, to_mail, search)]
+
+    def _sent_row(self, message: SentMessage, number: int, now: datetime) -> dict[str, Any]:
+        submitted = _local(message.submitted, self.tz)
+        fate = message.batches[number - 1][0][1]
+        return _log_record(
+            f"{message.request_id}:{number}",
+            fate.status_at((now - submitted).total_seconds()),
+            from_mail=message.from_mail,
+            to_mail=",".join(address for address, _ in message.batches[number - 1]),
+            template_name=message.template_name,
+            submitted=submitted,
+            delivered=_delivered_at(submitted, fate, (now - submitted).total_seconds()),
+        )
 
 
-class Listing(Sequence[dict[str, Any]]):
-    """A logs result, newest first: sent messages, then synthetic rows, computed only when read."""
+class _Lazy(Sequence[dict[str, Any]]):
+    """``length`` rows, row ``n`` being ``row(n)``, computed when read."""
 
-    def __init__(
-        self,
-        dataset: SyntheticDataset,
-        now: datetime,
-        sent: list[dict[str, Any]],
-        *,
-        days: list[tuple[date, int]] | None = None,
-        refs: list[tuple[date, int]] | None = None,
-    ):
-        self._dataset = dataset
-        self._now = now
-        self._sent = sent
-        self._days = days
-        self._refs = refs
-        self._length = len(sent) + (sum(count for _, count in days) if days is not None else len(refs or []))
+    def __init__(self, length: int, row: Callable[[int], dict[str, Any]]):
+        self._length, self._row = length, row
 
     def __len__(self) -> int:
         return self._length
 
-    def _locate(self, index: int) -> tuple[date, int]:
-        if self._refs is not None:
-            return self._refs[index]
-        for day, count in self._days or []:
-            if index < count:
-                return day, count - 1 - index
-            index -= count
-        raise IndexError(index)
+    def __getitem__(self, index: Any) -> Any:
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return self._row(index)
+
+
+class Listing(Sequence[dict[str, Any]]):
+    """A logs result: its parts one after another, each row computed only when read."""
+
+    def __init__(self, parts: Sequence[Sequence[dict[str, Any]]]):
+        self._parts = [part for part in parts if len(part)]
+        self._starts = list(itertools.accumulate(map(len, self._parts), initial=0))
+
+    def __len__(self) -> int:
+        return self._starts[-1]
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(self._length))]
+            return [self[i] for i in range(*index.indices(len(self)))]
         if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
+            index += len(self)
+        if not 0 <= index < len(self):
             raise IndexError(index)
-        if index < len(self._sent):
-            return self._sent[index]
-        day, row = self._locate(index - len(self._sent))
-        return self._dataset.log_row(day, row, self._now)
+        part = bisect.bisect_right(self._starts, index) - 1
+        return self._parts[part][index - self._starts[part]]
 
 
-def matches(row: Mapping[str, Any], *, to_mail: str | None, search: Sequence[str]) -> bool:
+def matches(row: Mapping[str, Any], to_mail: str | None, search: Sequence[str]) -> bool:
     """
     Apply the logs filters to a row.
 
@@ -549,8 +621,8 @@ def matches(row: Mapping[str, Any], *, to_mail: str | None, search: Sequence[str
     return all(any(term.lower() in field for field in haystack) for term in search)
 
 
-def _count_status(metrics: dict[str, int], status: str) -> None:
-    metrics["accepted"] += 1
+def _count_status(metrics: dict[str, int], status: str, times: int = 1) -> None:
+    metrics["accepted"] += times
     name = {
         "DELIVERED": "delivered",
         "DEFERRED": "deferred",
@@ -560,24 +632,23 @@ def _count_status(metrics: dict[str, int], status: str) -> None:
         "SUPPRESSED": "suppressed",
     }.get(status)
     if status == "OPEN":
-        metrics["delivered"] += 1
-        metrics["opens"] += 1
+        metrics["delivered"] += times
+        metrics["opens"] += times
     elif name:
-        metrics[name] += 1
+        metrics[name] += times
 
 
-def _delivered_at(submitted: datetime, fate: Fate, elapsed: float) -> str:
-    status = fate.status_at(elapsed)
-    if status in {"ACCEPTED", "DEFERRED", "BLOCKED", "FAILED", "SUPPRESSED"}:
-        return ""
-    return (submitted + timedelta(seconds=int(fate.deliver_after))).strftime(DATETIME_FORMAT)
+def _delivered_at(submitted: datetime, fate: Fate, elapsed: float) -> datetime | None:
+    if fate.status_at(elapsed) not in _DELIVERY_SEEN:
+        return None
+    return submitted + timedelta(seconds=int(fate.deliver_after))
 
 
 def _recipient_stats(address: str, fate: Fate, submitted: datetime, elapsed: float) -> dict[str, str]:
     status = fate.status_at(elapsed)
     error_code, error_message = ERROR_TEXT.get(status, ("", ""))
     return {
-        "delivery_datetime": _delivered_at(submitted, fate, elapsed),
+        "delivery_datetime": _text(_delivered_at(submitted, fate, elapsed)),
         "to": address,
         "status": status,
         "error_code": error_code,
@@ -648,9 +719,39 @@ def _recipients(digest: bytes) -> list[tuple[str, Fate]]:
     return people
 
 
-def _clock_text(info: _Day, seconds: int) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` for ``seconds`` after the day's local midnight."""
-    return (info.midnight + timedelta(seconds=seconds)).strftime(DATETIME_FORMAT)
+def _text(moment: datetime | None) -> str:
+    return "" if moment is None else moment.strftime(DATETIME_FORMAT)
+
+
+def _log_record(
+    message_id: str,
+    status: str,
+    *,
+    from_mail: str,
+    to_mail: str,
+    template_name: str,
+    submitted: datetime,
+    delivered: datetime | None,
+) -> dict[str, Any]:
+    """Return a row as the logs endpoint lists it."""
+    return {
+        "message_id": message_id,
+        "company_id": "Z*****d",
+        "status": status,
+        "description": DESCRIPTIONS[status],
+        "from_mail": from_mail,
+        "to_mail": to_mail,
+        "template_name": template_name,
+        "submitted_at": _text(submitted),
+        "delivered_at": _text(delivered),
+        "sale_price": 0 if status == "FAILED" else 1,
+        "source": "API",
+        "source_type": "API",
+        "user_details": {},
+        "email_body": "",
+        "service_id": "",
+        "route": "",
+    }
 
 
 def _xor(data: bytes, mask: bytes) -> bytes:

@@ -32,6 +32,7 @@ import base64
 import contextlib
 import enum
 import json
+import math
 import random
 import re
 import socket
@@ -110,6 +111,11 @@ class Faults:
 
     :param latency: seconds added before every answer.
     :param rate_limit: share answered 429 with ``Retry-After: retry_after``.
+    :param requests_per_second: the account's rate limit, as an API gateway keeps it (0: none): a
+        bucket of ``burst`` requests (default: one second's worth) refilled at this rate, shared by
+        every connection; a request that finds it empty is answered 429 with ``Retry-After``, the
+        whole seconds until the bucket has a request again.
+    :param burst: the most requests at once before the limit bites.
     :param server_errors: share answered 500 or 503.
     :param drops: share whose connection closes: half before answering, half mid-body.
     :param malformed: share answered 200 with a truncated JSON body or an HTML page.
@@ -131,6 +137,14 @@ class Faults:
     seed: int = 0
     trickle_seconds: float = 0.5
     oversized_bytes: int = 80 * 1024 * 1024
+    requests_per_second: float = 0.0
+    burst: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.requests_per_second >= 0:
+            raise ValueError(f"requests_per_second={self.requests_per_second!r} must be 0 (no limit) or more")
+        if self.burst is not None and not self.burst >= 1:
+            raise ValueError(f"burst={self.burst!r} must be at least 1 request")
 
     def draw(self, rng: random.Random) -> str | None:
         """One fault kind for the next request, or ``None`` to answer normally."""
@@ -147,6 +161,25 @@ class Faults:
                 return rng.choice(kinds)
             roll -= share
         return None
+
+
+class _Bucket:
+    """A token bucket: ``rate`` requests a second, ``size`` at once; shared by every connection."""
+
+    def __init__(self, rate: float, size: float | None):
+        self.rate, self.size = rate, size or max(1.0, rate)
+        self.tokens, self.at = self.size, time.monotonic()
+
+    def take(self) -> float:
+        """Take a request's token; return 0, or the seconds until one is there (none taken). Call under a lock."""
+        if not self.rate:
+            return 0.0
+        now = time.monotonic()
+        self.tokens, self.at = min(self.size, self.tokens + (now - self.at) * self.rate), now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
 
 
 class _Omit(enum.Enum):
@@ -263,6 +296,7 @@ class KaleyraEmailEmulator:
         self._queued_faults: deque[str] = deque()
         self._lock = threading.Lock()
         self._rng = random.Random(self.faults.seed)
+        self._bucket = _Bucket(self.faults.requests_per_second, self.faults.burst)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         # Set by stop(): handlers that trickle or stream a big body give up at once.
@@ -363,6 +397,7 @@ class KaleyraEmailEmulator:
         with self._lock:
             self.faults = faults
             self._rng = random.Random(faults.seed)
+            self._bucket = _Bucket(faults.requests_per_second, faults.burst)
 
     def set_quirks(self, quirks: Quirks) -> None:
         """Lie from the next request on as ``quirks`` says; ``Quirks()`` stops lying."""
@@ -377,16 +412,20 @@ class KaleyraEmailEmulator:
             self.faults = Faults()
             self.quirks = Quirks()
             self._rng = random.Random(0)
+            self._bucket = _Bucket(0, None)
 
     def requests_to(self, endpoint: str) -> list[RecordedRequest]:
         """Return the recorded requests whose path ends with ``endpoint`` (``"/logs"``, ``"/stats"``, ...)."""
         return [request for request in list(self.requests) if request.path.endswith(endpoint)]
 
-    def _next_fault(self) -> str | None:
+    def _next_fault(self) -> tuple[str | None, float]:
+        """Return the next request's fault (``"rate_limit"`` past the account's limit) and, then, its wait."""
         with self._lock:
+            if wait := self._bucket.take():
+                return "rate_limit", wait
             if self._queued_faults:
-                return self._queued_faults.popleft()
-            return self.faults.draw(self._rng)
+                return self._queued_faults.popleft(), 0.0
+            return self.faults.draw(self._rng), 0.0
 
     def _record(self, request: RecordedRequest) -> None:
         self.requests.append(request)
@@ -436,7 +475,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         key_ok = self.headers.get("api-key") == emulator.api_key
         header_names = frozenset(name.lower() for name in self.headers)
-        fault = emulator._next_fault()
+        fault, wait = emulator._next_fault()
         if fault == "ok":
             fault = None
         delay = emulator.faults.latency + (emulator.faults.slow_seconds if fault == "slow" else 0.0)
@@ -450,6 +489,11 @@ class _Handler(BaseHTTPRequestHandler):
                 RecordedRequest(method, parts.path, query, key_ok, status, fault, header_names=header_names)
             )
 
+        if fault == "rate_limit":
+            record(HTTPStatus.TOO_MANY_REQUESTS)
+            headers = {"Retry-After": str(math.ceil(wait))}
+            self._send_error(HTTPStatus.TOO_MANY_REQUESTS, "Rate limit exceeded for this account", headers)
+            return
         if fault in _SHORT_CIRCUITS:
             record(int(_FAULT_STATUS.get(fault, HTTPStatus.OK)))
             self._misbehave(fault)

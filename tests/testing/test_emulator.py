@@ -220,6 +220,104 @@ class TestData:
         assert dataset.end_date == date(2026, 11, 3)
 
 
+class TestBusyAccountAndOldSends:
+    NOON = datetime(2026, 11, 2, 12, 0, tzinfo=timezone.utc)
+
+    def busy(self, rows: int, **options) -> SyntheticDataset:
+        options = {"start_date": date(2026, 10, 1), "days": 1, "rows_per_day": 0, **options}
+        return SyntheticDataset(background_rows_per_day=rows, clock=lambda: self.NOON, **options)
+
+    def test_background_traffic_fills_every_day_to_now_and_is_served_without_building_it(self):
+        with KaleyraEmailEmulator(dataset=self.busy(300_000)) as emulator:
+            first = get(emulator, "logs", start_date="2026-11-01", end_date="2026-11-02", limit=100).json()
+            last = get(emulator, "logs", start_date="2026-11-01", end_date="2026-11-02", page=4_500, limit=100).json()
+            unknown = get(emulator, f"stats/{first['data'][0]['message_id']}")
+
+        assert first["total"] == 300_000 + 150_000, "all of yesterday, half of today at noon"
+        assert "2026-11-02 11:59" <= first["data"][0]["submitted_at"] <= "2026-11-02 12:00:00", "none after now"
+        assert last["data"][-1]["submitted_at"] == "2026-11-01 00:00:00", "newest first: the oldest row is last"
+        ids = [row["message_id"] for row in first["data"] + last["data"]]
+        assert len(set(ids)) == 200
+        assert unknown.status_code == 404, "other senders' mail is listed, never looked up"
+
+    @pytest.mark.parametrize(("search", "to_mail"), [(["bounce"], None), (["digest", "OPEN"], None), ([], "x")])
+    def test_a_search_over_background_rows_finds_what_a_scan_of_them_finds(self, search, to_mail):
+        dataset = self.busy(2_500)  # two and a half times the repeating pattern
+        day = date(2026, 11, 1)
+        every = list(dataset.listing(day, day))
+        if to_mail == "x":
+            to_mail = every[1234]["to_mail"]
+
+        def wanted(row):
+            fields = [row[name].lower() for name in ("status", "from_mail", "to_mail", "template_name")]
+            found = all(any(term.lower() in field for field in fields) for term in search)
+            return found and (to_mail is None or row["to_mail"] == to_mail)
+
+        served = list(dataset.listing(day, day, search=search, to_mail=to_mail))
+        assert served == [row for row in every if wanted(row)]
+        assert served
+
+    def test_the_summary_stats_count_the_background_rows(self):
+        yesterday = date(2026, 11, 1)
+        (day,) = self.busy(2_500).summary_days(yesterday, yesterday)
+        metrics = day["stats"][0]["metrics"]
+        assert metrics["accepted"] == 2_500
+        assert metrics["delivered"] + metrics["bounces"] + metrics["blocks"] + metrics["failed"] > 2_000
+
+    def test_a_message_sent_30_days_ago_is_known_by_id_and_listed_on_its_day(self):
+        dataset = SyntheticDataset(start_date=DAY, days=1, rows_per_day=10, clock=lambda: self.NOON)
+        sent_at = self.NOON - timedelta(days=30)
+        message = dataset.send(
+            from_mail="a@shop.example.com", to=["x.bounce@example.com"], subject="s", sent_at=sent_at
+        )
+        (message_id,) = message.message_ids()
+        with KaleyraEmailEmulator(dataset=dataset) as emulator:
+            stats = get(emulator, f"stats/{message_id}").json()["data"][0]
+            that_day = get(emulator, "logs", start_date="2026-10-03", end_date="2026-10-03").json()
+            today = get(emulator, "logs", start_date="2026-11-02", end_date="2026-11-02", limit=100).json()
+
+        assert stats["request_datetime"] == "2026-10-03 12:00:00"
+        assert [(r["status"], r["error_code"]) for r in stats["recipients"]] == [("BOUNCE", "550")]
+        assert [(row["message_id"], row["status"]) for row in that_day["data"]] == [(message_id, "BOUNCE")]
+        assert message_id not in {row["message_id"] for row in today["data"]}
+
+
+class TestAccountRateLimit:
+    def test_the_limit_is_counted_across_connections_and_answered_429_with_retry_after(self, kaleyra_email_emulator):
+        kaleyra_email_emulator.set_faults(Faults(requests_per_second=2, burst=2))
+        statuses: list[requests.Response] = []
+
+        def client():
+            with requests.Session() as session:  # its own connection
+                url = f"{kaleyra_email_emulator.base_url}/v1/{kaleyra_email_emulator.sid}/email/stats"
+                for _ in range(10):
+                    statuses.append(session.get(url, headers={"api-key": kaleyra_email_emulator.api_key}, timeout=10))
+
+        started = time.monotonic()
+        threads = [threading.Thread(target=client) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - started
+
+        answered = [response.status_code for response in statuses]
+        assert 2 <= answered.count(200) <= 2 + 2 * elapsed, "the burst, then 2 a second for both connections"
+        refused = [response for response in statuses if response.status_code == 429]
+        assert len(refused) == 20 - answered.count(200)
+        assert {response.headers["Retry-After"] for response in refused} == {"1"}, "whole seconds, rounded up"
+        recorded = [r.fault for r in kaleyra_email_emulator.requests]
+        assert recorded.count("rate_limit") == len(refused)
+        time.sleep(1)
+        assert get(kaleyra_email_emulator, "stats").status_code == 200, "after Retry-After, a request passes"
+
+    def test_a_bad_limit_is_refused(self):
+        with pytest.raises(ValueError, match="requests_per_second=-1"):
+            Faults(requests_per_second=-1)
+        with pytest.raises(ValueError, match=r"burst=0\.5"):
+            Faults(requests_per_second=1, burst=0.5)
+
+
 class TestFaults:
     def test_rates_are_seeded_shares(self, kaleyra_email_emulator):
         kaleyra_email_emulator.set_faults(Faults(rate_limit=0.3, server_errors=0.2, seed=3))

@@ -1,9 +1,10 @@
 """
 A deliverability report: summary stats and failed log rows in, figures, HTML and PNG out.
 
-- A rate is a metric's total over the range divided by the total ``accepted``: delivered
-  (``delivered``), opened (``opens``), bounced (``bounces``), blocked (``blocks``). A metric the
-  API never sent, or a range with nothing accepted, has no rate (``None``, shown as "n/a"), never 0.
+- A rate is one metric's total over the range divided by another's (``RATES``): delivered, bounced
+  and blocked are shares of ``accepted``; opened, the open rate as email marketers mean it, is
+  ``opens`` over ``delivered``, and opened_of_accepted is ``opens`` over ``accepted``. A metric the
+  API never sent, or nothing to divide by, gives no rate (``None``, shown as "n/a"), never 0.
 - A failure is a log row with a failed status (BOUNCE, BLOCKED, FAILED, SUPPRESSED), counted per
   (status, reason: its ``description``); every address in its ``to_mail`` (comma-separated) counts
   one failure for the address's domain.
@@ -30,10 +31,22 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
 FAILURE_STATUSES = tuple(status.value for status in DEFAULT_FAILED_STATUSES)
-#: Rate name -> the summary stats metric it counts.
-RATES = {"delivered": "delivered", "opened": "opens", "bounced": "bounces", "blocked": "blocks"}
+#: Rate name -> (the summary stats metric it counts, the metric it is a share of).
+RATES = {
+    "delivered": ("delivered", "accepted"),
+    "opened": ("opens", "delivered"),
+    "opened_of_accepted": ("opens", "accepted"),
+    "bounced": ("bounces", "accepted"),
+    "blocked": ("blocks", "accepted"),
+}
 NO_REASON = "(no reason given)"
-_COLORS = {"delivered": "#2e7d32", "opened": "#1565c0", "bounced": "#ef6c00", "blocked": "#c62828"}
+_COLORS = {
+    "delivered": "#2e7d32",
+    "opened": "#1565c0",
+    "opened_of_accepted": "#90caf9",
+    "bounced": "#ef6c00",
+    "blocked": "#c62828",
+}
 
 
 @dataclass
@@ -117,7 +130,7 @@ def build_report(
         read_at=read_at,
         days=list(days.items()),
         totals=dict(sorted(totals.items())),
-        rates={name: _rate(totals, metric) for name, metric in RATES.items()},
+        rates={name: _rate(totals, name) for name in RATES},
         failures={status: tally.statuses[status] for status in FAILURE_STATUSES if tally.statuses[status]},
         top_reasons=[(status, reason, count) for (status, reason), count in ranked[:top]],
         top_domains=sorted(tally.domains.items(), key=lambda item: (-item[1], item[0]))[:top],
@@ -131,13 +144,19 @@ def _day(value: Any) -> date | None:
         return None
 
 
-def _rate(metrics: Mapping[str, float], metric: str) -> float | None:
-    accepted = metrics.get("accepted") or 0
-    return metrics[metric] / accepted if metric in metrics and accepted > 0 else None
+def _rate(metrics: Mapping[str, float], name: str) -> float | None:
+    metric, of = RATES[name]
+    whole = metrics.get(of) or 0
+    return metrics[metric] / whole if metric in metrics and whole > 0 else None
 
 
 def percent(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.1%}"
+
+
+def formula(name: str) -> str:
+    """Return what a rate divides, e.g. ``opens ÷ delivered``."""
+    return " ÷ ".join(RATES[name])
 
 
 def _figure(width: float, height: float) -> Any:
@@ -156,46 +175,83 @@ def _png(figure: Any) -> bytes:
 
 
 def main_chart(report: Report) -> bytes:
-    """Daily volume, then delivered/opened and bounced/blocked rates per day: a 1000 x 700 PNG."""
-    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
-    from matplotlib.ticker import PercentFormatter
+    """Return the main chart as a 1000 x 700 PNG."""
+    return _png(main_figure(report))
+
+
+def main_figure(report: Report) -> Any:
+    """Draw daily volume, then the delivered/opened and the bounced/blocked rates per day, on one day axis."""
+    from matplotlib.dates import date2num
 
     figure = _figure(10, 7)
     title = f"Email deliverability {report.from_date} to {report.to_date} ({report.timezone})"
     if not report.has_data:
         figure.text(0.5, 0.5, f"No email data\n{title}", ha="center", va="center", fontsize=16, color="#555")
-        return _png(figure)
+        return figure
     volume, high, low = figure.subplots(3, 1, sharex=True, height_ratios=[1.2, 1, 1])
-    dates = [day for day, _ in report.days]
-    volume.bar(dates, [metrics.get("accepted", 0) for _, metrics in report.days], color="#90a4ae")
-    volume.set_ylabel("accepted / day")
+    days = [day for day, _ in report.days]
+    bars = volume.bar(days, [metrics.get("accepted", 0) for _, metrics in report.days], color="#90a4ae")
+    if len(days) <= 31:
+        volume.bar_label(bars, labels=[_compact(bar.get_height()) for bar in bars], fontsize=7, padding=1)
+    volume.margins(y=0.12)
+    volume.set_ylabel("emails accepted per day")
     volume.set_title(title, loc="left")
-    for axes, names in ((high, ("delivered", "opened")), (low, ("bounced", "blocked"))):
-        for name in names:
-            if report.rates[name] is not None:
-                series = [_rate(metrics, RATES[name]) for _, metrics in report.days]
-                values = [math.nan if value is None else value for value in series]
-                label = f"{name} ({percent(report.rates[name])} overall)"
-                axes.plot(dates, values, marker="o", markersize=3, color=_COLORS[name], label=label)
-        axes.yaxis.set_major_formatter(PercentFormatter(1.0))
-        axes.set_ylim(bottom=0)
-        axes.grid(alpha=0.3)
-        if axes.get_legend_handles_labels()[0]:
-            axes.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small", frameon=False)
-    locator = AutoDateLocator()  # type: ignore[no-untyped-call]
-    low.xaxis.set_major_locator(locator)
-    low.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    return _png(figure)
+    _plot_rates(high, report, ("delivered", "opened", "opened_of_accepted"))
+    _plot_rates(low, report, ("bounced", "blocked"))
+    low.set_xlim(date2num(report.from_date) - 0.6, date2num(report.to_date) + 0.6)  # type: ignore[no-untyped-call]
+    ticks = day_ticks(days)
+    low.set_xticks(ticks, labels=_day_labels(ticks))
+    return figure
 
 
-def bar_chart(labels: list[str], counts: list[int]) -> bytes:
-    """Horizontal bars, the largest on top; long labels shortened (the table beside has them whole)."""
-    figure = _figure(10, 1.2 + 0.4 * len(labels))
+def _plot_rates(axes: Any, report: Report, names: Sequence[str]) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    days = [day for day, _ in report.days]
+    for name in names:
+        if report.rates[name] is not None:
+            values = [math.nan if (rate := _rate(metrics, name)) is None else rate for _, metrics in report.days]
+            label = f"{name.replace('_', ' ')}: {formula(name)}\n{percent(report.rates[name])} overall"
+            style = "--" if name == "opened_of_accepted" else "-"
+            axes.plot(days, values, style, marker="o", markersize=3, color=_COLORS[name], label=label)
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small", frameon=False, labelspacing=0.8)
+
+
+def day_ticks(days: Sequence[date], most: int = 10) -> list[date]:
+    """Return at most ``most`` evenly spaced days of ``days``, always its last (the newest)."""
+    step = math.ceil(len(days) / most)
+    return list(days[::-1][::step][::-1])
+
+
+def _day_labels(days: Sequence[date]) -> list[str]:
+    """Label days ``5 Nov``; the first, and the first of each new year, with the year below."""
+    years = [None, *(day.year for day in days)]
+    return [f"{day.day} {day:%b}" + (f"\n{day.year}" if day.year != years[n] else "") for n, day in enumerate(days)]
+
+
+def _compact(count: float) -> str:
+    for size, suffix in ((1e6, "M"), (1e3, "k")):
+        if count >= size:
+            return f"{count / size:.3g}{suffix}"
+    return f"{count:.0f}"
+
+
+def bar_figure(labels: list[str], counts: list[int], unit: str) -> Any:
+    """Draw horizontal bars of ``unit``, the largest on top, each with its count; long labels shortened."""
+    figure = _figure(10, 1.4 + 0.4 * len(labels))
     axes = figure.subplots()
-    axes.barh([textwrap.shorten(label, 60, placeholder=" …") for label in labels][::-1], counts[::-1], color="#c62828")
+    shortened = [textwrap.shorten(label, 60, placeholder=" …") for label in labels]
+    bars = axes.barh(shortened[::-1], counts[::-1], color="#c62828")
+    axes.bar_label(bars, labels=[f"{count:,}" for count in counts[::-1]], fontsize="small", padding=3)
+    axes.margins(x=0.08)
+    axes.set_xlabel(unit)
     axes.tick_params(axis="y", labelsize="small")
     axes.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    return figure
 
 
 _STYLE = """
@@ -220,8 +276,8 @@ def render_html(report: Report, main_png: bytes) -> str:
         parts.append(
             "<p class='empty' id='no-data'>No data: no email was accepted and no failed delivery was logged.</p>"
         )
-    rates = [(name, percent(report.rates[name]), metric) for name, metric in RATES.items()]
-    parts += ["<h2>Rates</h2>", _table("rates", ("rate", "of accepted", "metric"), rates)]
+    rates = [(name, percent(report.rates[name]), formula(name)) for name in RATES]
+    parts += ["<h2>Rates</h2>", _table("rates", ("rate", "value", "what it divides"), rates)]
     parts += [_img(main_png, "Daily volume and rates"), "<h2>Totals</h2>"]
     failures = [(f"{status} log rows", count) for status, count in report.failures.items()]
     parts.append(_table("totals", ("metric", "total"), [*report.totals.items(), *failures]))
@@ -232,7 +288,8 @@ def render_html(report: Report, main_png: bytes) -> str:
     for key, heading, header, rows in sections:
         parts.append(f"<h2>{heading}</h2>")
         if rows:
-            chart = bar_chart([": ".join(map(str, row[:-1])) for row in rows], [row[-1] for row in rows])
+            labels, counts = [": ".join(map(str, row[:-1])) for row in rows], [row[-1] for row in rows]
+            chart = _png(bar_figure(labels, counts, header[-1]))
             parts += [_img(chart, heading), _table(key, header, rows)]
         else:
             parts.append(f"<p class='empty' id='no-{key}'>None in this range.</p>")

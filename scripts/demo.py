@@ -130,11 +130,11 @@ def report(day: date) -> None:
     stats_path = lake / "summary_stats" / f"date={day}" / "stats.csv"
     (stats,) = csv.DictReader(stats_path.open())
     stats.update(json.loads(stats.pop("extra", None) or "{}"))  # metrics the API page does not list
-    accepted = int(stats["accepted"])
+    accepted, delivered = int(stats["accepted"]), int(stats["delivered"])
     print(
         f"\n{day}: {accepted:,} emails accepted, "
-        f"{int(stats['delivered']) / accepted:.1%} delivered, "
-        f"{int(stats['opens']) / accepted:.1%} opened, "
+        f"{delivered / accepted:.1%} delivered, "
+        f"{int(stats['opens']) / delivered:.1%} of those opened, "
         f"{int(stats['bounces']) / accepted:.1%} bounced, "
         f"{int(stats['blocks']) / accepted:.1%} blocked"
     )

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import calendar
+import itertools
 import json
 from datetime import date, datetime, timezone
 
 import pytest
 
-from airflow_provider_kaleyra_email.report import FailureTally, build_report, main_chart, render_html
+from airflow_provider_kaleyra_email.report import (
+    FailureTally,
+    bar_figure,
+    build_report,
+    main_chart,
+    main_figure,
+    render_html,
+)
 from tests.reports import number, png_size, read_page
 
 FIRST, LAST = date(2026, 11, 1), date(2026, 11, 3)
@@ -31,11 +40,13 @@ TWO_DAYS = [
 ]
 
 
-def test_rates_are_the_ranges_totals_over_everything_accepted():
+def test_rates_are_the_ranges_totals_and_the_open_rate_is_over_delivered():
     report = report_of(TWO_DAYS)
 
-    # 330/400 delivered, 100/400 opened, 36/400 bounced, 14/400 blocked.
-    assert report.rates == pytest.approx({"delivered": 0.825, "opened": 0.25, "bounced": 0.09, "blocked": 0.035})
+    # 330/400 delivered, 100/330 opened (the open rate), 100/400 opened of accepted, 36/400 bounced, 14/400 blocked.
+    assert report.rates == pytest.approx(
+        {"delivered": 0.825, "opened": 100 / 330, "opened_of_accepted": 0.25, "bounced": 0.09, "blocked": 0.035}
+    )
     assert report.totals == {
         "accepted": 400,
         "blocks": 14,
@@ -46,7 +57,20 @@ def test_rates_are_the_ranges_totals_over_everything_accepted():
         "spam": 3,
     }
     page = page_of(report)
-    assert page.column("rates") == {"delivered": "82.5%", "opened": "25.0%", "bounced": "9.0%", "blocked": "3.5%"}
+    assert page.column("rates") == {
+        "delivered": "82.5%",
+        "opened": "30.3%",
+        "opened_of_accepted": "25.0%",
+        "bounced": "9.0%",
+        "blocked": "3.5%",
+    }
+    assert page.column("rates", 0, 2) == {
+        "delivered": "delivered ÷ accepted",
+        "opened": "opens ÷ delivered",
+        "opened_of_accepted": "opens ÷ accepted",
+        "bounced": "bounces ÷ accepted",
+        "blocked": "blocks ÷ accepted",
+    }
     assert {name: number(value) for name, value in page.column("totals").items()} == report.totals
 
 
@@ -71,20 +95,34 @@ def test_rows_outside_the_range_without_a_date_or_with_non_numbers_are_left_out(
 def test_a_metric_the_api_did_not_send_has_no_rate_but_a_zero_one_has_zero():
     report = report_of([{"date": "2026-11-02", "accepted": 50, "delivered": 50, "blocks": 0}])
 
-    assert report.rates == {"delivered": 1.0, "opened": None, "bounced": None, "blocked": 0.0}
+    assert report.rates == {
+        "delivered": 1.0,
+        "opened": None,
+        "opened_of_accepted": None,
+        "bounced": None,
+        "blocked": 0.0,
+    }
     assert page_of(report).column("rates") == {
         "delivered": "100.0%",
         "opened": "n/a",
+        "opened_of_accepted": "n/a",
         "bounced": "n/a",
         "blocked": "0.0%",
     }
+
+
+def test_without_delivered_there_is_no_open_rate_but_opens_of_accepted_remain():
+    report = report_of([{"date": "2026-11-02", "accepted": 50, "opens": 10}])
+
+    assert report.rates["opened"] is None
+    assert report.rates["opened_of_accepted"] == 0.2
 
 
 def test_a_range_without_data_gives_a_page_that_says_so():
     report = report_of([])
 
     assert not report.has_data
-    assert report.rates == dict.fromkeys(("delivered", "opened", "bounced", "blocked"))
+    assert report.rates == dict.fromkeys(("delivered", "opened", "opened_of_accepted", "bounced", "blocked"))
     page = page_of(report)
     words = " ".join(page.text)
     assert "No data" in words
@@ -164,3 +202,93 @@ def test_the_summary_is_small_and_json_safe():
     assert summary["top_reasons"] == [{"status": "BOUNCE", "reason": "550", "count": 1}]
     assert summary["top_domains"] == [{"domain": "x.example", "count": 1}]
     assert len(json.dumps(summary)) < 2_000
+
+
+def month_day_range(first, last):
+    return [date.fromordinal(n) for n in range(first.toordinal(), last.toordinal() + 1)]
+
+
+def day_axis(report):
+    """The day axis as drawn: its limits (as dates), tick days and tick labels."""
+    from matplotlib.dates import num2date
+
+    axes = main_figure(report).axes[-1]
+    low, high = (num2date(limit).date() for limit in axes.get_xlim())
+    ticks = [num2date(tick).date() for tick in axes.get_xticks()]
+    return low, high, ticks, [label.get_text() for label in axes.get_xticklabels()]
+
+
+def test_the_day_axis_names_the_month_of_every_tick_and_stays_within_the_range():
+    first, last = date(2026, 10, 28), date(2026, 11, 26)  # 30 days over two months
+    rows = [{"date": day.isoformat(), "accepted": 10, "delivered": 9} for day in month_day_range(first, last)]
+
+    low, high, ticks, labels = day_axis(report_of(rows, first=first, last=last))
+
+    assert (low, high) == (date(2026, 10, 27), date(2026, 11, 26))  # half a day either side: the bars' edges
+    assert ticks[-1] == last
+    assert all(first <= tick <= last for tick in ticks)
+    assert labels == [
+        "30 Oct\n2026",
+        "2 Nov",
+        "5 Nov",
+        "8 Nov",
+        "11 Nov",
+        "14 Nov",
+        "17 Nov",
+        "20 Nov",
+        "23 Nov",
+        "26 Nov",
+    ]
+
+
+def test_the_day_axis_shows_the_year_again_when_the_range_crosses_into_a_new_one():
+    first, last = date(2026, 12, 28), date(2027, 1, 3)
+    rows = [{"date": day.isoformat(), "accepted": 10} for day in month_day_range(first, last)]
+
+    *_, ticks, labels = day_axis(report_of(rows, first=first, last=last))
+
+    assert ticks == month_day_range(first, last)
+    assert labels == ["28 Dec\n2026", "29 Dec", "30 Dec", "31 Dec", "1 Jan\n2027", "2 Jan", "3 Jan"]
+
+
+def test_a_long_range_gets_at_most_ten_ticks_ending_on_its_last_day():
+    first, last = date(2026, 1, 1), date(2026, 12, 31)
+    rows = [{"date": day.isoformat(), "accepted": 10} for day in month_day_range(first, last)]
+
+    *_, ticks, labels = day_axis(report_of(rows, first=first, last=last))
+
+    assert len(ticks) <= 10
+    assert ticks[-1] == last
+    assert first <= ticks[0]
+    assert len({b - a for a, b in itertools.pairwise(ticks)}) == 1  # evenly spaced
+    assert all(label.split()[1] in calendar.month_abbr for label in labels)
+
+
+def test_the_volume_bars_say_what_they_count_and_carry_their_values():
+    volume = main_figure(report_of(TWO_DAYS)).axes[0]
+
+    assert volume.get_ylabel() == "emails accepted per day"
+    assert [text.get_text() for text in volume.texts] == ["100", "0", "300"]
+
+
+def test_the_rates_legend_names_what_each_rate_divides():
+    figure = main_figure(report_of(TWO_DAYS))
+
+    legends = [[text.get_text() for text in axes.get_legend().get_texts()] for axes in figure.axes[1:]]
+
+    assert legends == [
+        [
+            "delivered: delivered ÷ accepted\n82.5% overall",
+            "opened: opens ÷ delivered\n30.3% overall",
+            "opened of accepted: opens ÷ accepted\n25.0% overall",
+        ],
+        ["bounced: bounces ÷ accepted\n9.0% overall", "blocked: blocks ÷ accepted\n3.5% overall"],
+    ]
+
+
+def test_the_failure_bars_name_their_unit_and_carry_their_counts():
+    axes = bar_figure(["BOUNCE: 550 no such user", "BLOCKED: spam"], [1_234, 5], "log rows").axes[0]
+
+    assert axes.get_xlabel() == "log rows"
+    assert [text.get_text() for text in axes.texts] == ["5", "1,234"]  # drawn bottom up: the largest on top
+    assert [label.get_text() for label in axes.get_yticklabels()] == ["BLOCKED: spam", "BOUNCE: 550 no such user"]

@@ -276,7 +276,7 @@ class SharedClient:
                     await asyncio.sleep(wait)
                 client, network = await self.client()
                 answer = await within(config.timeout, _read(client, config, target))
-        except (httpx.RequestError, TimeoutError) as exc:
+        except (httpx.RequestError, OSError) as exc:  # OSError: TimeoutError, and a TLS alert httpx lets through
             raise exchange_failure(exc, config=config, network=network, endpoint=f"GET {target}") from None
         if answer.status == HTTPStatus.PROXY_AUTHENTICATION_REQUIRED and network.proxy:
             raise network.proxy_refused(f"GET {target}")

@@ -9,6 +9,12 @@ A few bounces are normal for a campaign: with ``max_failed_fraction=0.1`` the wa
 suppressed. Every failure, with Kaleyra's error text, is written to ``output_path`` as JSON
 Lines (for a suppression list); ``summarize`` reads the counts from XCom.
 
+The failures go under the Airflow Variable ``kaleyra_email_export_url`` (required), with the
+connection named by ``kaleyra_email_export_conn_id`` (empty: the store's default credentials):
+``file://`` on one machine, object storage (``s3://``, ``gs://``) when tasks run on several
+workers. The wait holds no worker while deferred; whichever worker is free runs ``summarize``.
+The send is never retried (a retry would mail everyone again); the wait and ``summarize`` are.
+
 Against the emulator (``python -m airflow_provider_kaleyra_email.testing``), an address
 containing ``bounce``, ``block`` or ``suppress`` gets that fate::
 
@@ -29,7 +35,8 @@ from airflow_provider_kaleyra_email.sensors.kaleyra_email import KaleyraEmailMes
 
 #: Polling every 30 s on the triggerer costs nothing; the test suite polls faster against the emulator.
 POKE_INTERVAL = float(os.environ.get("KALEYRA_EMAIL_EXAMPLE_POKE_INTERVAL", "30"))
-EXPORT_URL = "{{ var.value.get('kaleyra_email_export_url', 'file:///tmp/kaleyra-email-export') }}"
+EXPORT_URL = "{{ var.value.kaleyra_email_export_url }}"
+EXPORT_CONN_ID = "{{ var.value.get('kaleyra_email_export_conn_id', '') }}"
 RECIPIENTS = [f"reader{n}@example.com" for n in range(1, 10)] + ["gone.bounce@example.com"]
 
 
@@ -52,10 +59,12 @@ with DAG(
     params={"recipients": Param(RECIPIENTS, type="array", items={"type": "string"}, minItems=1)},
     # ``to`` renders to the list itself, not to its text.
     render_template_as_native_obj=True,
+    default_args={"retries": 2},
     tags=["kaleyra", "example"],
 ) as dag:
     send = KaleyraEmailSendOperator(
         task_id="send_newsletter",
+        retries=0,
         from_email="news@shop.example.com",
         to="{{ params.recipients }}",
         subject="November news ({{ run_id }})",
@@ -67,6 +76,7 @@ with DAG(
         max_failed_fraction=0.1,
         search="news@shop.example.com",  # narrows the logs listing to this sender
         output_path=EXPORT_URL + "/campaigns/{{ run_id | replace(':', '_') }}/failures.jsonl",
+        output_conn_id=EXPORT_CONN_ID,
         deferrable=True,
         poke_interval=POKE_INTERVAL,
         timeout=timedelta(hours=2),

@@ -7,8 +7,10 @@ turns the operator's summary (rates, top failure reasons) into a short mail with
 address, and ``KaleyraEmailSendOperator`` sends it. Needs the ``report`` extra:
 ``pip install 'airflow-provider-kaleyra-email[report]'``.
 
-Set the Airflow Variable ``kaleyra_email_export_url`` to your lake (``s3://bucket/kaleyra``,
-``file:///...``) and ``output_conn_id`` for its credentials.
+Set the Airflow Variable ``kaleyra_email_export_url`` to your lake (``s3://bucket/kaleyra``;
+``file:///...`` only when every worker sees the same disk, as on one machine) and
+``kaleyra_email_export_conn_id`` to its connection (empty: the store's default credentials). The
+report is retried; the mail is not (a retry after a lost worker could mail twice).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ except ImportError:  # Airflow 2
     from airflow.timetables.interval import CronDataIntervalTimetable
 
 ACCOUNT_TIMEZONE = "UTC"  # the Kaleyra account's time zone (the connection extra "timezone")
-EXPORT_URL = "{{ var.value.get('kaleyra_email_export_url', 'file:///tmp/kaleyra-email-export') }}"
+EXPORT_URL = "{{ var.value.kaleyra_email_export_url }}"
+EXPORT_CONN_ID = "{{ var.value.get('kaleyra_email_export_conn_id', '') }}"
 REPORT_TO = ["deliverability@shop.example.com"]
 
 
@@ -63,16 +66,19 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
+    default_args={"retries": 2},
     tags=["kaleyra", "example"],
 ) as dag:
     report = KaleyraEmailDeliverabilityReportOperator(
         task_id="deliverability_report",
         output_path=EXPORT_URL + "/reports/deliverability-{to_date}.html",
+        output_conn_id=EXPORT_CONN_ID,
         outlets=[Asset("kaleyra_email_deliverability_report")],
     )
     mail = compose_mail(report.output)
     KaleyraEmailSendOperator(
         task_id="mail_report",
+        retries=0,
         from_email="reports@shop.example.com",
         to=REPORT_TO,
         subject=mail["subject"],

@@ -9,6 +9,9 @@ When a recipient bounces (or is blocked, or suppressed), its wait fails at once,
 spending retries, and names the recipient, the status and Kaleyra's error text;
 ``report_undelivered`` then runs and lists who did not get the report, and why.
 
+The send is never retried (a retry after a lost worker could mail twice); the waits and the
+steps after them are, on whichever worker is free.
+
 Recipients come from the ``recipients`` param, so a run can choose them. Against the emulator
 (``python -m airflow_provider_kaleyra_email.testing``), any address containing ``bounce``,
 ``block`` or ``suppress`` gets that fate::
@@ -76,10 +79,12 @@ with DAG(
     },
     # ``to`` renders to the list itself, not to its text.
     render_template_as_native_obj=True,
+    default_args={"retries": 2},
     tags=["kaleyra", "example"],
 ) as dag:
     send = KaleyraEmailSendOperator(
         task_id="send_report",
+        retries=0,
         from_email="reports@shop.example.com",
         to="{{ params.recipients }}",
         subject="Your daily report ({{ run_id }})",

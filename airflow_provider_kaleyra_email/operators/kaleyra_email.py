@@ -11,13 +11,14 @@ from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowOptionalProviderFeatureException,
+    AirflowSkipException,
     BaseOperator,
     ObjectStoragePath,
 )
 
-from airflow_provider_kaleyra_email import validation
+from airflow_provider_kaleyra_email import intervals, validation
+from airflow_provider_kaleyra_email.delivery import MessageStatus
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
-from airflow_provider_kaleyra_email.intervals import ONE_DAY, days_for_run
 from airflow_provider_kaleyra_email.output import (
     LOG_FIELDS,
     SUMMARY_FIELDS,
@@ -60,6 +61,21 @@ class _KaleyraEmailOperator(BaseOperator):
     def hook(self) -> KaleyraEmailHook:
         return KaleyraEmailHook(self.kaleyra_email_conn_id, page_size=self.page_size)
 
+    def _complete(self, to_date: date | None) -> bool:
+        """Return whether every day up to ``to_date`` is over in the account's time zone; warn when one is not."""
+        tz = self.hook.timezone
+        today = intervals.today(tz)
+        if to_date is not None and to_date < today:
+            return True
+        self.log.warning(
+            "to_date=%s reaches into %s, which is not over yet in the account's time zone (%s): the data holds it "
+            "as far as it has gone, and the summary says complete: false. Export it again once the day is over.",
+            to_date or "(open)",
+            today,
+            tz,
+        )
+        return False
+
 
 class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
     """What the two fetch operators share: which days, and where the rows go."""
@@ -67,7 +83,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
     template_fields: Sequence[str] = ("from_date", "to_date", "output_path", "output_conn_id", "kaleyra_email_conn_id")
     #: The CSV and Parquet columns before ``extra``, with their Parquet types.
     known_fields: ClassVar[Mapping[str, str]]
-    row_noun: ClassVar[str]
+    row_noun: ClassVar[str]  # singular
 
     def __init__(
         self,
@@ -106,6 +122,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
     def execute(self, context: Context) -> Any:
         # Everything is checked before the first request: dates, destination, format support.
         from_date, to_date = self._date_range(context)
+        complete = self._complete(to_date)
         destination = self._destination(from_date, to_date)
         if destination is not None and self.output_format is OutputFormat.PARQUET:
             require_parquet_support()
@@ -131,8 +148,10 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
             "from_date": from_date.isoformat() if from_date else None,
             "to_date": to_date.isoformat() if to_date else None,
             "pages": self.hook.last_fetch.pages if self.hook.last_fetch else None,
+            "complete": complete,
         }
-        self.log.info("Wrote %s %s in %.1f s: %s", result.rows, self.row_noun, time.monotonic() - started, summary)
+        elapsed = time.monotonic() - started
+        self.log.info("Wrote %s in %.1f s: %s", _count(result.rows, self.row_noun), elapsed, summary)
         if result.misfits:
             counts = ", ".join(
                 f"{count:,} value{'' if count == 1 else 's'} of {name} did not fit {self.known_fields[name]}"
@@ -148,17 +167,21 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
         raise NotImplementedError
 
     def _date_range(self, context: Context) -> tuple[date | None, date | None]:
+        """Return ``from_date``..``to_date`` if either is given (a blank template is not), else the run's days."""
         tz = self.hook.timezone
-        if self.from_date is not None or self.to_date is not None:
-            if self.days_back:
-                raise ValueError(
-                    f"days_back={self.days_back} moves the run's own days; with from_date={self.from_date!r} "
-                    f"and to_date={self.to_date!r} set, give the days wanted there and leave days_back at 0."
+        first, last = _given(self.from_date), _given(self.to_date)
+        if first is not None or last is not None:
+            first, last = validation.date_range(first, last, tz=tz)
+        else:
+            first, last = intervals.days_for_run(context, tz)
+            if first > last:
+                raise AirflowSkipException(
+                    f"No day of the account's time zone ({tz}) ended within this run's data interval; "
+                    f"{last + intervals.ONE_DAY} is exported by the run whose interval holds its end."
                 )
-            return validation.date_range(self.from_date, self.to_date, tz=tz)
-        first, last = days_for_run(context, tz)
-        first, last = first - self.days_back * ONE_DAY, last - self.days_back * ONE_DAY
-        self.log.info("This run exports %s..%s in the account's time zone (%s).", first, last, tz)
+        back = self.days_back * intervals.ONE_DAY
+        first, last = first and first - back, last and last - back
+        self.log.info("This run exports %s..%s in the account's time zone (%s).", first or "…", last or "…", tz)
         return first, last
 
     def _destination(self, from_date: date | None, to_date: date | None) -> ObjectStoragePath | None:
@@ -183,7 +206,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
             if len(kept) + len(batch) > self.max_xcom_rows or (total or 0) > self.max_xcom_rows:
                 reported = f" (the API reports {total:,})" if total is not None else ""
                 raise AirflowFailException(
-                    f"{type(self).__name__}: more than max_xcom_rows={self.max_xcom_rows:,} {self.row_noun} for "
+                    f"{type(self).__name__}: more than max_xcom_rows={self.max_xcom_rows:,} {self.row_noun}s for "
                     f"{from_date or '…'}..{to_date or '…'}{reported}. XCom lives in the metadata database and is "
                     "for small results: set output_path (e.g. 's3://<bucket>/kaleyra/{from_date}.jsonl') to stream "
                     "the rows to object storage, or raise max_xcom_rows."
@@ -204,7 +227,7 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
 
     :param from_date: first day (inclusive, account time zone); default: the run's days.
     :param to_date: last day (inclusive); default: the run's days.
-    :param days_back: export the run's days moved this many days earlier; only without ``from_date``/``to_date``.
+    :param days_back: export the days (the run's, or ``from_date``..``to_date``) moved this many days earlier.
     :param to_mail: only mail to this recipient.
     :param message_id: only this message.
     :param search: a term, or a list of terms that must all match (status, from, to, template name).
@@ -221,7 +244,7 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
 
     template_fields: Sequence[str] = (*_KaleyraEmailFetchOperator.template_fields, "to_mail", "message_id", "search")
     known_fields = LOG_FIELDS
-    row_noun = "log rows"
+    row_noun = "log row"
 
     def __init__(
         self,
@@ -237,6 +260,15 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
         self.search = search
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
+        terms = validation.search_terms(self.search)
+        for term, status in validation.status_typos(terms, MessageStatus.__members__).items():
+            self.log.warning(
+                "search term %r looks like a status but is none (did you mean %r?); the statuses are %s. A term "
+                "also matches from, to and template name, so it is searched for as it is, and may match no row.",
+                term,
+                status,
+                ", ".join(MessageStatus.__members__),
+            )
         return self.hook.iter_log_pages(
             from_date,
             to_date,
@@ -256,7 +288,7 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
     """
 
     known_fields = SUMMARY_FIELDS
-    row_noun = "days"
+    row_noun = "day"
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
         days = self.hook.iter_summary_stats(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
@@ -308,11 +340,12 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
                 "installed: pip install 'airflow-provider-kaleyra-email[report]'."
             ) from None
         tz = self.hook.timezone
-        from_date, to_date = validation.date_range(self.from_date, self.to_date, tz=tz)
-        to_date = to_date or days_for_run(context, tz)[1]
+        from_date, to_date = validation.date_range(_given(self.from_date), _given(self.to_date), tz=tz)
+        to_date = to_date or intervals.days_for_run(context, tz)[1]
         from_date = from_date or to_date - timedelta(days=self.days - 1)
         if from_date > to_date:
             raise ValueError(f"from_date={from_date.isoformat()!r} is after the report's last day, {to_date}.")
+        complete = self._complete(to_date)
         html_path = object_path(
             self.output_path, conn_id=self.output_conn_id, from_date=from_date, to_date=to_date, example="report.html"
         )
@@ -338,7 +371,7 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
         png = main_chart(report)
         write_bytes(png_path, png)
         write_bytes(html_path, render_html(report, png).encode())
-        summary = {"path": str(html_path), "png_path": str(png_path), **report.summary()}
+        summary = {"path": str(html_path), "png_path": str(png_path), **report.summary(), "complete": complete}
         self.log.info("Wrote the deliverability report %s..%s to %s: %s", from_date, to_date, html_path, report.rates)
         attach_to_outlets(self.outlets, context, summary)
         return summary
@@ -384,3 +417,13 @@ class KaleyraEmailSendOperator(_KaleyraEmailOperator):
 
     def execute(self, context: Context) -> list[str]:
         return self.hook.send_email(**{name: getattr(self, name) for name in _MAIL_FIELDS})
+
+
+def _given(value: Any) -> Any:
+    """Return a date argument, or ``None`` for a template that rendered blank (``{{ params.day or '' }}``)."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _count(number: int, noun: str) -> str:
+    """Return ``'1 day'``, ``'2,000 log rows'``."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"

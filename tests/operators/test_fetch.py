@@ -93,6 +93,7 @@ def test_jsonl_holds_every_row_once(run):
         "from_date": "2026-11-02",
         "to_date": "2026-11-02",
         "pages": 100,
+        "complete": True,
     }
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from types import SimpleNamespace
 from unittest import mock
 
@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowException,
     AirflowFailException,
     AirflowOptionalProviderFeatureException,
+    AirflowSkipException,
 )
 
 from airflow_provider_kaleyra_email.operators.kaleyra_email import (
@@ -66,11 +67,18 @@ def requested_days(emulator) -> set[tuple[str, str]]:
             datetime(2026, 11, 2, 5, tzinfo=timezone.utc),
             "2026-11-01",
         ),
-        # An hourly run asks for the day that contains it (02:00 UTC is the evening before in New York).
+        # A UTC schedule, a Los Angeles account: the Los Angeles day that ended inside it (at 08:00 UTC).
+        (
+            "America/Los_Angeles",
+            datetime(2026, 11, 3, tzinfo=timezone.utc),
+            datetime(2026, 11, 4, tzinfo=timezone.utc),
+            "2026-11-02",
+        ),
+        # The hourly run in which New York's Nov 2 ends (05:00 UTC) exports it.
         (
             "America/New_York",
-            datetime(2026, 11, 3, 2, tzinfo=timezone.utc),
-            datetime(2026, 11, 3, 3, tzinfo=timezone.utc),
+            datetime(2026, 11, 3, 4, tzinfo=timezone.utc),
+            datetime(2026, 11, 3, 5, tzinfo=timezone.utc),
             "2026-11-02",
         ),
     ],
@@ -87,6 +95,19 @@ def test_the_data_interval_becomes_one_account_day(
 
     assert requested_days(kaleyra_email_emulator) == {(day, day)}
     assert [row["date"] for row in rows] == [day]
+
+
+def test_an_hourly_run_in_which_no_day_ended_is_skipped_before_any_request(kaleyra_email_emulator, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(timezone="America/New_York")
+    )
+    hour = interval(datetime(2026, 11, 3, 5, tzinfo=timezone.utc), datetime(2026, 11, 3, 6, tzinfo=timezone.utc))
+    operator = KaleyraEmailFetchLogsOperator(task_id="logs", output_path="file:///nonexistent/{from_date}.jsonl")
+
+    with pytest.raises(AirflowSkipException, match=r"America/New_York\) ended within this run's data interval"):
+        operator.execute(hour)
+
+    assert list(kaleyra_email_emulator.requests) == []
 
 
 def test_explicit_dates_win_over_the_interval(kaleyra_email_connection, kaleyra_email_emulator):
@@ -121,15 +142,82 @@ def test_a_run_without_an_interval_exports_the_day_before_it_was_triggered(
     assert [row["date"] for row in rows] == [expected]
 
 
-def test_days_back_moves_the_run_s_days_and_refuses_explicit_dates(kaleyra_email_connection, kaleyra_email_emulator):
+def test_days_back_moves_the_run_s_days_or_the_given_ones(kaleyra_email_connection, kaleyra_email_emulator):
     rows = KaleyraEmailFetchSummaryStatsOperator(task_id="stats", days_back=1).execute(DAILY_NOV_2)
     assert [row["date"] for row in rows] == ["2026-11-01"]
-    operator = KaleyraEmailFetchSummaryStatsOperator(task_id="stats", days_back=1, from_date="2026-11-01")
-    with pytest.raises(ValueError, match="days_back=1 moves the run's own days"):
-        operator.execute(DAILY_NOV_2)
+    operator = KaleyraEmailFetchSummaryStatsOperator(
+        task_id="stats", days_back=2, from_date="2026-11-02", to_date="2026-11-03"
+    )
+    assert [row["date"] for row in operator.execute(DAILY_NOV_2)] == ["2026-10-31", "2026-11-01"]
     with pytest.raises(ValueError, match="days_back"):
         KaleyraEmailFetchSummaryStatsOperator(task_id="stats", days_back=-1)
-    assert len(kaleyra_email_emulator.requests) == 1
+    assert len(kaleyra_email_emulator.requests) == 2
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_date_template_that_renders_blank_means_the_run_s_days(kaleyra_email_connection, blank):
+    """``from_date="{{ params.day or '' }}"``: a chosen day when given, else the run's."""
+    operator = KaleyraEmailFetchSummaryStatsOperator(task_id="stats", from_date=blank, to_date=blank)
+    assert [row["date"] for row in operator.execute(DAILY_NOV_2)] == ["2026-11-02"]
+
+
+def logged(monkeypatch, operator_class) -> mock.Mock:
+    """The operator's logger, recording its calls (Airflow 3's task logger does not reach caplog)."""
+    log = mock.Mock()
+    monkeypatch.setattr(operator_class, "log", property(lambda self: log))
+    return log
+
+
+def messages(calls) -> list[str]:
+    return [call.args[0] % call.args[1:] for call in calls]
+
+
+@pytest.mark.kaleyra_email_emulator(start_date=None, days=3, rows_per_day=200, timezone="Pacific/Chatham")
+def test_a_range_reaching_into_today_is_exported_warned_and_marked_incomplete(
+    kaleyra_email_emulator, monkeypatch, tmp_path
+):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", kaleyra_email_emulator.connection_json(timezone="Pacific/Chatham")
+    )
+    first, today = kaleyra_email_emulator.dataset.dates()[0], kaleyra_email_emulator.dataset.end_date
+    log = logged(monkeypatch, KaleyraEmailFetchSummaryStatsOperator)
+
+    def export(to_date):
+        return KaleyraEmailFetchSummaryStatsOperator(
+            task_id="stats", from_date=first, to_date=to_date, output_path=f"file://{tmp_path}/{{to_date}}.jsonl"
+        ).execute({})
+
+    assert export(today - timedelta(days=1))["complete"] is True
+    assert not any("not over yet" in message for message in messages(log.warning.call_args_list))
+
+    summary = export(today)
+
+    assert summary["complete"] is False
+    assert summary["to_date"] == today.isoformat()
+    (warning,) = [message for message in messages(log.warning.call_args_list) if "not over yet" in message]
+    assert warning.startswith(f"to_date={today} reaches into {today}, which is not over yet in the account's")
+    assert "Pacific/Chatham" in warning
+
+
+def test_a_search_term_that_looks_like_a_status_is_warned_about_and_still_searched(
+    kaleyra_email_connection, kaleyra_email_emulator, monkeypatch
+):
+    log = logged(monkeypatch, KaleyraEmailFetchLogsOperator)
+    operator = KaleyraEmailFetchLogsOperator(task_id="logs", search=["BOUNCED", "example.com"])
+
+    assert operator.execute(DAILY_NOV_2) == []
+
+    (warning,) = [message for message in messages(log.warning.call_args_list) if "BOUNCED" in message]
+    assert "'BOUNCED' looks like a status but is none (did you mean 'BOUNCE'?)" in warning
+    assert "ACCEPTED, DEFERRED, DELIVERED, OPEN, BOUNCE, BLOCKED, FAILED, SUPPRESSED" in warning
+    assert [r.query["search"] for r in kaleyra_email_emulator.requests] == [["BOUNCED", "example.com"]]
+
+
+def test_the_log_line_counts_in_words(kaleyra_email_connection, monkeypatch, tmp_path):
+    log = logged(monkeypatch, KaleyraEmailFetchSummaryStatsOperator)
+    KaleyraEmailFetchSummaryStatsOperator(task_id="stats", output_path=f"file://{tmp_path}/s.csv").execute(DAILY_NOV_2)
+    (wrote,) = [message for message in messages(log.info.call_args_list) if message.startswith("Wrote")]
+    assert wrote.startswith("Wrote 1 day in ")
 
 
 def test_more_rows_than_the_xcom_cap_fails_after_one_request(kaleyra_email_connection, kaleyra_email_emulator):
@@ -350,13 +438,13 @@ def test_values_that_do_not_fit_parquet_are_one_warning_with_a_count_per_column(
         {"date": "2026-11-03", "accepted": "many", "delivered": 8, "opens": 3},
     ]
     monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: iter([rows]))  # one batch
-    log = mock.Mock()
-    monkeypatch.setattr(KaleyraEmailFetchSummaryStatsOperator, "log", property(lambda self: log))
+    log = logged(monkeypatch, KaleyraEmailFetchSummaryStatsOperator)
 
     summary = operator.execute({})
 
-    messages = [call.args[0] % call.args[1:] for call in log.warning.call_args_list]
-    (warning,) = [message for message in messages if "did not fit" in message]  # Airflow 3 warns of its own
+    (warning,) = [
+        message for message in messages(log.warning.call_args_list) if "did not fit" in message
+    ]  # Airflow 3 warns of its own
     assert warning.startswith(
         "3 values of accepted did not fit int64, 1 value of delivered did not fit int64 "
         "and are kept in the extra column"

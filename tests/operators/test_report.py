@@ -90,7 +90,7 @@ def test_the_page_shows_the_rates_reasons_and_domains_of_the_last_30_days(
 
     assert summary["path"] == f"file://{tmp_path}/reports/deliverability-2026-11-02.html"
     assert summary["png_path"] == f"file://{tmp_path}/reports/deliverability-2026-11-02.png"
-    assert (summary["from_date"], summary["to_date"]) == ("2026-10-04", "2026-11-02")
+    assert (summary["from_date"], summary["to_date"], summary["complete"]) == ("2026-10-04", "2026-11-02", True)
     assert summary["rates"] == pytest.approx(expected["rates"])
     assert summary["failures"] == expected["statuses"]
     assert {(r["status"], r["reason"]): r["count"] for r in summary["top_reasons"]} == expected["reasons"]

@@ -1,23 +1,31 @@
 """
 A wait on many messages at once (a campaign), counted by recipient; the sensor and the trigger poll it alike.
 
-- Each address of each message is one recipient; a message not found yet counts as one, in flight.
+- Each address of each message is one recipient; a message not found yet counts as one.
 - With ``n`` recipients the wait fails once more than ``max_failed_fraction`` of ``n`` failed, or
   once ``min_delivered_fraction`` of ``n`` is out of reach; it succeeds once that many are
   delivered. Each fraction defaults to one minus the other; with neither, all must be delivered.
-- A poll reads only unresolved messages, the cheaper way: ``stats/<id>`` for each while they are
-  no more than the pages the last logs listing took (before one: ids / 100), else one logs
-  listing of the send window (the account-local day before the wait began, to today).
+- A poll reads only unresolved messages, the cheaper way, so it costs what they need whatever the
+  account sends: ``stats/<id>`` for each while they are no more than the pages of the logs listing
+  of the send window (the account-local day before the wait began, to today; one page until a
+  listing told its size), else that listing, left after its first page for ``stats/<id>`` when
+  that page's ``total`` says the other pages outnumber the messages still unresolved.
+- Unresolved messages a whole listing did not show (sent on another day, or not logged yet) are
+  looked up by ``stats/<id>``, ``MAX_LOOKUPS_PER_POLL`` a poll, those looked up longest ago first.
+- When the wait ends, failures seen only in the logs (no error code, a generic description) get
+  Kaleyra's error from ``stats/<id>``, for the first ``MAX_FAILURE_LOOKUPS`` messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import aclosing, closing
 from datetime import date, datetime, timedelta, tzinfo
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from airflow_provider_kaleyra_email import validation
@@ -32,12 +40,17 @@ from airflow_provider_kaleyra_email.delivery import (
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError, KaleyraEmailTransientError
 
 if TYPE_CHECKING:
+    from airflow_provider_kaleyra_email.hooks._paging import Page
     from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook, KaleyraEmailHook
 
 #: The most failures an outcome carries (a trigger event is stored in Airflow's database).
 MAX_FAILURES_IN_OUTCOME = 5_000
 #: Rows per page of the logs listing: the API's maximum.
 LISTING_PAGE_SIZE = 100
+#: Messages a listing did not show, looked up by id per poll: a listing page's worth.
+MAX_LOOKUPS_PER_POLL = 100
+#: Messages whose failures, seen only in the logs, are looked up for Kaleyra's error when a wait ends.
+MAX_FAILURE_LOOKUPS = 200
 
 
 class CampaignWait:
@@ -76,8 +89,13 @@ class CampaignWait:
         self.statuses: dict[str, dict[str, Mapping[str, Any]]] = {}  # message id: recipient: its stats row
         self.unresolved = dict.fromkeys(self.message_ids)
         self.error: DeliveryOutcome | None = None
-        #: Pages the last logs listing took; before one, what the messages alone would fill.
-        self.listing_pages = math.ceil(len(self.message_ids) / LISTING_PAGE_SIZE)
+        #: Pages the send window's listing takes, from the last ``total`` seen; one before any.
+        self.listing_pages = 1
+        #: When each message was last looked up by id; those looked up longest ago go first.
+        self.looked_up: dict[str, float] = {}
+        #: Messages whose statuses came from logs rows, which have no error code.
+        self.from_logs: set[str] = set()
+        self._shown: set[str] = set()
 
     @property
     def label(self) -> str:
@@ -95,61 +113,125 @@ class CampaignWait:
 
     def poll(self, hook: KaleyraEmailHook) -> DeliveryOutcome:
         """Poll what is unresolved, the cheaper way, through the sync hook; return the outcome."""
-        if self.poll_by_stats():
-            for message_id in list(self.unresolved):
-                try:
-                    self.record_stats(message_id, hook.get_message_stats(message_id))
-                except KaleyraEmailAPIError as error:
-                    self.record_error(message_id, error)
-            return self.outcome()
-        first, last = self.send_window(hook.timezone)
-        try:
-            self.record_listing(
-                hook.iter_log_pages(first, last, search=self.search or None, page_size=LISTING_PAGE_SIZE)
-            )
-        except KaleyraEmailAPIError as error:
-            self.record_listing_error(error)
+        ids = list(self.unresolved)
+        if not self.poll_by_stats():
+            first, last = self.send_window(hook.timezone)
+            self._shown = set()
+            try:
+                with closing(_pages_of(hook, first, last, self.search)) as pages:
+                    whole = all(self.take_page(n, rows, total) for n, (rows, total) in enumerate(pages, 1))
+                ids = self.to_look_up(whole=whole)
+            except KaleyraEmailAPIError as error:
+                self.record_listing_error(error)
+                ids = []
+        self.record_answers(ids, [_answer(hook.get_message_stats, message_id) for message_id in ids])
         return self.outcome()
 
     async def apoll(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
-        """Poll as :meth:`poll` does, through the async hook, the ``stats/<id>`` requests at once."""
-        if self.poll_by_stats():
-            ids = list(self.unresolved)
-            answers = await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True)
-            for message_id, answer in zip(ids, answers, strict=True):
-                if isinstance(answer, KaleyraEmailAPIError):
-                    self.record_error(message_id, answer)
-                elif isinstance(answer, BaseException):
-                    raise answer
-                else:
-                    self.record_stats(message_id, answer)
-            return self.outcome()
-        first, last = self.send_window(ZoneInfo((await hook.get_config()).timezone))
-        try:
-            self.record_listing([page.rows async for page in hook.iter_log_rows(first, last, search=self.search)])
-        except KaleyraEmailAPIError as error:
-            self.record_listing_error(error)
+        """Poll as :meth:`poll` does, through the async hook: pages used as they come, ``stats/<id>`` at once."""
+        ids = list(self.unresolved)
+        if not self.poll_by_stats():
+            config = await hook.get_config()
+            first, last = self.send_window(ZoneInfo(config.timezone))
+            self._shown, whole = set(), True
+            listing = cast("AsyncGenerator[Page, None]", hook.iter_log_rows(first, last, search=self.search))
+            try:
+                async with aclosing(listing) as pages:
+                    async for number, page in _numbered(pages):
+                        if not self.take_page(number, page.rows, page.total, config.page_size):
+                            whole = False
+                            break
+                ids = self.to_look_up(whole=whole)
+            except KaleyraEmailAPIError as error:
+                self.record_listing_error(error)
+                ids = []
+        self.record_answers(ids, await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True))
         return self.outcome()
+
+    def detail_failures(self, hook: KaleyraEmailHook) -> DeliveryOutcome:
+        """Give failures seen only in the logs Kaleyra's error, through the sync hook; return the outcome."""
+        ids = self.undetailed()
+        self.record_answers(ids, [_answer(hook.get_message_stats, message_id) for message_id in ids], detail=True)
+        return self.outcome()
+
+    async def adetail_failures(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
+        """Do what :meth:`detail_failures` does, through the async hook."""
+        ids = self.undetailed()
+        answers = await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True)
+        self.record_answers(ids, answers, detail=True)
+        return self.outcome()
+
+    def record_answers(self, ids: Sequence[str], answers: Sequence[Any], *, detail: bool = False) -> None:
+        """Note ``stats/<id>`` answers or their API errors; with ``detail``, an error keeps what the logs said."""
+        for message_id, answer in zip(ids, answers, strict=True):
+            if isinstance(answer, KaleyraEmailAPIError) and detail:
+                log.warning("%s: keeping the logs' description of its failure: %s", message_id, answer)
+            elif isinstance(answer, KaleyraEmailAPIError):
+                self.record_error(message_id, answer)
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                self.record_stats(message_id, answer)
+
+    def undetailed(self) -> list[str]:
+        """Return the first ``MAX_FAILURE_LOOKUPS`` messages with a failure seen only in the logs."""
+        failed = self.rule.failed
+        ids = (m for m in self.message_ids if m in self.from_logs and self.error is None)
+        ids = (m for m in ids if any(MessageStatus.parse(r.get("status")) in failed for r in self.statuses[m].values()))
+        return list(itertools.islice(ids, MAX_FAILURE_LOOKUPS))
+
+    def take_page(
+        self, number: int, rows: Iterable[Mapping[str, Any]], total: int | None, page_size: int = LISTING_PAGE_SIZE
+    ) -> bool:
+        """Note a listing's page; return whether to read on: after page 1, if the rest costs no more than by id."""
+        self._shown.update(self.record_rows(rows))
+        if number > 1:
+            return True
+        if total is None:  # a listing of unknown size may cost anything
+            return False
+        self.listing_pages = max(1, math.ceil(total / page_size))
+        if self.listing_pages - 1 <= len(self.unresolved):
+            return True
+        log.info(
+            "%s: the logs listing has %s rows (%s pages); polling its %s unresolved messages by id instead.",
+            self.label, f"{total:,}", f"{self.listing_pages:,}", f"{len(self.unresolved):,}",
+        )  # fmt: skip
+        return False
+
+    def to_look_up(self, *, whole: bool) -> list[str]:
+        """Return what to look up by id after a listing: all unresolved if it was left, else what it did not show."""
+        if not whole:
+            return list(self.unresolved)
+        missing = [m for m in self.unresolved if m not in self._shown]
+        missing.sort(key=lambda message_id: self.looked_up.get(message_id, 0.0))
+        return missing[:MAX_LOOKUPS_PER_POLL]
 
     def record_stats(self, message_id: str, answer: Mapping[str, Any]) -> None:
         """Note a ``stats/<message id>`` answer."""
+        self.looked_up[message_id] = time.time()
         rows = [r for r in answer.get("recipients") or [] if isinstance(r, Mapping) and text_of(r.get("to"))]
-        self._note(message_id, {text_of(row["to"]): row for row in rows})
+        if self._note(message_id, {text_of(row["to"]): row for row in rows}):
+            self.from_logs.discard(message_id)
 
     def record_error(self, message_id: str, error: KaleyraEmailAPIError) -> None:
         """Note a failed ``stats/<message id>`` poll: "not yet", or an error that ends the wait."""
+        self.looked_up[message_id] = time.time()
         outcome = self.rule.judge_error(message_id, error, waited=time.time() - self.started_at)
         if outcome.done:
             self.error = DeliveryOutcome("error", self.label, outcome.message)
 
-    def record_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Note log rows: each gives its status to every address of its batch (``to_mail``)."""
+    def record_rows(self, rows: Iterable[Mapping[str, Any]]) -> set[str]:
+        """Note log rows: each gives its status to every address of its batch (``to_mail``); return the ids noted."""
+        noted = set()
         for row in rows:
             message_id = text_of(row.get("message_id"))
             if message_id in self.unresolved:
                 stats = {"status": row.get("status"), "error_code": "", "error_message": row.get("description")}
                 addresses = map(text_of, str(row.get("to_mail")).split(","))
-                self._note(message_id, {address: stats for address in addresses})
+                if self._note(message_id, {address: stats for address in addresses}):
+                    self.from_logs.add(message_id)
+                    noted.add(message_id)
+        return noted
 
     def record_listing_error(self, error: KaleyraEmailAPIError) -> None:
         """Note a failed logs listing: "not yet" when worth another try, else an error that ends the wait."""
@@ -158,16 +240,8 @@ class CampaignWait:
         else:
             self.error = DeliveryOutcome("error", self.label, f"Cannot list the logs for {self.label}: {error}")
 
-    def record_listing(self, pages: Iterable[Iterable[Mapping[str, Any]]]) -> None:
-        """Note a logs listing's pages of rows (:meth:`record_rows`), and their number: the price of the next one."""
-        count = 0
-        for rows in pages:
-            self.record_rows(rows)
-            count += 1
-        self.listing_pages = max(1, count)
-
     def poll_by_stats(self) -> bool:
-        """Return whether a request per unresolved message costs no more than a logs listing."""
+        """Return whether a request per unresolved message costs no more than the send window's listing."""
         return len(self.unresolved) <= self.listing_pages
 
     def outcome(self) -> DeliveryOutcome:
@@ -183,6 +257,8 @@ class CampaignWait:
         summary = (
             f"{delivered:,} of {total:,} recipients delivered, {failed:,} failed, {counts['in_flight']:,} in flight"
         )
+        if not_found := counts["not_found"]:
+            summary += f", {not_found:,} message{'s' if not_found > 1 else ''} not found yet"
         if failed > allowed or total - failed < needed:
             limits = f"max_failed_fraction={self.max_failed:g}, min_delivered_fraction={self.min_delivered:g}"
             text = f"{self.label} will not reach enough recipients ({limits}): {summary}."
@@ -193,7 +269,7 @@ class CampaignWait:
         return DeliveryOutcome("waiting", self.label, summary, None, failures, counts)
 
     def counts(self) -> dict[str, Any]:
-        """Return the recipients: in all, delivered, failed and in flight, and per status as Kaleyra spelled it."""
+        """Return the recipients: in all, delivered, failed, in flight, of messages not found yet, and per status."""
         per_status: dict[str, int] = {}
         delivered = failed = 0
         for rows in self.statuses.values():
@@ -203,13 +279,15 @@ class CampaignWait:
                 failed += status in self.rule.failed
                 text = text_of(row.get("status")).upper() or "NO STATUS"
                 per_status[text] = per_status.get(text, 0) + 1
-        total = sum(map(len, self.statuses.values())) + len(self.message_ids) - len(self.statuses)
+        seen = sum(map(len, self.statuses.values()))
+        not_found = len(self.message_ids) - len(self.statuses)
         return {
             "messages": len(self.message_ids),
-            "recipients": total,
+            "recipients": seen + not_found,
             "delivered": delivered,
             "failed": failed,
-            "in_flight": total - delivered - failed,
+            "in_flight": seen - delivered - failed,
+            "not_found": not_found,
             "statuses": per_status,
         }
 
@@ -220,14 +298,45 @@ class CampaignWait:
                 if MessageStatus.parse(row.get("status")) in self.rule.failed:
                     yield {"message_id": message_id, **failure_of(address, row)}
 
-    def _note(self, message_id: str, rows: dict[str, Mapping[str, Any]]) -> None:
+    def _note(self, message_id: str, rows: dict[str, Mapping[str, Any]]) -> bool:
+        """Note a message's recipients and their statuses; return whether there were any."""
         rows.pop("", None)
         if not rows:
-            return
+            return False
         self.statuses[message_id] = rows
         terminal = self.rule.delivered | self.rule.failed
         if all(MessageStatus.parse(row.get("status")) in terminal for row in rows.values()):
             self.unresolved.pop(message_id, None)
+        return True
+
+
+def _pages_of(
+    hook: KaleyraEmailHook, first: date, last: date, search: Sequence[str]
+) -> Generator[tuple[list[dict[str, Any]], int | None], None, None]:
+    """Yield a sync listing's pages of new rows, each with the listing's ``total`` as its first page gave it."""
+    # The window includes today, whose rows move while they are listed: counts need not add up.
+    pages = hook.iter_log_pages(
+        first, last, search=list(search) or None, page_size=LISTING_PAGE_SIZE, allow_count_mismatch=True
+    )
+    with closing(cast("Generator[list[dict[str, Any]], None, None]", pages)):
+        for rows in pages:
+            listing = hook.last_fetch  # the one place that reads what the sync listing learned
+            yield rows, None if listing is None else listing.total
+
+
+async def _numbered(pages: AsyncIterator[Page]) -> AsyncIterator[tuple[int, Page]]:
+    number = 0
+    async for page in pages:
+        number += 1
+        yield number, page
+
+
+def _answer(get: Any, message_id: str) -> Any:
+    """Return ``get(message_id)``, or the API error it raised."""
+    try:
+        return get(message_id)
+    except KaleyraEmailAPIError as error:
+        return error
 
 
 def _fraction(value: Any, parameter: str, *, zero: bool, one: bool) -> float | None:

@@ -191,7 +191,10 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
                 outcome = rule.judge(message_id, self.hook.get_message_stats(message_id))
             except KaleyraEmailAPIError as error:
                 outcome = rule.judge_error(message_id, error, waited=time.time() - self._started_at)
-        if not outcome.done and not self.deferrable and time.time() - self._started_at >= self.timeout:
+        deadline = not outcome.done and not self.deferrable and time.time() - self._started_at >= self.timeout
+        if self._campaign is not None and (outcome.done or deadline):
+            outcome = self._campaign.detail_failures(self.hook)
+        if deadline and not outcome.done:
             # This poke reached the deadline: it reports the timeout with what it saw (and a list's
             # failures), as the trigger does, before Airflow's own check would with neither.
             outcome = outcome.timed_out(self.timeout)

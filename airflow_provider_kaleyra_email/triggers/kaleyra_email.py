@@ -163,8 +163,11 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
         last = None
         while True:
             polled_at = time.time()
+            deadline = self.end_time is not None and polled_at >= self.end_time
             if campaign is not None:
                 outcome = await campaign.apoll(hook)
+                if outcome.done or deadline:
+                    outcome = await campaign.adetail_failures(hook)
             else:
                 outcome = await self._poll_message(hook, str(self.message_id), waited=polled_at - started_at)
             if outcome.done:
@@ -173,7 +176,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
             if outcome.message != last:  # a line per change, not per poll: a triggerer runs thousands
                 self.log.info("%s: %s.", self._label, outcome.message)
                 last = outcome.message
-            if self.end_time is not None and polled_at >= self.end_time:
+            if deadline and self.end_time is not None:
                 # That poll was the last check, made at the deadline, not skipped (#62306).
                 return outcome.timed_out(self.end_time - started_at)
             # Poll starts are poke_interval apart, however long a poll took (waiting for a slot, say).

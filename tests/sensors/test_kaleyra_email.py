@@ -7,6 +7,7 @@ edges.
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 import os
@@ -207,6 +208,43 @@ class TestModes:
         assert seen[-1].status == 200
         out, err = capfd.readouterr()
         assert "timed out" in (out + err) or "within timeout=" in (out + err)
+
+    def test_a_campaign_sent_30_days_ago_resolves_at_the_first_poll(self, mode, kaleyra_email_emulator):
+        sent_at = datetime.now(timezone.utc) - timedelta(days=30)
+        to = [f"reader{n}@example.com" for n in range(20)]
+        ids = kaleyra_email_emulator.dataset.send(from_mail="a@shop.example.com", to=to, subject="s", sent_at=sent_at)
+
+        dag_run, ti = run_wait(mode, ids.message_ids())
+
+        assert ti.state == "success"
+        result = xcom_value(dag_run, "wait")
+        assert (result["messages"], result["delivered"], result["in_flight"], result["not_found"]) == (20, 20, 0, 0)
+        looked_up = [r.path.rsplit("/", 1)[-1] for r in kaleyra_email_emulator.requests if "/stats/" in r.path]
+        assert sorted(looked_up) == sorted(ids.message_ids()), "each looked up once: resolved at the first poll"
+        assert len([r for r in kaleyra_email_emulator.requests_to("/logs") if r.query["page"] == ["1"]]) <= 1
+
+    @pytest.mark.kaleyra_email_emulator(background_rows_per_day=300_000)
+    def test_a_campaign_on_a_busy_account_costs_what_its_messages_need(self, mode, kaleyra_email_emulator):
+        dataset = kaleyra_email_emulator.dataset
+        dataset.send_time_scale, dataset.send_visibility_delay = 1_000, 0  # in flight for hours, known at once
+        ids = dataset.send(from_mail="a@shop.example.com", to=[f"r{n}@example.com" for n in range(100)], subject="s")
+        today = dataset.local_now().date()
+        assert len(dataset.listing(today - timedelta(days=1), today)) > 300_000, "the send window's listing"
+
+        _, ti = run_wait(mode, ids.message_ids())
+
+        assert ti.state == "failed", "timed out: every message stays in flight"
+        requests = list(kaleyra_email_emulator.requests)
+        per_id = collections.Counter(r.path.rsplit("/", 1)[-1] for r in requests if "/stats/" in r.path)
+        assert set(per_id) == set(ids.message_ids())
+        (polls_made,) = set(per_id.values())  # every poll asks for each message once
+        assert polls_made >= 2
+        listings = [r.query["page"] for r in requests if r.path.endswith("/logs")]
+        # Only first pages, one at most per poll (a wait that has not listed yet: the first poke's,
+        # deferred the trigger's first poll's, and every rescheduled poke's, a new wait each time):
+        # each poll costs at most 1 + 100 requests, not 4,700 pages.
+        assert listings == [["1"]] * len(listings)
+        assert 1 <= len(listings) <= {"poke": 1, "deferrable": 2}.get(mode, polls_made)
 
 
 @pytest.mark.usefixtures("warmed_up", "kaleyra_email_connection")

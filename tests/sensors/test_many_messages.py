@@ -108,6 +108,24 @@ def test_many_are_listed_from_the_logs_and_the_last_few_polled_one_by_one(kaleyr
     assert set(polled) <= set(ids[-10:]), "only what was still unresolved"
 
 
+def test_failures_seen_in_the_logs_are_written_with_kaleyras_error(kaleyra_email_emulator, tmp_path):
+    kaleyra_email_emulator.dataset.send_visibility_delay = 0  # stats/<id> knows at once what the logs show
+    readers = [f"user{n}@example.com" for n in range(147)]
+    ids = send(kaleyra_email_emulator, *readers, "a.bounce@example.com", "b.bounce@example.com", "c.block@example.com")
+    target = tmp_path / "failures.jsonl"
+
+    result = sensor(message_id=ids, max_failed_fraction=0.1, output_path=target.as_uri()).execute({})
+
+    assert kaleyra_email_emulator.requests_to("/logs"), "150 messages: polled by listing"
+    written = {row["recipient"]: row for row in map(json.loads, target.read_text().splitlines())}
+    assert {address: (row["error_code"], row["error_message"][:9]) for address, row in written.items()} == {
+        "a.bounce@example.com": ("550", "550 5.1.1"),
+        "b.bounce@example.com": ("550", "550 5.1.1"),
+        "c.block@example.com": ("", "invalid s"),
+    }
+    assert sorted(result["failures"], key=lambda f: f["recipient"]) == [written[a] for a in sorted(written)]
+
+
 def test_one_poll_of_5000_messages_in_flight_takes_at_most_60_requests(kaleyra_email_emulator):
     ids = send(kaleyra_email_emulator, *(f"user{n}@example.com" for n in range(5_000)), scale=100)
     waiting = sensor(message_id=ids)

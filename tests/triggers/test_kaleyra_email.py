@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib
 import itertools
 import json
 import threading
 import time
 import uuid
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 import pytest_asyncio
@@ -233,6 +235,63 @@ async def test_a_deadline_already_passed_still_checks_once(kaleyra_email_emulato
 
     assert event["status"] == "failure"
     assert len(stats_requests(kaleyra_email_emulator, message_id)) == 1
+
+
+def campaign(emulator, count: int, *, sent_at=None, scale: float = 0.01, **to_extra) -> list[str]:
+    """One send to ``count`` readers (and ``to_extra``'s addresses), one message id each."""
+    emulator.dataset.send_time_scale, emulator.dataset.send_visibility_delay = scale, 0
+    to = [f"reader{n}@example.com" for n in range(count)] + list(to_extra.get("more", ()))
+    return emulator.dataset.send(from_mail="a@shop.example.com", to=to, subject="s", sent_at=sent_at).message_ids()
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("warm")
+async def test_a_campaign_sent_30_days_ago_resolves_at_the_first_poll(kaleyra_email_emulator):
+    ids = campaign(kaleyra_email_emulator, 50, sent_at=datetime.now(timezone.utc) - timedelta(days=30))
+
+    (event,) = await events_of(trigger(ids, end_time=time.time() - 5))  # past the deadline: one poll
+
+    assert event["status"] == "success"
+    assert (event["counts"]["delivered"], event["counts"]["not_found"]) == (50, 0)
+    looked_up = [r.path.rsplit("/", 1)[-1] for r in kaleyra_email_emulator.requests if "/stats/" in r.path]
+    assert sorted(looked_up) == sorted(ids), "not in the send window's logs: each looked up by id"
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("warm")
+@pytest.mark.kaleyra_email_emulator(background_rows_per_day=300_000)
+async def test_a_campaign_on_a_busy_account_costs_what_its_messages_need_per_poll(kaleyra_email_emulator):
+    ids = campaign(kaleyra_email_emulator, 100, scale=1_000)  # in flight for hours
+    now = time.time()
+
+    # Two polls: one at once, one at the deadline.
+    (event,) = await events_of(trigger(ids, poke_interval=60, started_at=now, end_time=now + 0.5))
+
+    assert event["status"] == "timeout"
+    assert event["counts"]["in_flight"] == 100
+    requests = list(kaleyra_email_emulator.requests)
+    listings = [r.query["page"] for r in requests if r.path.endswith("/logs")]
+    assert listings == [["1"]], "the first poll read one page of a 300,000-row listing, then went by id"
+    per_id = collections.Counter(r.path.rsplit("/", 1)[-1] for r in requests if "/stats/" in r.path)
+    assert per_id == dict.fromkeys(ids, 2), "then each poll cost a request per message: 101, then 100"
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("warm")
+@pytest.mark.kaleyra_email_emulator(start_date=date(2026, 1, 1), days=1, rows_per_day=10)
+async def test_failures_seen_in_the_logs_carry_kaleyras_error_once_the_wait_ends(kaleyra_email_emulator):
+    ids = campaign(kaleyra_email_emulator, 147, more=["a.bounce@example.com", "b.bounce@example.com", "c.block@x.com"])
+
+    (event,) = await events_of(trigger(ids, max_failed_fraction=0.1))
+
+    assert event["status"] == "success"
+    assert kaleyra_email_emulator.requests_to("/logs"), "150 messages: polled by listing"
+    failures = {f["recipient"]: (f["error_code"], f["error_message"][:9]) for f in event["failures"]}
+    assert failures == {
+        "a.bounce@example.com": ("550", "550 5.1.1"),
+        "b.bounce@example.com": ("550", "550 5.1.1"),
+        "c.block@x.com": ("", "invalid s"),
+    }
 
 
 @pytest.mark.asyncio

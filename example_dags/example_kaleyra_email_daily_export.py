@@ -1,12 +1,17 @@
 """
 Export every day's Kaleyra email logs and summary stats to object storage.
 
-Each run exports one day of the account's time zone: the schedule is an interval timetable in
-that zone, so a run's data interval is exactly that day, and the operators ask the API for it
-(``from_date = to_date = that day``). A manual run without a logical date (Airflow 3's
-``airflow dags trigger``) exports the last whole day before it was triggered. Statuses keep
-changing after a day ends (late deliveries, opens), so each run also refreshes the day before
-(``days_back=1``); re-exporting replaces the objects whole.
+A run exports the account-local days that ended within its data interval. The schedule here is
+daily at midnight in the account's time zone, so a run over ``[D, D+1)`` exports ``D``, as soon as
+``D`` is over; in another zone it exports the account's day that ended inside the interval
+(``docs/operators.md``, "Which days"). A manual run without a logical date (Airflow 3's
+``airflow dags trigger``) exports the last whole day before it. Statuses keep changing after a day
+ends (late deliveries, opens), so each run also refreshes the day before (``days_back=1``);
+re-exporting replaces the objects whole.
+
+To re-export a chosen day, give it as ``day``: the trigger form's field, or
+``airflow dags trigger example_kaleyra_email_daily_export -c '{"day": "2026-11-20"}'``; the run
+exports that day and refreshes the one before it.
 
 Set the Airflow Variable ``kaleyra_email_export_url`` to your lake (``s3://bucket/kaleyra``,
 ``gs://...``, ``file:///...``) and ``output_conn_id`` for its credentials.
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.providers.common.compat.sdk import DAG, Asset
+from airflow.providers.common.compat.sdk import DAG, Asset, Param
 
 from airflow_provider_kaleyra_email.operators.kaleyra_email import (
     KaleyraEmailFetchLogsOperator,
@@ -30,6 +35,7 @@ except ImportError:  # Airflow 2
 
 ACCOUNT_TIMEZONE = "UTC"  # the Kaleyra account's time zone (the connection extra "timezone")
 EXPORT_URL = "{{ var.value.get('kaleyra_email_export_url', 'file:///tmp/kaleyra-email-export') }}"
+DAY = "{{ params.day or '' }}"  # the chosen day; blank: the run's own days
 
 with DAG(
     dag_id="example_kaleyra_email_daily_export",
@@ -37,22 +43,36 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
+    params={
+        "day": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Re-export this day (YYYY-MM-DD, the account's time zone) instead of the run's own.",
+        )
+    },
     tags=["kaleyra", "example"],
 ) as dag:
     export_logs = KaleyraEmailFetchLogsOperator(
         task_id="export_logs",
+        from_date=DAY,
+        to_date=DAY,
         output_path=EXPORT_URL + "/logs/date={from_date}/logs.jsonl",
         outlets=[Asset("kaleyra_email_logs")],
     )
 
     refresh_previous_day = KaleyraEmailFetchLogsOperator(
         task_id="refresh_previous_day",
+        from_date=DAY,
+        to_date=DAY,
         days_back=1,
         output_path=EXPORT_URL + "/logs/date={from_date}/logs.jsonl",
     )
 
     export_stats = KaleyraEmailFetchSummaryStatsOperator(
         task_id="export_summary_stats",
+        from_date=DAY,
+        to_date=DAY,
         output_path=EXPORT_URL + "/summary_stats/date={from_date}/stats.csv",
         output_format="csv",
         outlets=[Asset("kaleyra_email_summary_stats")],

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import airflow
 import pytest
 
-from tests.dags import run_dag, task_states, xcom_value
+from tests.dags import asset_event_extras, run_dag, task_states, xcom_value
 
 AIRFLOW_2 = airflow.__version__.startswith("2.")
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
@@ -69,7 +70,72 @@ def test_the_daily_export_writes_the_day_and_refreshes_the_one_before(
     (stats,) = csv.DictReader((lake / "summary_stats" / "date=2026-11-02" / "stats.csv").open())
     assert stats["date"] == "2026-11-02"
     assert int(stats["accepted"]) == 3_000
-    assert xcom_value(dag_run, "export_logs")["rows"] == 3_000
+    summary = xcom_value(dag_run, "export_logs")
+    assert (summary["rows"], summary["complete"]) == (3_000, True)
+    assert asset_event_extras(dag_run, "kaleyra_email_logs") == [summary]
+
+
+#: The emulator's clock in the next test: when the scheduler would start each run.
+CLOCK = {"now": datetime(2026, 11, 3, tzinfo=timezone.utc)}
+
+
+@pytest.mark.kaleyra_email_emulator(
+    start_date=date(2026, 10, 30), days=6, rows_per_day=600, timezone="America/Los_Angeles", clock=lambda: CLOCK["now"]
+)
+def test_a_utc_schedule_on_a_los_angeles_account_exports_each_los_angeles_day_once_it_is_over(
+    examples, lake, kaleyra_email_connection, kaleyra_email_emulator
+):
+    """
+    Runs over [Nov 2, Nov 3) and [Nov 3, Nov 4) UTC (a manual run on date X covers the day before X),
+    each started when its interval ends (16:00 the day before in Los Angeles, whose day is then two
+    thirds through): each exports the Los Angeles day that ended inside it, whole (Nov 1, over at
+    08:00 UTC on Nov 2; then Nov 2), never the day still running.
+    """
+    dag = examples.get_dag("example_kaleyra_email_daily_export")
+    dataset = kaleyra_email_emulator.dataset
+    exported = []
+    for logical_date in (datetime(2026, 11, 3, tzinfo=timezone.utc), datetime(2026, 11, 4, tzinfo=timezone.utc)):
+        CLOCK["now"] = logical_date + timedelta(minutes=1)
+        running = CLOCK["now"].astimezone(ZoneInfo("America/Los_Angeles")).date()
+        assert 0 < dataset.visible_rows(running) < dataset.planned_rows(running), "a day still running"
+
+        dag_run = run_dag(dag, logical_date)
+
+        assert set(task_states(dag_run).values()) == {"success"}
+        summary = xcom_value(dag_run, "export_logs")
+        day = date.fromisoformat(summary["from_date"])
+        assert (summary["to_date"], summary["complete"]) == (day.isoformat(), True)
+        assert day < running
+        rows = [json.loads(line) for line in (lake / "logs" / f"date={day}" / "logs.jsonl").read_text().splitlines()]
+        assert len(rows) == dataset.planned_rows(day) == 600, "every row of the day: it was over"
+        assert rows == list(dataset.expected_logs(day, day))
+        assert asset_event_extras(dag_run, "kaleyra_email_logs") == [summary]
+        exported.append(day)
+    assert exported == [date(2026, 11, 1), date(2026, 11, 2)]
+
+
+@pytest.mark.kaleyra_email_emulator(start_date=None, days=3, rows_per_day=300)
+def test_a_chosen_day_is_exported_instead_of_the_run_s_and_today_says_it_is_incomplete(
+    examples, lake, kaleyra_email_connection, kaleyra_email_emulator
+):
+    dag = examples.get_dag("example_kaleyra_email_daily_export")
+    today = kaleyra_email_emulator.dataset.end_date
+    logical_date = datetime.combine(today - timedelta(days=5), datetime.min.time(), tzinfo=timezone.utc)
+
+    dag_run = run_dag(dag, logical_date, run_conf={"day": today.isoformat()})
+
+    assert set(task_states(dag_run).values()) == {"success"}
+    logs, stats = xcom_value(dag_run, "export_logs"), xcom_value(dag_run, "export_summary_stats")
+    refreshed = xcom_value(dag_run, "refresh_previous_day")
+    assert (logs["from_date"], logs["to_date"], logs["complete"]) == (today.isoformat(), today.isoformat(), False)
+    assert (stats["from_date"], stats["complete"]) == (today.isoformat(), False)
+    assert (refreshed["from_date"], refreshed["complete"]) == ((today - timedelta(days=1)).isoformat(), True)
+    assert asset_event_extras(dag_run, "kaleyra_email_logs") == [logs]
+    assert asset_event_extras(dag_run, "kaleyra_email_summary_stats") == [stats]
+    assert sorted(path.name for path in (lake / "logs").iterdir()) == [
+        f"date={today - timedelta(days=1)}",
+        f"date={today}",
+    ]
 
 
 @pytest.mark.skipif(AIRFLOW_2, reason="Airflow 2.11 gives every run a logical date and an inferred interval")

@@ -299,7 +299,7 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
                 chunk = rows[start : start + self.max_rows_per_event]
                 window = {"from_date": batch["from_date"], "to_date": batch["to_date"]}
                 payload = {"rows": chunk, "count": len(chunk), **window, "statuses": self.statuses}
-                yield TriggerEvent(payload)  # type: ignore[no-untyped-call]
+                yield NewLogRowsEvent(payload=payload)
 
     async def _new_rows(
         self, hook: KaleyraEmailAsyncHook, first: date, last: date, seen: dict[date, set[tuple[Any, ...]]]
@@ -316,6 +316,16 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
                         seen[day].add(key)
                         fresh.append(row)
         return fresh
+
+
+class NewLogRowsEvent(TriggerEvent):  # type: ignore[misc]
+    """A watcher's event: its rows go to the asset event, and what a triggerer logs of it (its repr) is its count."""
+
+    def __repr__(self) -> str:
+        p = self.payload
+        return f"TriggerEvent<{p['count']} new log row(s) in {p['statuses']} for {p['from_date']}..{p['to_date']}>"
+
+    __str__ = __repr__
 
 
 def _row_day(row: dict[str, Any], *, default: date) -> date:

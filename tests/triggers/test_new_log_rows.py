@@ -97,6 +97,29 @@ async def test_a_new_bounce_fires_once_in_a_later_event(kaleyra_email_emulator):
 
 
 @pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling is Airflow 3's")
+@pytest.mark.asyncio
+@pytest.mark.kaleyra_email_emulator(start_date=TODAY - timedelta(days=3), days=4, rows_per_day=2_000)
+async def test_what_a_triggerer_logs_of_an_event_is_its_count_not_its_rows(kaleyra_email_emulator):
+    fired = []
+
+    async def collect():
+        async for event in KaleyraEmailNewLogRowsTrigger(poll_interval=60).run():
+            fired.append(event)
+            return
+
+    await asyncio.wait_for(collect(), timeout=60)
+
+    (event,) = fired
+    assert event.payload["count"] == len(event.payload["rows"]) > 50
+    # Airflow 3's triggerer logs "Trigger fired event" with result=event, rendered by structlog (its repr).
+    structlog = pytest.importorskip("structlog")
+    logged = structlog.processors.JSONRenderer()(None, None, {"event": "Trigger fired event", "result": event})
+    assert len(logged) < 300
+    assert f"{event.payload['count']} new log row(s)" in logged
+    assert event.payload["rows"][0]["message_id"] not in logged
+
+
+@pytest.mark.skipif(not AIRFLOW_3, reason="event-driven scheduling is Airflow 3's")
 def test_it_serializes_to_what_rebuilds_it_and_refuses_bad_arguments():
     trigger = KaleyraEmailNewLogRowsTrigger(statuses=["bounce"], search="newsletter", poll_interval=30)
     classpath, kwargs = trigger.serialize()

@@ -37,12 +37,13 @@ def expected_figures(dataset, first: date, last: date) -> dict:
     ]
     return {
         "rates": {
-            name: totals[metric] / totals["accepted"]
-            for name, metric in (
-                ("delivered", "delivered"),
-                ("opened", "opens"),
-                ("bounced", "bounces"),
-                ("blocked", "blocks"),
+            name: totals[metric] / totals[of]
+            for name, metric, of in (
+                ("delivered", "delivered", "accepted"),
+                ("opened", "opens", "delivered"),
+                ("opened_of_accepted", "opens", "accepted"),
+                ("bounced", "bounces", "accepted"),
+                ("blocked", "blocks", "accepted"),
             )
         },
         "totals": dict(totals),
@@ -152,8 +153,10 @@ def test_a_range_without_data_gives_a_report_that_says_so(tmp_path, kaleyra_emai
 
     page = read_page((tmp_path / "reports" / "deliverability-2025-01-31.html").read_text())
     assert "No data" in " ".join(page.text)
-    assert page.column("rates") == dict.fromkeys(("delivered", "opened", "bounced", "blocked"), "n/a")
-    assert summary["rates"] == dict.fromkeys(("delivered", "opened", "bounced", "blocked"))
+    assert page.column("rates") == dict.fromkeys(
+        ("delivered", "opened", "opened_of_accepted", "bounced", "blocked"), "n/a"
+    )
+    assert summary["rates"] == dict.fromkeys(("delivered", "opened", "opened_of_accepted", "bounced", "blocked"))
     assert (summary["totals"], summary["failures"], summary["top_reasons"]) == ({}, {}, [])
     assert png_size((tmp_path / "reports" / "deliverability-2025-01-31.png").read_bytes()) == (1000, 700)
 

@@ -114,9 +114,7 @@ class Network:
         refused = next((c for c in chain if isinstance(c, ssl.SSLError) and not isinstance(c, _DROPPED)), None)
         if self.proxy and any("407" in str(c) for c in chain):
             return self.proxy_refused(endpoint)
-        if self.proxy and any(
-            isinstance(c, socket.gaierror | NameResolutionError) for c in chain
-        ):
+        if self.proxy and any(isinstance(c, socket.gaierror | NameResolutionError) for c in chain):
             message = f"the proxy {self.proxy_address} ({self.proxy_from}) cannot be resolved; check {self.proxy_from}"
         elif verify_failed is not None:
             message = (

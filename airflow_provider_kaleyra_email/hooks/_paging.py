@@ -17,7 +17,6 @@ The rules, for a listing asked page by page with ``limit = page_size``:
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -59,16 +58,12 @@ class Cancelled(Exception):
 
 
 def list_pages(
-    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int, in_flight: Callable[[], int]
+    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int
 ) -> Iterator[list[Any]]:
     """Yield the new rows of every page as ``listing`` allows, then repair slid rows; ``cancel`` ends a ``fetch``."""
     cancel = threading.Event()
     pages = fetch_in_order(
-        lambda number: fetch(number, cancel),
-        allowed=listing.allowed,
-        concurrency=concurrency,
-        cancel=cancel,
-        in_flight=in_flight,
+        lambda number: fetch(number, cancel), allowed=listing.allowed, concurrency=concurrency, cancel=cancel
     )
     with closing(pages):
         for page in pages:
@@ -84,29 +79,29 @@ def list_pages(
 
 
 def fetch_in_order(
-    fetch: Callable[[int], R],
-    *,
-    allowed: Callable[[], int],
-    concurrency: int,
-    cancel: threading.Event,
-    in_flight: Callable[[], int] | None = None,
+    fetch: Callable[[int], R], *, allowed: Callable[[], int], concurrency: int, cancel: threading.Event
 ) -> Generator[R, None, None]:
     """
     Yield ``fetch(1)``, ``fetch(2)``, ... in order, ``concurrency`` at once, page ``n`` once ``allowed() >= n``.
 
-    While ``concurrency`` or ``in_flight()`` (how many fetches are worth running now) is one, a
-    fetch runs in the caller's thread: on loopback, threads cost a listing a third of its time.
-    The first failure anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is
-    sent) and is raised at once; leaving early sets it too, and waits for no thread: one stuck in a
-    read (each bounded by ``timeout``) must not hold a task that Airflow is stopping.
+    With a concurrency of one, each fetch runs in the caller's thread. The first failure anywhere
+    sets ``cancel`` (retries elsewhere stop sleeping, nothing new is sent) and is raised at once;
+    leaving early sets it too, and waits for no thread: one stuck in a read (each bounded by
+    ``timeout``) must not hold a task that Airflow is stopping.
     """
+    if concurrency <= 1:
+        number = 1
+        while number <= allowed():
+            yield fetch(number)
+            number += 1
+        return
     failures: list[BaseException] = []
 
-    def guarded(page: int) -> R:
+    def guarded(number: int) -> R:
         if cancel.is_set():
             raise Cancelled
         try:
-            return fetch(page)
+            return fetch(number)
         except BaseException as exc:
             failures.append(exc)  # the first is the cause; a Cancelled only follows it
             cancel.set()
@@ -117,11 +112,6 @@ def fetch_in_order(
     next_page = 1
     try:
         while True:
-            one_at_a_time = concurrency <= 1 or (in_flight is not None and in_flight() <= 1)
-            if not pending and next_page <= allowed() and one_at_a_time:
-                next_page += 1
-                yield fetch(next_page - 1)
-                continue
             while next_page <= allowed():
                 pending.append(pool.submit(guarded, next_page))
                 next_page += 1
@@ -415,11 +405,9 @@ class SnapshotCoverage:
 
 class AdaptiveConcurrency:
     """
-    Requests in flight: as many as keep our CPU busy while answers are waited for, within a ceiling halved on 429.
+    Requests in flight, at most ``maximum``: halved on HTTP 429, once per burst; one more after ``limit`` successes.
 
-    ``ceil(wait / cpu) + 1``, from the least a recent answer was waited for and took of our CPU:
-    one on loopback (0.1 ms against 0.4 ms: more would only fight over the GIL), the ceiling at a
-    20 ms round trip from the first answers on. Shared by a hook's requests.
+    Shared by a hook's requests: additive increase, multiplicative decrease, as TCP does.
     """
 
     #: Several requests in flight see the same 429 burst; count it once per this many seconds.
@@ -427,12 +415,10 @@ class AdaptiveConcurrency:
 
     def __init__(self, maximum: int, *, log: Log | None = None):
         self.maximum = maximum
-        self.ceiling = maximum
-        self.limit = maximum  # until the first answers say how many are worth it
+        self.limit = maximum
         self._active = 0
         self._successes = 0
         self._last_decrease = float("-inf")
-        self._wait = self._cpu = float("inf")  # the least a recent answer was waited for, and took of our CPU
         self._cond = threading.Condition()
         self._log: Log = log or logging.getLogger(__name__)
 
@@ -442,39 +428,29 @@ class AdaptiveConcurrency:
             while self._active >= self.limit:
                 self._cond.wait()
             self._active += 1
-        started, cpu_started, answered = time.monotonic(), time.thread_time(), False
         try:
             yield
-            answered = True
         finally:
             with self._cond:
                 self._active -= 1
-                if answered:
-                    self._observe(time.monotonic() - started, time.thread_time() - cpu_started)
-                self._cond.notify(max(1, self.limit - self._active))  # wake only those who may go
+                self._cond.notify()
 
     def throttled(self) -> None:
         with self._cond:
             now = time.monotonic()
-            if now - self._last_decrease < self.COOLDOWN_SECONDS or self.ceiling == 1:
+            if now - self._last_decrease < self.COOLDOWN_SECONDS or self.limit == 1:
                 return
             self._last_decrease = now
             self._successes = 0
-            self.ceiling = max(1, min(self.ceiling, self.limit) // 2)
-            self.limit = min(self.limit, self.ceiling)
+            self.limit = max(1, self.limit // 2)
             self._log.warning("Rate limited by Kaleyra (HTTP 429): concurrency lowered to %d.", self.limit)
 
     def succeeded(self) -> None:
         with self._cond:
-            if self.ceiling >= self.maximum:
+            if self.limit >= self.maximum:
                 return
             self._successes += 1
-            if self._successes >= self.ceiling:
+            if self._successes >= self.limit:
                 self._successes = 0
-                self.ceiling += 1
-
-    def _observe(self, duration: float, cpu: float) -> None:
-        # Minima, drifting up slowly: other threads and the garbage collector only inflate either.
-        self._cpu = min(self._cpu * 1.01, max(cpu, 1e-6))
-        self._wait = min(self._wait * 1.01, max(duration - cpu, 0.0))
-        self.limit = max(1, min(self.ceiling, math.ceil(self._wait / self._cpu) + 1)) if self._wait >= self._cpu else 1
+                self.limit += 1
+                self._cond.notify()

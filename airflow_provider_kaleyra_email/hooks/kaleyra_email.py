@@ -402,7 +402,6 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             lambda page, cancel: self._get_page(path, params, page, size, cancel=cancel, as_sent=as_sent),
             listing,
             concurrency=concurrency,
-            in_flight=lambda: self._concurrency.limit,
         )
 
     def _get_page(

@@ -176,6 +176,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
 
         Each recipient has ``status``, ``delivery_datetime``, ``error_code`` and ``error_message``.
 
+        :param message_id: the id Kaleyra gave the message (``<uuid>:<n>``).
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
         """
         message_id = validation.message_id(message_id)
@@ -504,6 +505,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
         """
         One message with its ``recipients``, as :meth:`KaleyraEmailHook.get_message_stats` returns it.
 
+        :param message_id: the id Kaleyra gave the message (``<uuid>:<n>``).
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
         :raises KaleyraEmailTransientError: when the one attempt failed in a way worth retrying.
         """
@@ -545,7 +547,11 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
                 return
 
     def scrub(self, text: str) -> str:
-        """``text`` without the API key, should anything ever have echoed it."""
+        """
+        Return ``text`` without the API key, should anything ever have echoed it.
+
+        :param text: what to scrub, e.g. an error message built from an answer.
+        """
         return _api.scrub(text, self._config.api_key if self._config is not None else None)
 
     async def aclose(self) -> None:

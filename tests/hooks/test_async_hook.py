@@ -159,14 +159,14 @@ async def test_hooks_on_one_connection_share_a_lookup_a_client_and_a_cap_on_requ
 
     assert all(answer["message_id"] == message_id for answer in answers)
     assert lookups == ["kaleyra_email_default"]
-    clients = {id(await hook._shared().client()) for hook in hooks}
+    clients = {id((await hook._shared().client())[0]) for hook in hooks}
     assert len(clients) == 1
     # Two at a time, 0.2 s each: three rounds, and the server saw them arrive two by two.
     assert elapsed >= 0.55
     arrivals = sorted(request.at for request in kaleyra_email_emulator.requests)
     assert arrivals[2] - arrivals[0] >= 0.15
     assert arrivals[4] - arrivals[2] >= 0.15
-    client = await hooks[0]._shared().client()
+    client, _ = await hooks[0]._shared().client()
     for hook in hooks:
         await hook.aclose()
     assert client.is_closed, "the last hook to leave closes the shared client"

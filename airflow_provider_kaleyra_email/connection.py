@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_kaleyra_email import validation
-from airflow_provider_kaleyra_email.hooks._api import (
+from airflow_provider_kaleyra_email.api_facts import (
     DEFAULT_BASE_URL,
     MAX_PAGE_SIZE,
     MAX_RESPONSE_BYTES,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from airflow_provider_kaleyra_email import intervals
-from airflow_provider_kaleyra_email.hooks._api import MAX_PAGE_SIZE, MESSAGE_ID_ALLOWED
+from airflow_provider_kaleyra_email.api_facts import MAX_PAGE_SIZE, MESSAGE_ID_ALLOWED
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable

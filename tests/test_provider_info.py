@@ -11,8 +11,8 @@ import airflow
 import pytest
 
 from airflow_provider_kaleyra_email import get_provider_info, provider_info, validation
+from airflow_provider_kaleyra_email.api_facts import REGION_BASE_URLS
 from airflow_provider_kaleyra_email.connection import KNOWN_EXTRAS, config_from_connection
-from airflow_provider_kaleyra_email.hooks._api import REGION_BASE_URLS
 from airflow_provider_kaleyra_email.provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 

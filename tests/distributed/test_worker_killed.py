@@ -94,7 +94,8 @@ def test_a_task_on_a_killed_worker_is_retried_elsewhere_and_the_object_is_never_
     assert cluster.kaleyra is not None
     assert cluster.s3 is not None
     expected = list(cluster.kaleyra.dataset.expected_logs(KILL_DAY, KILL_DAY))
-    old = cluster.s3.read(BUCKET, KEY) if KEY in cluster.s3.keys(BUCKET, KEY) else None
+    old = b'{"an":"earlier export"}\n'  # what a reader finds there until the retry replaces it
+    cluster.s3.client().put_object(Bucket=BUCKET, Key=KEY, Body=old)
     first_request = len(cluster.kaleyra.requests)
     conf = {"first_day": KILL_DAY.isoformat(), "last_day": KILL_DAY.isoformat()}
 
@@ -128,7 +129,7 @@ def test_a_task_on_a_killed_worker_is_retried_elsewhere_and_the_object_is_never_
         cluster.check_alive()
         assert time.monotonic() < deadline, f"the run did not finish:\n{timeline}\n{cluster.diagnostics()}"
         time.sleep(0.25)
-    reads = {"old": sum(final == old for final in finals), "other": sum(final != old for final in finals)}
+    reads = {"old": sum(final == old for final in finals), "new": sum(final not in (None, old) for final in finals)}
     print(f"\nkilled worker ({LOST_TASK_SETTINGS}):\n{timeline}\nreads of the final path meanwhile: {reads}")
 
     assert seen["run"]["state"] == "success", str(timeline)
@@ -139,6 +140,7 @@ def test_a_task_on_a_killed_worker_is_retried_elsewhere_and_the_object_is_never_
     assert cluster.worker_of(retry["external_executor_id"]) == ({*WORKERS} - {victim}).pop()
     written = cluster.s3.read(BUCKET, KEY)
     assert [json.loads(line) for line in written.splitlines()] == expected
+    assert finals[0] == old  # after the kill, before the retry
     for seen_final in finals:  # the old object, or the whole new one; never part of one
         assert seen_final in (old, written), (len(seen_final or b""), len(written))
     assert cluster.s3.keys(BUCKET, f"kaleyra/logs/date={KILL_DAY}/") == [KEY]  # no temporary object

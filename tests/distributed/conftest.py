@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.distributed.cluster import Cluster, start_cluster
-from tests.system.conftest import _leftovers, _skip_reason
+from tests.system.conftest import _leftovers
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -35,18 +35,16 @@ NEEDS = ("airflow.providers.celery", "airflow.providers.postgres", "pgserver", "
 def skip_reason() -> str | None:
     if os.environ.get(ENABLE) != "1":
         return f"the distributed tier starts Postgres, Redis and Celery workers: set {ENABLE}=1 to run it"
-    missing = [name for name in NEEDS if importlib.util.find_spec(name.split(".")[0]) is None or not _found(name)]
+    missing = [name for name in NEEDS if not _installed(name)]
     if missing:
         return f"the distributed tier needs {', '.join(missing)}: run it with make test-distributed"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KALEYRA_SYSTEM_TESTS", "1")
-        return _skip_reason()
+    return None
 
 
-def _found(module: str) -> bool:
+def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
+    except ModuleNotFoundError:  # its parent package is missing
         return False
 
 

@@ -1,8 +1,9 @@
-"""Facts about the Kaleyra Email API that every layer may read: where it is, its limits, what an id may hold."""
+"""Facts about the Kaleyra Email API that every layer may read: where it is, its paths and limits, what ids hold."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -26,3 +27,25 @@ MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 #: Characters a message id may hold (ids look like ``<uuid>:<n>``): none that would change a URL,
 #: white space, quotes or brackets (the signature of a rendered Python list).
 MESSAGE_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:~@+=")
+
+
+def path_segment(value: str) -> str:
+    """Percent-encode ``value`` as exactly one URL path segment (``.`` or ``..`` alone too, lest a URL resolve them)."""
+    encoded = quote(value, safe=":@-._~+=")
+    return encoded.replace(".", "%2E") if encoded in {".", ".."} else encoded
+
+
+def send_path(sid: str) -> str:
+    return f"/v1/{path_segment(sid)}/email"
+
+
+def logs_path(sid: str) -> str:
+    return f"/v1/{path_segment(sid)}/email/logs"
+
+
+def summary_stats_path(sid: str) -> str:
+    return f"/v1/{path_segment(sid)}/email/stats"
+
+
+def message_stats_path(sid: str, message_id: str) -> str:
+    return f"/v1/{path_segment(sid)}/email/stats/{path_segment(message_id)}"

@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import msgspec
 from tenacity import (
@@ -37,28 +37,6 @@ if TYPE_CHECKING:
 R = TypeVar("R")
 
 _json_decoder = msgspec.json.Decoder()
-
-
-def path_segment(value: str) -> str:
-    """Percent-encode ``value`` as exactly one URL path segment (``.`` or ``..`` alone too, lest a URL resolve them)."""
-    encoded = quote(value, safe=":@-._~+=")
-    return encoded.replace(".", "%2E") if encoded in {".", ".."} else encoded
-
-
-def send_path(sid: str) -> str:
-    return f"/v1/{path_segment(sid)}/email"
-
-
-def logs_path(sid: str) -> str:
-    return f"/v1/{path_segment(sid)}/email/logs"
-
-
-def summary_stats_path(sid: str) -> str:
-    return f"/v1/{path_segment(sid)}/email/stats"
-
-
-def message_stats_path(sid: str, message_id: str) -> str:
-    return f"/v1/{path_segment(sid)}/email/stats/{path_segment(message_id)}"
 
 
 def page_target(path: str, params: Iterable[tuple[str, str]], page: int, limit: int) -> str:

@@ -16,7 +16,7 @@ import msgspec
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
 
-from airflow_provider_kaleyra_email import provider_info, validation
+from airflow_provider_kaleyra_email import api_facts, provider_info, validation
 from airflow_provider_kaleyra_email.connection import (
     ConnectionConfig,
     ConnectionConfigError,
@@ -180,7 +180,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
         """
         message_id = validation.message_id(message_id)
-        path = _api.message_stats_path(self.config.sid, message_id)
+        path = api_facts.message_stats_path(self.config.sid, message_id)
         return _api.message_from_body(self._call("GET", path), message_id=message_id, endpoint=f"GET {path}")
 
     def send_email(
@@ -216,8 +216,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             text_body=text_body,
             message_type=message_type,
         )
-        endpoint = f"POST {_api.send_path(self.config.sid)}"
-        response = self._call("POST", _api.send_path(self.config.sid), json_body=body, idempotent=False)
+        endpoint = f"POST {api_facts.send_path(self.config.sid)}"
+        response = self._call("POST", api_facts.send_path(self.config.sid), json_body=body, idempotent=False)
         entries = _api.data_of(response, endpoint=endpoint)
         found = [entry.get("message_id") if isinstance(entry, Mapping) else None for entry in entries]
         # An id is a string; anything else (an object that could hold anything the server echoed) is not returned.
@@ -301,7 +301,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         label = f"logs {start or '…'}..{end or '…'}"
         return self._list(
             label,
-            _api.logs_path(self.config.sid),
+            api_facts.logs_path(self.config.sid),
             params,
             page_size,
             allow_count_mismatch,
@@ -330,7 +330,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             earlier one other than at the end.
         """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
-        label, path = f"summary stats {start or '…'}..{end or '…'}", _api.summary_stats_path(self.config.sid)
+        label, path = f"summary stats {start or '…'}..{end or '…'}", api_facts.summary_stats_path(self.config.sid)
         pages = self._list(
             label, path, _api.date_params(start, end).items(), page_size, allow_count_mismatch, _api.day_keys
         )
@@ -349,7 +349,9 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         except Exception as exc:
             return False, f"This connection is not usable: {exc}"  # no key to scrub: none was read
         today = datetime.now(self.timezone).date()
-        target = _api.page_target(_api.summary_stats_path(config.sid), _api.date_params(today, today).items(), 1, 1)
+        target = _api.page_target(
+            api_facts.summary_stats_path(config.sid), _api.date_params(today, today).items(), 1, 1
+        )
         ok = False
         try:
             self._send_once("GET", target)
@@ -511,7 +513,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
         """
         message_id = validation.message_id(message_id)
         config = await self.get_config()
-        path = _api.message_stats_path(config.sid, message_id)
+        path = api_facts.message_stats_path(config.sid, message_id)
         body = await self._get(config, path)
         return _api.message_from_body(body, message_id=message_id, endpoint=f"GET {path}")
 
@@ -529,7 +531,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
         :param search: terms that must all match (status, from, to or template name).
         """
         config = await self.get_config()
-        path = _api.logs_path(config.sid)
+        path = api_facts.logs_path(config.sid)
         params = [*_api.date_params(from_date, to_date).items(), *(("search", term) for term in search)]
         listing = Listing(
             label=f"logs {from_date}..{to_date}",

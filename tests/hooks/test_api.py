@@ -6,6 +6,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from airflow_provider_kaleyra_email import api_facts
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks import _api as api
 
@@ -28,7 +29,7 @@ from airflow_provider_kaleyra_email.hooks import _api as api
     ],
 )
 def test_any_message_id_is_exactly_one_path_segment(message_id):
-    path = api.message_stats_path("SID", message_id)
+    path = api_facts.message_stats_path("SID", message_id)
     parts = urlsplit(f"https://api.kaleyra.io{path}")
 
     assert parts.query == ""
@@ -41,7 +42,7 @@ def test_any_message_id_is_exactly_one_path_segment(message_id):
 
 
 def test_ordinary_ids_are_left_readable():
-    assert api.message_stats_path("SID", "4d0cc5e0-8324-4042-b65e-20d03420bf0d:1").endswith(
+    assert api_facts.message_stats_path("SID", "4d0cc5e0-8324-4042-b65e-20d03420bf0d:1").endswith(
         "/stats/4d0cc5e0-8324-4042-b65e-20d03420bf0d:1"
     )
 

@@ -11,6 +11,7 @@ from urllib.parse import unquote
 import msgspec
 import pytest
 
+from airflow_provider_kaleyra_email import api_facts
 from airflow_provider_kaleyra_email.hooks import _api as api
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import (
     KaleyraEmailAPIError,
@@ -221,7 +222,7 @@ class TestErrors:
         assert len(kaleyra_email_emulator.requests) == 1, "a 401 is not retried"
 
     def test_a_400_is_raised_with_kaleyras_message(self, hook, kaleyra_email_emulator):
-        path = api.logs_path(kaleyra_email_emulator.sid)
+        path = api_facts.logs_path(kaleyra_email_emulator.sid)
         with pytest.raises(KaleyraEmailAPIError) as error:
             hook._get_page(path, (), 0, 50)  # page 0: only reachable past the hook's own checks
         assert error.value.status_code == 400

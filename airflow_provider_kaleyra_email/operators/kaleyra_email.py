@@ -29,6 +29,7 @@ from airflow_provider_kaleyra_email.output import (
     remove_quietly,
     require_parquet_support,
     temporary_for,
+    url_of,
     write_bytes,
     write_rows,
 )
@@ -160,9 +161,9 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
                 close()
             self.hook.close()
         columns = lineage.columns(self.known_fields, self.output_format.value, EXTRA_COLUMN)
-        self._written = [lineage.Written(str(destination), result.bytes, result.rows, columns)]
+        self._written = [lineage.Written(url_of(destination), result.bytes, result.rows, columns)]
         summary = {
-            "path": str(destination),
+            "path": url_of(destination),
             "format": self.output_format.value,
             "rows": result.rows,
             "bytes": result.bytes,
@@ -397,7 +398,7 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
         write_bytes(png_path, png)
         write_bytes(html_path, html)
         self._written = [lineage.Written(str(html_path), len(html)), lineage.Written(str(png_path), len(png))]
-        summary = {"path": str(html_path), "png_path": str(png_path), **report.summary(), "complete": complete}
+        summary = {"path": url_of(html_path), "png_path": url_of(png_path), **report.summary(), "complete": complete}
         self.log.info("Wrote the deliverability report %s..%s to %s: %s", from_date, to_date, html_path, report.rates)
         attach_to_outlets(self.outlets, context, summary)
         return summary

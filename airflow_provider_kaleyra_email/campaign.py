@@ -318,10 +318,9 @@ def _pages_of(
     pages = hook.iter_log_pages(
         first, last, search=list(search) or None, page_size=LISTING_PAGE_SIZE, allow_count_mismatch=True
     )
-    with closing(cast("Generator[list[dict[str, Any]], None, None]", pages)):
+    with closing(pages):
         for rows in pages:
-            listing = hook.last_fetch  # the one place that reads what the sync listing learned
-            yield rows, None if listing is None else listing.total
+            yield rows, pages.listing.total
 
 
 async def _numbered(pages: AsyncIterator[Page]) -> AsyncIterator[tuple[int, Page]]:

@@ -241,7 +241,7 @@ class _Counting(io.RawIOBase):
 
 
 def _write_jsonl(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str]) -> WriteResult:
-    """JSON Lines: the rows as the API sent them (a ``msgspec.Raw`` row is copied as it is)."""
+    """JSON Lines: each row one JSON object, every field the API sent kept."""
     result = WriteResult()
     for batch in batches:
         stream.write(_encoder.encode_lines(batch))

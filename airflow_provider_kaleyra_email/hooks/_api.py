@@ -13,7 +13,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlencode
 
 import msgspec
@@ -86,7 +86,6 @@ def interpret_response(
     endpoint: str,
     api_key: str | None = None,
     page: int | None = None,
-    as_sent: bool = False,
 ) -> Any:
     """
     Return the decoded body of a response that succeeded, or raise what its failure means.
@@ -96,12 +95,8 @@ def interpret_response(
     redirect, another 4xx and an HTTP 200 whose ``error`` object is not empty raise
     :class:`KaleyraEmailAPIError`, naming ``endpoint`` (method and path, never the key). Every
     text taken from the response is scrubbed of ``api_key``. For a listing's ``page``, return that
-    :class:`Page`, with ``as_sent`` its rows as sent where :func:`log_page_as_sent` can read it.
+    :class:`Page`.
     """
-    if page is not None and as_sent and status == HTTPStatus.OK:
-        sent = log_page_as_sent(content, number=page, api_key=api_key)
-        if sent is not None:
-            return sent
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         retry_after = _retry_after_seconds(headers.get("Retry-After"))
         wait = f", Retry-After {retry_after:g} s" if retry_after is not None else ""
@@ -190,46 +185,6 @@ def _counted(page: Page, total: Any, api_key: str | None) -> Page:
     elif total is not None:
         page.odd_total = _preview(scrub(repr(total), api_key), 40)
     return page
-
-
-class _LogRowKey(TypedDict, total=False):
-    message_id: Any
-    to_mail: Any
-
-
-class _LogPageKeys(msgspec.Struct, gc=False):
-    data: list[_LogRowKey] | None = None
-
-
-class _LogPageAsSent(msgspec.Struct, gc=False):
-    data: list[msgspec.Raw] | None = None
-    total: Any = None
-    error: Any = None
-
-
-_keys_decoder = msgspec.json.Decoder(_LogPageKeys)
-_as_sent_decoder = msgspec.json.Decoder(_LogPageAsSent)
-
-
-def log_page_as_sent(content: bytes, *, number: int, api_key: str | None = None) -> Page | None:
-    """
-    Return page ``number`` of the logs from an HTTP 200 body, each row its JSON as sent (``msgspec.Raw``).
-
-    For JSON Lines, which then need not decode and encode every row: only the keys are decoded.
-    ``None`` for any body that is not plainly a page of JSON objects on one line, in UTF-8,
-    without an error: the general reading says what is wrong with it.
-    """
-    if b"\n" in content or b"\r" in content:  # a row may span lines
-        return None
-    try:
-        if not content.isascii():
-            content.decode()  # what msgspec skips, it does not check
-        page, keys = _as_sent_decoder.decode(content), _keys_decoder.decode(content)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # not plainly a page of objects
-        return None
-    if page.error:
-        return None
-    return _counted(Page(number, page.data or [], keys=log_row_keys(keys.data or [])), page.total, api_key)
 
 
 def flatten_day(day: Mapping[str, Any], *, endpoint: str) -> dict[str, Any]:

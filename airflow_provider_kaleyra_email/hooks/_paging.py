@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import msgspec
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Hashable, Iterator
+    from collections.abc import Callable, Generator, Hashable
 
 R = TypeVar("R")
 
@@ -57,10 +58,14 @@ class Cancelled(Exception):
     """The listing has ended (or failed elsewhere): this fetch is no longer wanted."""
 
 
-def list_pages(
+def list_pages(fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int) -> Pages:
+    """Return the new rows of every page as ``listing`` allows, then of the rows that slid; ``cancel`` ends a fetch."""
+    return Pages(_listed(fetch, listing, concurrency=concurrency), listing)
+
+
+def _listed(
     fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int
 ) -> Iterator[list[Any]]:
-    """Yield the new rows of every page as ``listing`` allows, then repair slid rows; ``cancel`` ends a ``fetch``."""
     cancel = threading.Event()
     pages = fetch_in_order(
         lambda number: fetch(number, cancel), allowed=listing.allowed, concurrency=concurrency, cancel=cancel
@@ -76,6 +81,44 @@ def list_pages(
                 break
     yield from listing.repair(lambda number: fetch(number, threading.Event()))
     listing.finish()
+
+
+class Pages(Iterator[list[Any]]):
+    """
+    The pages of one listing, each a list of new rows, fetched as they are iterated.
+
+    ``listing`` is what the listing learned so far (``total`` after the first page; ``rows``,
+    ``pages``, ``duplicates`` at the end). Closing it ends the listing and its requests.
+    """
+
+    def __init__(self, pages: Iterator[list[Any]], listing: Listing) -> None:
+        self._pages = pages
+        self.listing = listing
+
+    def __next__(self) -> list[Any]:
+        return next(self._pages)
+
+    def close(self) -> None:
+        if close := getattr(self._pages, "close", None):
+            close()
+
+    def map(self, function: Callable[[Any], Any]) -> Pages:
+        """Return these pages with ``function`` applied to each row, closing as these do."""
+        return Pages(_mapped(self, function), self.listing)
+
+    def rows(self) -> Iterator[Any]:
+        """Return the rows one by one; closing it closes the listing."""
+        try:
+            for page in self:
+                yield from page
+        finally:
+            self.close()
+
+
+def _mapped(pages: Pages, function: Callable[[Any], Any]) -> Iterator[list[Any]]:
+    with closing(pages):
+        for page in pages:
+            yield list(map(function, page))
 
 
 def fetch_in_order(
@@ -127,25 +170,14 @@ def fetch_in_order(
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def rows_of(pages: Iterator[list[Any]]) -> Iterator[Any]:
-    """Return the rows of ``pages`` one by one; closing it closes the listing (and its requests)."""
-    try:
-        for page in pages:
-            yield from page
-    finally:
-        if hasattr(pages, "close"):
-            pages.close()
-
-
 @dataclass
 class Page:
-    """One answer of a paged endpoint: its rows, ``total`` as a count or else as sent, and the rows' keys if known."""
+    """One answer of a paged endpoint: its rows, and ``total`` as a count or else as sent."""
 
     number: int
     rows: list[Any]
     total: int | None = None
     odd_total: str | None = None
-    keys: list[Any] | None = None
 
 
 @dataclass
@@ -230,26 +262,40 @@ class Listing:
     def accept(self, page: Page) -> list[Any]:
         """Return the new rows of the next page in order; afterwards ``more`` says whether to go on."""
         self._note(page)
+        verdict = self._judge(page)
+        self._fruitless = 0 if verdict.fresh else self._fruitless + 1
+        self.last_page = page.number
+        self.more = verdict.goes_on
+        if not self.more:
+            self.ended = verdict.why_ended()
+            if verdict.repeat_of not in (page.number, page.number - 1) and not self._grew_since(
+                page, verdict.repeat_of
+            ):
+                # A clamped page repeats the one before it; any other repeat contradicts the rest.
+                self.problems.append(f"page {page.number} repeated page {verdict.repeat_of}")
+        return verdict.fresh
+
+    def _judge(self, page: Page) -> Verdict:
+        """Return what ``page`` says by the rules of this module (its new rows are counted as listed)."""
         if len(page.rows) > self.page_size:
             self.problems.append(f"page {page.number} held {len(page.rows)} rows, more than limit={self.page_size}")
             raise self.error()
         keys, fingerprint = self._keys(page)
         repeat_of = self._fingerprints.setdefault(fingerprint, page.number) if page.rows else page.number
         fresh = self._fresh(page, keys if repeat_of == page.number else None)
-        reached_total = bool(self.said_totals) and self.rows >= max(self.said_totals)
         # Mail arriving between two fetches pushes rows down: a page can hold only rows already
         # seen when ``total`` grew by a page or more meanwhile. That is sliding, not an end, but
         # only for a few pages in a row, so a server that lies this way still ends.
         slid = not fresh and self._grew_since(page, self.last_page) and self._fruitless + 1 < MAX_FRUITLESS_PAGES
-        self._fruitless = 0 if fresh else self._fruitless + 1
-        self.last_page = page.number
-        self.more = len(page.rows) == self.page_size and (bool(fresh) or slid) and not reached_total
-        if not self.more:
-            self.ended = self._why_ended(page, fresh, repeat_of)
-            if repeat_of not in (page.number, page.number - 1) and not self._grew_since(page, repeat_of):
-                # A clamped page repeats the one before it; any other repeat contradicts the rest.
-                self.problems.append(f"page {page.number} repeated page {repeat_of}")
-        return fresh
+        return Verdict(
+            number=page.number,
+            rows=len(page.rows),
+            limit=self.page_size,
+            fresh=fresh,
+            repeat_of=repeat_of,
+            slid=slid,
+            reached_total=bool(self.said_totals) and self.rows >= max(self.said_totals),
+        )
 
     def repair(self, fetch: Callable[[int], Page]) -> Iterator[list[Any]]:
         """Yield the rows that slid past pages already fetched while mail arrived, fetched again where they are now."""
@@ -332,7 +378,7 @@ class Listing:
     def _keys(self, page: Page) -> tuple[list[bytes | None], int]:
         """Return each row's key as JSON, and the page's fingerprint: equal for two pages with the same rows."""
         # As JSON, any key is hashable and hashed once, and 20,000 of them cost no garbage collection.
-        keys = self.key_of(page.rows) if page.keys is None else page.keys
+        keys = self.key_of(page.rows)
         if None not in keys:
             as_json: list[bytes | None] = list(map(_encode, keys))
             return as_json, hash(tuple(as_json))
@@ -346,17 +392,36 @@ class Listing:
         self.duplicates += len(page.rows) - len(fresh)
         return fresh
 
-    def _why_ended(self, page: Page, fresh: list[Any], repeat_of: int) -> str:
-        n = page.number
-        if not page.rows:
+
+@dataclass(frozen=True)
+class Verdict:
+    """What one page of a listing says: its new rows, whether it repeats another, whether the listing goes on."""
+
+    number: int
+    rows: int
+    limit: int
+    fresh: list[Any]
+    #: The earlier page with the same rows, or this page's own number.
+    repeat_of: int
+    #: Only rows already seen, but ``total`` grew by a page since the last: rows slid down, go on.
+    slid: bool
+    reached_total: bool
+
+    @property
+    def goes_on(self) -> bool:
+        return self.rows == self.limit and (bool(self.fresh) or self.slid) and not self.reached_total
+
+    def why_ended(self) -> str:
+        n = self.number
+        if not self.rows:
             return f"page {n} was empty"
-        if repeat_of != n:
-            return f"page {n} repeated page {repeat_of}, so the listing ended there"
-        if not fresh:
+        if self.repeat_of != n:
+            return f"page {n} repeated page {self.repeat_of}, so the listing ended there"
+        if not self.fresh:
             return f"page {n} held only rows already listed"
-        if len(page.rows) == self.page_size:
+        if self.rows == self.limit:
             return f"page {n} completed the total"
-        return f"page {n} was the last ({len(page.rows)} rows, limit {self.page_size})"
+        return f"page {n} was the last ({self.rows} rows, limit {self.limit})"
 
 
 @dataclass

@@ -31,7 +31,7 @@ from airflow_provider_kaleyra_email.exceptions import (
 from airflow_provider_kaleyra_email.hooks import _api, _http
 from airflow_provider_kaleyra_email.hooks._api import interpret_response
 from airflow_provider_kaleyra_email.hooks._network import Network
-from airflow_provider_kaleyra_email.hooks._paging import AdaptiveConcurrency, Listing, Page, list_pages, rows_of
+from airflow_provider_kaleyra_email.hooks._paging import AdaptiveConcurrency, Listing, Page, Pages, list_pages
 
 if TYPE_CHECKING:
     import requests
@@ -49,6 +49,7 @@ __all__ = [
     "KaleyraEmailHook",
     "KaleyraEmailRetriesExhaustedError",
     "KaleyraEmailTransientError",
+    "Pages",
     "interpret_response",
 ]
 
@@ -123,8 +124,6 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             "max_response_bytes": max_response_bytes,
         }
         super().__init__(kaleyra_email_conn_id, overrides, retry_wait_initial, retry_wait_max, **kwargs)
-        #: What the most recent ``iter_logs``/``iter_summary_stats`` did, for summaries and tests.
-        self.last_fetch: Listing | None = None
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -271,7 +270,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             page_size=page_size,
             allow_count_mismatch=allow_count_mismatch,
         )
-        return rows_of(pages)
+        return pages.rows()
 
     def iter_log_pages(
         self,
@@ -283,13 +282,20 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         search: str | list[str] | tuple[str, ...] | None = None,
         page_size: int | None = None,
         allow_count_mismatch: bool = False,
-        as_sent: bool = False,
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Pages:
         """
-        Return the rows of :meth:`iter_logs` (same parameters), one list per page.
+        Return the rows of :meth:`iter_logs`, one list per page, and what the listing learned.
 
-        With ``as_sent``, for a JSON Lines writer, a row is its JSON as sent (a ``msgspec.Raw``)
-        wherever the page allows, else a dict.
+        ``pages.listing.total`` is the API's count after the first page; ``rows``, ``pages`` and
+        ``duplicates`` tell what the listing did. Closing it ends the listing.
+
+        :param from_date: first day (inclusive) in the account's time zone.
+        :param to_date: last day (inclusive) in the account's time zone.
+        :param to_mail: only mail to this recipient.
+        :param message_id: only this message.
+        :param search: a term, or a list of terms that must all match.
+        :param page_size: rows per request, 1 to 100.
+        :param allow_count_mismatch: log a warning instead of failing when the counts do not add up.
         """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
         params = list(_api.date_params(start, end).items())
@@ -299,16 +305,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             params.append(("messageId", validation.message_id(message_id)))
         params.extend(("search", term) for term in validation.search_terms(search))
         label = f"logs {start or '…'}..{end or '…'}"
-        return self._list(
-            label,
-            api_facts.logs_path(self.config.sid),
-            params,
-            page_size,
-            allow_count_mismatch,
-            _api.log_row_keys,
-            concurrency=self.config.max_concurrency,
-            as_sent=as_sent,
-        )
+        path = api_facts.logs_path(self.config.sid)
+        return self._list(label, path, params, page_size, allow_count_mismatch, _api.log_row_keys, concurrent=True)
 
     def iter_summary_stats(
         self,
@@ -319,9 +317,10 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         allow_count_mismatch: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """
-        One flat row per day, ``{"date": ..., <every metric the API sent>}``, each day once.
+        Return one flat row per day, ``{"date": ..., <every metric the API sent>}``, each day once.
 
         Pages come one after another (no ``total`` to plan with; a year is four requests).
+        :meth:`iter_summary_stats_pages` gives them a page at a time, with what the listing learned.
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -329,12 +328,31 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         :param allow_count_mismatch: log a warning instead of failing when a page repeats an
             earlier one other than at the end.
         """
+        return self.iter_summary_stats_pages(
+            from_date, to_date, page_size=page_size, allow_count_mismatch=allow_count_mismatch
+        ).rows()
+
+    def iter_summary_stats_pages(
+        self,
+        from_date: str | date | datetime | None = None,
+        to_date: str | date | datetime | None = None,
+        *,
+        page_size: int | None = None,
+        allow_count_mismatch: bool = False,
+    ) -> Pages:
+        """
+        Return the rows of :meth:`iter_summary_stats`, one list per page, and what the listing learned.
+
+        :param from_date: first day (inclusive) in the account's time zone.
+        :param to_date: last day (inclusive) in the account's time zone.
+        :param page_size: days per request, 1 to 100.
+        :param allow_count_mismatch: as for :meth:`iter_summary_stats`.
+        """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
         label, path = f"summary stats {start or '…'}..{end or '…'}", api_facts.summary_stats_path(self.config.sid)
-        pages = self._list(
-            label, path, _api.date_params(start, end).items(), page_size, allow_count_mismatch, _api.day_keys
-        )
-        return map(partial(_api.flatten_day, endpoint=f"GET {path}"), rows_of(pages))
+        params = _api.date_params(start, end).items()
+        pages = self._list(label, path, params, page_size, allow_count_mismatch, _api.day_keys)
+        return pages.map(partial(_api.flatten_day, endpoint=f"GET {path}"))
 
     def test_connection(self) -> tuple[bool, str]:
         """
@@ -384,12 +402,12 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         allow_count_mismatch: bool,
         key_of: Any,
         *,
-        concurrency: int = 1,
-        as_sent: bool = False,
-    ) -> Iterator[list[Any]]:
-        """Return the pages of a listing, fetched ``concurrency`` at a time (one without a ``total`` to plan with)."""
+        concurrent: bool = False,
+    ) -> Pages:
+        """Return the pages of a listing, ``max_concurrency`` at a time when ``concurrent`` (a ``total`` plans them)."""
         size = self.config.page_size if page_size is None else validation.page_size(page_size)
         allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
+        concurrency = self.config.max_concurrency if concurrent else 1
         listing = Listing(
             label=label,
             endpoint=f"GET {path}",
@@ -399,18 +417,13 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             lookahead=2 * concurrency,
             allow_mismatch=allow,
         )
-        self.last_fetch = listing
         params = tuple(params)
-        return list_pages(
-            lambda page, cancel: self._get_page(path, params, page, size, cancel=cancel, as_sent=as_sent),
-            listing,
-            concurrency=concurrency,
-        )
 
-    def _get_page(
-        self, path: str, params: Any, page: int, size: int, *, cancel: Any = None, as_sent: bool = False
-    ) -> Any:
-        return self._call("GET", _api.page_target(path, params, page, size), cancel=cancel, page=page, as_sent=as_sent)
+        def fetch(page: int, cancel: threading.Event) -> Page:
+            target = _api.page_target(path, params, page, size)
+            return self._call("GET", target, cancel=cancel, page=page)  # type: ignore[no-any-return]
+
+        return list_pages(fetch, listing, concurrency=concurrency)
 
     def _call(
         self,
@@ -421,27 +434,20 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         idempotent: bool = True,
         cancel: threading.Event | None = None,
         page: int | None = None,
-        as_sent: bool = False,
     ) -> Any:
         """Send one request to ``target`` (path and query), retried as worth it; setting ``cancel`` ends the retries."""
-        once = partial(self._send_once, method, target, json_body=json_body, page=page, as_sent=as_sent)
+        once = partial(self._send_once, method, target, json_body=json_body, page=page)
         attempts = self._attempts(self.config, f"{method} {target}", idempotent=idempotent)
         return attempts.call(once, cancel=cancel or threading.Event())
 
-    def _send_once(
-        self, method: str, target: str, *, json_body: Any = None, page: int | None = None, as_sent: bool = False
-    ) -> Any:
+    def _send_once(self, method: str, target: str, *, json_body: Any = None, page: int | None = None) -> Any:
         """Send one request to ``target``, without retries; return what :func:`interpret_response` reads."""
         body = None if json_body is None else _json_encode(json_body)
         with self._concurrency.slot():
             answer = _http.send(self.http, method, target, body=body, config=self.config, network=self.network)
         try:
             read = interpret_response(
-                **answer._asdict(),
-                endpoint=f"{method} {target}",
-                api_key=self.config.api_key,
-                page=page,
-                as_sent=as_sent,
+                **answer._asdict(), endpoint=f"{method} {target}", api_key=self.config.api_key, page=page
             )
         except _api.TransientError as exc:
             if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:

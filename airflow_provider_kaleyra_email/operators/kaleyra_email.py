@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from airflow_provider_kaleyra_email.hooks.kaleyra_email import Pages
+
 #: Rows returned through XCom before ``output_path`` is needed; 1,000 log rows are about 500 KB of JSON.
 DEFAULT_MAX_XCOM_ROWS = 1_000
 
@@ -129,7 +131,6 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
         self.page_size = None if page_size is None else validation.page_size(page_size)
         self.allow_count_mismatch = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
         self._temporary: ObjectStoragePath | None = None  # the hidden object being written
-        self._as_sent = False  # rows for JSON Lines: their JSON as the API sent it will do
         self._killed = False
 
     def on_kill(self) -> None:
@@ -146,7 +147,6 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
         destination = self._destination(from_date, to_date)
         if destination is not None and self.output_format is OutputFormat.PARQUET:
             require_parquet_support()
-        self._as_sent = destination is not None and self.output_format is OutputFormat.JSONL
         batches = self.fetch(from_date, to_date)
         started = time.monotonic()
         try:
@@ -169,7 +169,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
             "bytes": result.bytes,
             "from_date": from_date.isoformat() if from_date else None,
             "to_date": to_date.isoformat() if to_date else None,
-            "pages": self.hook.last_fetch.pages if self.hook.last_fetch else None,
+            "pages": batches.listing.pages,
             "complete": complete,
         }
         elapsed = time.monotonic() - started
@@ -184,7 +184,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
         attach_to_outlets(self.outlets, context, summary)
         return summary
 
-    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
+    def fetch(self, from_date: date | None, to_date: date | None) -> Pages:
         """Return the rows to export, in batches; arguments are checked now, requests happen on iteration."""
         raise NotImplementedError
 
@@ -219,12 +219,10 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
             self.log.warning("output_path %s does not end like a %s file.", path, self.output_format.value)
         return path
 
-    def _rows_for_xcom(
-        self, batches: Iterator[list[dict[str, Any]]], from_date: date | None, to_date: date | None
-    ) -> list[dict[str, Any]]:
+    def _rows_for_xcom(self, batches: Pages, from_date: date | None, to_date: date | None) -> list[dict[str, Any]]:
         kept: list[dict[str, Any]] = []
         for batch in batches:
-            total = self.hook.last_fetch.total if self.hook.last_fetch else None
+            total = batches.listing.total
             if len(kept) + len(batch) > self.max_xcom_rows or (total or 0) > self.max_xcom_rows:
                 reported = f" (the API reports {total:,})" if total is not None else ""
                 raise AirflowFailException(
@@ -282,7 +280,7 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
         self.message_id = message_id
         self.search = search
 
-    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
+    def fetch(self, from_date: date | None, to_date: date | None) -> Pages:
         terms = validation.search_terms(self.search)
         for term, status in validation.status_typos(terms, MessageStatus.__members__).items():
             self.log.warning(
@@ -299,7 +297,6 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
             message_id=self.message_id or None,
             search=self.search,
             allow_count_mismatch=self.allow_count_mismatch,
-            as_sent=self._as_sent,
         )
 
 
@@ -314,9 +311,8 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
     row_noun = "day"
     endpoints_read = (api_facts.summary_stats_path,)
 
-    def fetch(self, from_date: date | None, to_date: date | None) -> Iterator[list[dict[str, Any]]]:
-        days = self.hook.iter_summary_stats(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
-        return (list(days) for _ in range(1))  # a year is 365 rows: one batch, read on iteration
+    def fetch(self, from_date: date | None, to_date: date | None) -> Pages:
+        return self.hook.iter_summary_stats_pages(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
 
 
 class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):

@@ -188,12 +188,10 @@ def test_a_failed_or_unreadable_answer_raises_what_it_means_without_the_key(stat
 
 def test_an_odd_total_is_quoted_without_the_key():
     content = b'{"data": [], "total": "sk-123"}'
-    for page in (
-        api.interpret_response(status=200, reason="OK", headers={}, content=content, endpoint="GET /x", api_key="sk-123", page=1),
-        api.log_page_as_sent(content, number=1, api_key="sk-123"),
-    ):  # fmt: skip
-        assert page is not None
-        assert page.odd_total == "'***'"
+    page = api.interpret_response(
+        status=200, reason="OK", headers={}, content=content, endpoint="GET /x", api_key="sk-123", page=1
+    )
+    assert page.odd_total == "'***'"
 
 
 @pytest.mark.parametrize(
@@ -224,35 +222,3 @@ def test_every_echo_of_the_key_is_scrubbed(echo):
 def test_a_body_that_is_not_utf8_is_unreadable_not_a_crash(content):
     with pytest.raises(api.TransientError, match="not JSON"):
         api.interpret_response(status=200, reason="OK", headers={}, content=content, endpoint="GET /x")
-
-
-class TestLogPageAsSent:
-    def test_rows_are_their_json_as_sent_and_keys_and_total_are_read(self):
-        content = b'{"data":[{"message_id":"a:1","to_mail":"x@example.com","n":1.50},{"message_id":"a:2"}],"total":"7"}'
-        page = api.log_page_as_sent(content, number=3)
-        assert page is not None
-        assert (page.number, page.total) == (3, 7)
-        assert [bytes(row) for row in page.rows] == [
-            b'{"message_id":"a:1","to_mail":"x@example.com","n":1.50}',
-            b'{"message_id":"a:2"}',
-        ]
-        assert page.keys == [("a:1", "x@example.com"), None]
-
-    def test_an_odd_total_is_kept_as_sent(self):
-        page = api.log_page_as_sent(b'{"data":[],"total":"many"}', number=1)
-        assert page is not None
-        assert (page.total, page.odd_total) == (None, "'many'")
-
-    @pytest.mark.parametrize(
-        "content",
-        [
-            b'{"data":[{"message_id":"a:1"}],\n"total":1}',  # over lines: a row could span them
-            b'{"data":[{"to_mail":"\xff"}],"total":1}',  # not UTF-8
-            b'{"data":[1, 2],"total":2}',  # rows that are not objects
-            b'{"data":{"message_id":"a:1"}}',  # not a list
-            b'{"error":{"code":"E1","message":"no"}}',  # an error
-            b"<html>",
-        ],
-    )
-    def test_anything_but_a_plain_page_is_left_to_the_general_reader(self, content):
-        assert api.log_page_as_sent(content, number=1) is None

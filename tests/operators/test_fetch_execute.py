@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -23,6 +24,8 @@ from airflow.providers.common.compat.sdk import (
     AirflowSkipException,
 )
 
+from airflow_provider_kaleyra_email.hooks._api import day_keys
+from airflow_provider_kaleyra_email.hooks._paging import Listing, Pages
 from airflow_provider_kaleyra_email.operators.kaleyra_email import (
     KaleyraEmailFetchLogsOperator,
     KaleyraEmailFetchSummaryStatsOperator,
@@ -437,7 +440,8 @@ def test_values_that_do_not_fit_parquet_are_one_warning_with_a_count_per_column(
         {"date": "2026-11-02", "accepted": 2**70, "delivered": 7, "opens": 2},
         {"date": "2026-11-03", "accepted": "many", "delivered": 8, "opens": 3},
     ]
-    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: iter([rows]))  # one batch
+    listing = Listing(label="stats", endpoint="GET /stats", page_size=100, key_of=day_keys, log=logging.getLogger())
+    monkeypatch.setattr(operator, "fetch", lambda from_date, to_date: Pages(iter([rows]), listing))  # one batch
     log = logged(monkeypatch, KaleyraEmailFetchSummaryStatsOperator)
 
     summary = operator.execute({})

@@ -58,7 +58,7 @@ def parse_date(value: Any, *, parameter: str, tz: tzinfo) -> date:
 
 
 def date_range(from_date: Any, to_date: Any, *, tz: tzinfo) -> tuple[date | None, date | None]:
-    """Both ends of an inclusive range (either may be open), checked for order and refused after the account's today."""
+    """Return both ends of an inclusive range (either may be open), in order and not after the account's today."""
     start = None if from_date is None else _day_begun(from_date, parameter="from_date", tz=tz)
     end = None if to_date is None else _day_begun(to_date, parameter="to_date", tz=tz)
     if start is not None and end is not None and start > end:
@@ -165,7 +165,7 @@ def email_address(value: Any, *, parameter: str) -> str:
 
 
 def search_terms(value: Any, *, parameter: str = "search") -> list[str]:
-    """``search`` as a list of terms: a string is one term, a list or tuple is several (all must match)."""
+    """Return ``search`` as a list of terms: a string is one term, a list or tuple is several (all must match)."""
     if value is None:
         return []
     if not isinstance(value, str | list | tuple):

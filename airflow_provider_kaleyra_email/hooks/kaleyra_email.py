@@ -245,7 +245,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         allow_count_mismatch: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """
-        Every log row matching the filters, exactly once, newest first, across all pages.
+        Return every log row matching the filters, exactly once, newest first, across all pages.
 
         Arguments are checked now, the rows fetched as you iterate, ``max_concurrency`` pages at a
         time. The listing always ends; if its answers do not add up it raises

@@ -22,7 +22,7 @@ import asyncio
 import itertools
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
 from datetime import date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, cast
@@ -95,7 +95,8 @@ class CampaignWait:
         self.looked_up: dict[str, float] = {}
         #: Messages whose statuses came from logs rows, which have no error code.
         self.from_logs: set[str] = set()
-        self._shown: set[str] = set()
+        self._shown: set[str] = set()  # what the listing being read has shown
+        self._pages = 0  # and its pages read
 
     @property
     def label(self) -> str:
@@ -116,10 +117,10 @@ class CampaignWait:
         ids = list(self.unresolved)
         if not self.poll_by_stats():
             first, last = self.send_window(hook.timezone)
-            self._shown = set()
+            self._shown, self._pages = set(), 0
             try:
                 with closing(_pages_of(hook, first, last, self.search)) as pages:
-                    whole = all(self.take_page(n, rows, total) for n, (rows, total) in enumerate(pages, 1))
+                    whole = all(self.take_page(rows, total) for rows, total in pages)
                 ids = self.to_look_up(whole=whole)
             except KaleyraEmailAPIError as error:
                 self.record_listing_error(error)
@@ -133,12 +134,12 @@ class CampaignWait:
         if not self.poll_by_stats():
             config = await hook.get_config()
             first, last = self.send_window(ZoneInfo(config.timezone))
-            self._shown, whole = set(), True
+            self._shown, self._pages, whole = set(), 0, True
             listing = cast("AsyncGenerator[Page, None]", hook.iter_log_rows(first, last, search=self.search))
             try:
                 async with aclosing(listing) as pages:
-                    async for number, page in _numbered(pages):
-                        if not self.take_page(number, page.rows, page.total, config.page_size):
+                    async for page in pages:
+                        if not self.take_page(page.rows, page.total, config.page_size):
                             whole = False
                             break
                 ids = self.to_look_up(whole=whole)
@@ -181,11 +182,12 @@ class CampaignWait:
         return list(itertools.islice(ids, MAX_FAILURE_LOOKUPS))
 
     def take_page(
-        self, number: int, rows: Iterable[Mapping[str, Any]], total: int | None, page_size: int = LISTING_PAGE_SIZE
+        self, rows: Iterable[Mapping[str, Any]], total: int | None, page_size: int = LISTING_PAGE_SIZE
     ) -> bool:
-        """Note a listing's page; return whether to read on: after page 1, if the rest costs no more than by id."""
+        """Note a listing's next page; return whether to read on: after page 1, if the rest costs no more than by id."""
         self._shown.update(self.record_rows(rows))
-        if number > 1:
+        self._pages += 1
+        if self._pages > 1:
             return True
         if total is None:  # a listing of unknown size may cost anything
             return False
@@ -321,13 +323,6 @@ def _pages_of(
     with closing(pages):
         for rows in pages:
             yield rows, pages.listing.total
-
-
-async def _numbered(pages: AsyncIterator[Page]) -> AsyncIterator[tuple[int, Page]]:
-    number = 0
-    async for page in pages:
-        number += 1
-        yield number, page
 
 
 def _answer(get: Any, message_id: str) -> Any:

@@ -106,9 +106,9 @@ def test_a_listing_is_left_after_its_first_page_when_the_rest_costs_more_than_a_
 ):
     wait = campaign("?" * unresolved)
 
-    assert wait.take_page(1, [], total) is reads_on
+    assert wait.take_page([], total) is reads_on
     assert wait.listing_pages == pages
-    assert wait.take_page(2, [], total), "past page 1 a listing is read to its end"
+    assert wait.take_page([], total), "past page 1 a listing is read to its end"
     assert wait.poll_by_stats() is (unresolved <= pages)
     if not reads_on:
         assert wait.to_look_up(whole=False) == wait.message_ids, "left: every unresolved message by id"
@@ -119,7 +119,7 @@ def test_what_a_whole_listing_did_not_show_is_looked_up_longest_ago_first_and_at
     shown = [{"message_id": "m:0", "to_mail": "a@example.com", "status": "ACCEPTED"}]
     wait.record_answers(["m:1", "m:2"], [answer(("b@example.com", "ACCEPTED")), answer(("c@example.com", "ACCEPTED"))])
 
-    wait.take_page(1, shown, 1)
+    wait.take_page(shown, 1)
     first = wait.to_look_up(whole=True)
 
     # m:0 was shown in flight (the next listing reads it again); m:1 and m:2 were looked up already.

@@ -8,7 +8,9 @@ envelope the emulator sends (``{"data": [...], "error": {}, "total": N, "limit":
 127.0.0.1, one port per latency (0 ms always, for :func:`read_throughput`), and answers
 ``GET /v1/<sid>/email/logs?start_date&end_date&page&limit`` (and ``stats/<message id>``, a
 message still in flight, for ``benchmarks/triggers.py``; a logs query with ``search=campaign-N``
-lists ``N`` messages in flight, ``bench-0`` to ``bench-<N-1>``, whatever its dates; and
+lists ``N`` messages in flight, ``bench-0`` to ``bench-<N-1>``, whatever its dates, and with a
+second term ``busy-R`` then ``R`` rows of other senders' mail (the emulator's background traffic,
+each page computed when asked); and
 ``GET /bench/requests`` counts the requests answered) by checking the ``api-key``,
 waiting the port's latency and writing the page: nothing else happens per request, so a client
 meets a server that is not its bound. It prints one JSON line (``sid``, ``key``, ``base_urls``
@@ -70,14 +72,29 @@ def _response(status: int, payload: object, *, close: bool = False) -> bytes:
     return head.encode() + (b"Connection: close\r\n" if close else b"") + b"\r\n" + body
 
 
-def campaign_pages(messages: int) -> list[bytes]:
-    """Return the pages of a logs listing of ``messages`` messages in flight (``bench-<n>``), and an empty page last."""
+def campaign_page(messages: int, busy: int, page: int) -> bytes:
+    """Return page ``page`` of a listing of ``messages`` messages in flight (``bench-<n>``), then ``busy`` others."""
+    first, total = (page - 1) * PAGE_SIZE, messages + busy
     rows = [
-        {"message_id": f"bench-{n}", "status": "ACCEPTED", "description": "Message is accepted.",
-         "to_mail": f"someone{n}@example.com", "from_mail": "news@shop.example.com", "template_name": "campaign"}
-        for n in range(messages)
-    ]  # fmt: skip
-    return _listing_pages(rows)
+        _in_flight_row(n) if n < messages else _background(busy).background_row(BUSY_DAY, n - messages)
+        for n in range(first, min(first + PAGE_SIZE, total))
+    ]
+    return _response(200, {"data": rows, "error": {}, "total": total, "limit": str(PAGE_SIZE), "offset": ""})
+
+
+#: The day a busy account's other mail is dated (any past day: it is settled).
+BUSY_DAY = date(2026, 11, 2)
+
+
+def _in_flight_row(n: int) -> dict[str, object]:
+    address, sender = f"someone{n}@example.com", "news@shop.example.com"
+    return {"message_id": f"bench-{n}", "status": "ACCEPTED", "description": "Message is accepted.",
+            "to_mail": address, "from_mail": sender, "template_name": "campaign"}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=8)
+def _background(rows: int) -> SyntheticDataset:
+    return SyntheticDataset(start_date=BUSY_DAY, days=1, rows_per_day=0, background_rows_per_day=rows)
 
 
 def in_flight(message_id: str) -> bytes:
@@ -102,7 +119,6 @@ class PageServer:
         key: str = DEFAULT_API_KEY,
     ):
         self.pages = pages
-        self.campaigns: dict[int, list[bytes]] = {}
         self.answered = 0
         self.day = day.isoformat()
         self.sid = sid
@@ -157,11 +173,11 @@ class PageServer:
         if path != self.path:
             return _error(404, f"No route for {path.decode(errors='replace')}"), close
         query = parse_qs(query_text.decode(), keep_blank_values=True)
-        size = (query.get("search") or [""])[-1].removeprefix("campaign-")
-        if size.isdigit():
-            campaign = self.campaigns.get(int(size)) or self.campaigns.setdefault(int(size), campaign_pages(int(size)))
+        terms = dict(term.partition("-")[::2] for term in query.get("search", []))
+        if terms.get("campaign", "").isdigit():
             page = query.get("page", ["1"])[-1]
-            return campaign[min(int(page) if page.isdigit() else 1, len(campaign)) - 1], close
+            busy = int(terms.get("busy", "0"))
+            return campaign_page(int(terms["campaign"]), busy, int(page) if page.isdigit() else 1), close
         if query.get("start_date") != [self.day] or query.get("end_date") != [self.day]:
             return _error(400, f"the benchmark server serves {self.day} only"), close
         if query.get("limit") != [str(PAGE_SIZE)]:

@@ -14,8 +14,11 @@ It reports:
 - memory: peak RSS growth of the process over its RSS before the triggers were made.
 
 With ``--batched``, each size is one trigger waiting on that many message ids at once (a
-campaign: the sensor given a list), which the server lists in flight for its logs query; the
-report adds the requests each poll made (counted by the server).
+campaign: the sensor given a list), which the server lists in flight for its logs query, on a
+quiet account and, with ``--busy 300000``, on one whose send window also holds that many rows of
+other mail; the report adds the requests each poll made (counted by the server, the most in one
+poll and the mean). With ``--sync`` as well, the same wait is polled as a sensor on a worker pokes
+(``poke``, ``reschedule``): through the sync hook, three polls back to back, peak RSS growth.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import asyncio
 import json
 import math
 import os
+import resource
 import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 
 import psutil
 
@@ -95,26 +100,26 @@ async def _measure(waits: int, poll: float, duration: float) -> dict[str, float]
     }
 
 
-async def _measure_batched(messages: int, poll: float, duration: float) -> dict[str, float]:
+async def _measure_batched(messages: int, poll: float, duration: float, busy: int = 0) -> dict[str, Any]:
     from airflow_provider_kaleyra_email.campaign import CampaignWait
     from airflow_provider_kaleyra_email.triggers.kaleyra_email import KaleyraEmailMessageDeliveredTrigger
 
-    polls = 0
-    original = CampaignWait.outcome
+    per_poll: list[int] = []
+    original = CampaignWait.apoll
 
-    def counted(self: CampaignWait) -> object:
-        nonlocal polls
-        polls += 1  # once per poll, whichever way it polled
-        return original(self)
+    async def counted(self: CampaignWait, hook: object) -> object:
+        before = await asyncio.to_thread(_server_requests)
+        outcome = await original(self, hook)  # type: ignore[arg-type]
+        per_poll.append(await asyncio.to_thread(_server_requests) - before)
+        return outcome
 
-    CampaignWait.outcome = counted  # type: ignore[method-assign,assignment]
-    requests_before = _server_requests()
+    CampaignWait.apoll = counted  # type: ignore[method-assign,assignment]
     process = psutil.Process()
     rss_before = process.memory_info().rss
     peak, stalls, started = rss_before, [], time.time()
     trigger = KaleyraEmailMessageDeliveredTrigger(
         message_id=[f"bench-{n}" for n in range(messages)],
-        search=[f"campaign-{messages}"],
+        search=[f"campaign-{messages}", *([f"busy-{busy}"] if busy else [])],
         poke_interval=poll,
         started_at=started,
         end_time=started + duration,
@@ -131,18 +136,50 @@ async def _measure_batched(messages: int, poll: float, duration: float) -> dict[
         await asyncio.sleep(TICK)
         stalls.append(time.perf_counter() - before - TICK)
         peak = max(peak, process.memory_info().rss)
-    requests = _server_requests() - requests_before
+    asked = math.ceil(duration / poll) + 1
     return {
         "waits": messages,
-        "polls_made": polls,
-        "polls_asked": math.ceil(duration / poll) + 1,
-        "made_share": polls / (math.ceil(duration / poll) + 1),
-        "requests_per_poll": requests / max(polls, 1),
+        "busy": busy,
+        "polls_made": len(per_poll),
+        "polls_asked": asked,
+        "made_share": len(per_poll) / asked,
+        "requests_per_poll": sum(per_poll) / max(len(per_poll), 1),
+        "requests_max_poll": max(per_poll, default=0),
         "timeouts": int(task.result() == "timeout"),
+        "event": task.result(),
         "stall_p99_s": _percentile(stalls, 0.99),
         "stall_max_s": max(stalls, default=0.0),
         "rss_growth_mb": (peak - rss_before) / 1e6,
         "seconds": time.time() - started,
+    }
+
+
+def _measure_sync(messages: int, busy: int, polls: int = 3) -> dict[str, Any]:
+    """Poll one campaign wait ``polls`` times through the sync hook, as the sensor's pokes do."""
+    from airflow_provider_kaleyra_email.campaign import CampaignWait
+    from airflow_provider_kaleyra_email.delivery import DeliveryRule
+    from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
+
+    search = [f"campaign-{messages}", *([f"busy-{busy}"] if busy else [])]
+    wait = CampaignWait([f"bench-{n}" for n in range(messages)], DeliveryRule(), search=search)
+    hook, per_poll = KaleyraEmailHook(max_retries=0), []
+    rss_before = psutil.Process().memory_info().rss
+    for _ in range(polls):
+        before = _server_requests()
+        wait.poll(hook)
+        per_poll.append(_server_requests() - before)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    return {
+        "waits": messages,
+        "busy": busy,
+        "polls_made": polls,
+        "polls_asked": polls,
+        "made_share": 1.0,
+        "requests_per_poll": sum(per_poll) / polls,
+        "requests_max_poll": max(per_poll),
+        "stall_p99_s": 0.0,
+        "stall_max_s": 0.0,
+        "rss_growth_mb": max(0, peak - rss_before) / 1e6,
     }
 
 
@@ -154,32 +191,47 @@ def _server_requests() -> int:
 
 
 def run_one(
-    waits: int, base_url: str, sid: str, key: str, poll: float, duration: float, *, batched: bool = False
+    waits: int,
+    base_url: str,
+    sid: str,
+    key: str,
+    poll: float,
+    duration: float,
+    *,
+    batched: bool = False,
+    busy: int = 0,
+    sync: bool = False,
 ) -> dict[str, float]:
     """Measure ``waits`` triggers in a fresh process, so each size starts from the same memory."""
     connection = {"conn_type": "kaleyra_email", "login": sid, "password": key, "host": base_url}
     env = {**os.environ, "AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT": json.dumps(connection)}
     command = [sys.executable, "-m", "benchmarks.triggers", "--one", str(waits), "--poll", str(poll)]
-    command += ["--duration", str(duration), *(["--batched"] if batched else [])]
+    command += ["--duration", str(duration), *(["--batched", "--busy", str(busy)] if batched else [])]
+    command += ["--sync"] if sync else []
     completed = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=duration * 20)
     result: dict[str, float] = json.loads(completed.stdout.strip().splitlines()[-1])
     return result
 
 
-def table(results: list[dict[str, float]], *, latency_ms: int, poll: float, duration: float, batched: bool) -> str:
-    what = "message ids in one trigger" if batched else "waiting triggers"
+def table(
+    results: list[dict[str, float]], *, latency_ms: int, poll: float, duration: float, batched: bool, sync: bool = False
+) -> str:
+    what = "account | message ids in one wait" if batched else "waiting triggers"
+    how = "three polls back to back through the sync hook" if sync else f"a poll every {poll:g} s for {duration:g} s"
     lines = [
-        f"{latency_ms} ms per request, a poll every {poll:g} s for {duration:g} s, every message in flight:",
+        f"{latency_ms} ms per request, {how}, every message in flight:",
         "",
-        f"| {what} | polls made of those asked |{' requests per poll |' if batched else ''}"
+        f"| {what} | polls made of those asked |{' requests per poll (most, mean) |' if batched else ''}"
         " event-loop stall p99 | stall max | memory growth |",
-        "|---:|---:|---:|---:|---:|" + ("---:|" if batched else ""),
+        "|---:|---:|---:|---:|---:|" + ("---:|---:|" if batched else ""),
     ]
     for r in results:
-        per_poll = f" {r['requests_per_poll']:.0f} |" if batched else ""
+        account = (f"{r['busy']:,} other rows |" if r["busy"] else "quiet |") if batched else ""
+        per_poll = f" {r['requests_max_poll']:,}, {r['requests_per_poll']:,.0f} |" if batched else ""
+        stalls = " n/a | n/a |" if sync else f" {r['stall_p99_s']:.2f} s | {r['stall_max_s']:.2f} s |"
         lines.append(
-            f"| {r['waits']:,} | {r['made_share']:.0%} ({r['polls_made']:,} of {r['polls_asked']:,}) |{per_poll}"
-            f" {r['stall_p99_s']:.2f} s | {r['stall_max_s']:.2f} s | {r['rss_growth_mb']:,.0f} MB |"
+            f"| {account} {r['waits']:,} | {r['made_share']:.0%} ({r['polls_made']:,} of {r['polls_asked']:,}) |"
+            f"{per_poll}{stalls} {r['rss_growth_mb']:,.0f} MB |"
         )
     return "\n".join(lines)
 
@@ -191,11 +243,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds each trigger waits")
     parser.add_argument("--latency-ms", type=int, default=20)
     parser.add_argument("--batched", action="store_true", help="one trigger waiting on that many message ids")
+    parser.add_argument(
+        "--busy", default="0", help="with --batched, comma-separated rows of other mail in the send window (0: quiet)"
+    )
+    parser.add_argument("--sync", action="store_true", help="with --batched, poll through the sync hook, as a sensor")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # the child process: measure this many
     args = parser.parse_args(argv)
     if args.one is not None:
-        measure = _measure_batched if args.batched else _measure
-        print(json.dumps(asyncio.run(measure(args.one, args.poll, args.duration))))
+        if args.batched and args.sync:
+            print(json.dumps(_measure_sync(args.one, int(args.busy))))
+        elif args.batched:
+            print(json.dumps(asyncio.run(_measure_batched(args.one, args.poll, args.duration, int(args.busy)))))
+        else:
+            print(json.dumps(asyncio.run(_measure(args.one, args.poll, args.duration))))
         return
     sizes = [int(value) for value in args.waits.split(",")]
     server_args = ["--rows", "100", "--latencies", str(args.latency_ms)]
@@ -209,11 +269,14 @@ def main(argv: list[str] | None = None) -> None:
         info = json.loads(server.stdout.readline())
         base_url = info["base_urls"][str(args.latency_ms)]
         results = []
-        for waits in sizes:
-            one = run_one(waits, base_url, info["sid"], info["key"], args.poll, args.duration, batched=args.batched)
-            results.append(one)
-            print(json.dumps(one), file=sys.stderr)
-        print(table(results, latency_ms=args.latency_ms, poll=args.poll, duration=args.duration, batched=args.batched))
+        for busy in [int(value) for value in args.busy.split(",")] if args.batched else [0]:
+            for waits in sizes:
+                options = {"batched": args.batched, "busy": busy, "sync": args.sync}
+                one = run_one(waits, base_url, info["sid"], info["key"], args.poll, args.duration, **options)
+                results.append(one)
+                print(json.dumps(one), file=sys.stderr)
+        options = {"poll": args.poll, "duration": args.duration, "batched": args.batched, "sync": args.sync}
+        print(table(results, latency_ms=args.latency_ms, **options))
     finally:
         server.terminate()
         server.wait(timeout=30)

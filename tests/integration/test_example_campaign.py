@@ -40,6 +40,7 @@ def test_one_task_waits_for_the_whole_campaign_and_writes_its_failures(example, 
     assert (result["messages"], result["recipients"], result["delivered"], result["failed"]) == (12, 12, 11, 1)
     (failure,) = result["failures"]
     assert (failure["recipient"], failure["status"]) == ("gone.bounce@example.com", "BOUNCE")
+    assert (failure["error_code"], failure["error_message"][:9]) == ("550", "550 5.1.1"), "Kaleyra's error"
     assert failure["message_id"] == message_ids[-1]
     (written,) = tmp_path.glob("campaigns/*/failures.jsonl")
     assert [json.loads(line) for line in written.read_text().splitlines()] == [failure]

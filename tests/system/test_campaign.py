@@ -45,6 +45,7 @@ def test_one_deferred_sensor_waits_for_the_whole_campaign(airflow_stack: Airflow
     counts = xcom(api, DAG_ID, run_id, "wait_for_campaign")
     assert (counts["messages"], counts["recipients"], counts["delivered"], counts["failed"]) == (12, 12, 11, 1)
     (failure,) = counts["failures"]
+    assert (failure["error_code"], failure["error_message"][:9]) == ("550", "550 5.1.1"), "Kaleyra's error"
     assert (failure["recipient"], failure["status"], failure["message_id"]) == (
         "gone.bounce@example.com",
         "BOUNCE",

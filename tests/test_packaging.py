@@ -97,7 +97,7 @@ def test_the_readme_starts_with_pip_install_and_names_what_ci_runs():
     first_block = re.search(r"```bash\n(.*?)```", README, re.DOTALL)[1]
     assert first_block.startswith("pip install airflow-provider-kaleyra-email\n")
     ci_commands = re.findall(r"^(make [\w-]+)$", (ROOT / ".ci" / "run").read_text(), re.MULTILINE)
-    assert ci_commands == ["make test", "make test-system"]
+    assert ci_commands[:2] == ["make test", "make test-system"]
     develop = README.partition("## Develop")[2]
     for command in ci_commands:
         assert re.search(rf"^{command}\s", develop, re.MULTILINE), command

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from datetime import datetime
+from datetime import datetime, timezone
+from typing import Any
 
 
 def run_dag(dag: Any, logical_date: datetime | None, **kwargs: Any) -> Any:
-    """``dag.test()`` for one logical date; returns the DagRun. Airflow 2 calls it ``execution_date``."""
+    """``dag.test()`` for one logical date; returns the DagRun (``test_started_at``: when it was asked for)."""
+    started = datetime.now(timezone.utc)
+    dag_run = _test(dag, logical_date, **kwargs)
+    dag_run.test_started_at = started
+    return dag_run
+
+
+def _test(dag: Any, logical_date: datetime | None, **kwargs: Any) -> Any:
+    """Airflow 2 calls the logical date ``execution_date``."""
     if "logical_date" in inspect.signature(dag.test).parameters:
         return dag.test(logical_date=logical_date, **kwargs)
     # Airflow 2's dag.test() does not write the DAG to the database; the scheduler would, and
@@ -64,8 +70,10 @@ def asset_event_extras(dag_run: Any, name: str) -> list[dict[str, Any]]:
         rows = (
             session.query(event)
             .join(model, model.id == key)
-            # Since the run began too: on Airflow 2 another test's run of the same DAG and date has the same run id.
-            .filter(model.uri == name, event.source_run_id == dag_run.run_id, event.timestamp >= dag_run.start_date)
+            # Since this run was asked for: on Airflow 2 another test's run of the same DAG and date has its run id.
+            .filter(
+                model.uri == name, event.source_run_id == dag_run.run_id, event.timestamp >= dag_run.test_started_at
+            )
             .all()
         )
         return [dict(row.extra) for row in rows]

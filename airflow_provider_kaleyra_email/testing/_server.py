@@ -33,6 +33,7 @@ import contextlib
 import enum
 import json
 import math
+import os
 import random
 import re
 import socket
@@ -453,8 +454,24 @@ class _Handler(BaseHTTPRequestHandler):
         # A client that timed out, or a connection we dropped on purpose, is not an error here.
         try:
             super().handle_one_request()
-        except OSError:
+        except OSError as error:
             self.close_connection = True
+            if type(error).__name__ == "SSLError":  # a refused handshake: no TLS left to speak
+                self._linger()
+
+    def _linger(self) -> None:
+        """
+        Close as web servers do (nginx's lingering close): stop sending, then drain what the client sent.
+
+        Closed at once, a socket with the client's unread request resets the connection, and the
+        reset can overtake the TLS alert that says why (a client certificate required).
+        """
+        raw = socket.socket(fileno=os.dup(self.connection.fileno()))
+        with raw, contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_WR)
+            raw.settimeout(1.0)
+            while raw.recv(65536):
+                pass
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):

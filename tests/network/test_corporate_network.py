@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -130,20 +129,7 @@ def test_a_server_that_demands_a_client_certificate_is_reached_with_cert(
     assert mtls_emulator.requests
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "sync",
-        pytest.param(
-            "async",
-            marks=pytest.mark.skipif(
-                sys.version_info < (3, 11),
-                reason="Python 3.10's ssl under anyio loses the server's alert to a broken pipe: the async hook sees "
-                "a dropped connection (transient); the sensor's first poke, sync, reports the missing certificate",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("kind", READS)
 def test_without_the_client_certificate_the_refused_handshake_fails_at_once(
     kind, monkeypatch, mtls_emulator, ca_bundle
 ):

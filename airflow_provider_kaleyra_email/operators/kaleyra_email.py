@@ -304,7 +304,16 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
     """
     Export the daily summary stats of a date range: one flat row per day with every metric.
 
-    Takes the same parameters as :class:`KaleyraEmailFetchLogsOperator` but the filters.
+    :param from_date: first day (inclusive, account time zone); default: the run's days.
+    :param to_date: last day (inclusive); default: the run's days.
+    :param days_back: export the days (the run's, or ``from_date``..``to_date``) moved this many days earlier.
+    :param output_path: URL of the object to write, ``{from_date}``/``{to_date}`` filled in; without it, XCom.
+    :param output_conn_id: connection for the object store.
+    :param output_format: ``jsonl`` (default), ``csv`` or ``parquet`` (needs the ``parquet`` extra).
+    :param max_xcom_rows: most days returned through XCom.
+    :param page_size: days per request, 1 to 100 (default: the connection's).
+    :param allow_count_mismatch: warn instead of failing when a page repeats an earlier one.
+    :param kaleyra_email_conn_id: the Kaleyra Email connection.
     """
 
     known_fields = SUMMARY_FIELDS

@@ -292,7 +292,11 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
             await hook.aclose()
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
-        """Fire each batch of new rows as events of at most ``max_rows_per_event`` rows."""
+        """
+        Fire each batch of new rows as events of at most ``max_rows_per_event`` rows.
+
+        :param shared_stream: the batches of the poll loop this watcher shares (:meth:`open_shared_stream`).
+        """
         async for batch in shared_stream:
             rows = batch["rows"]
             for start in range(0, len(rows), self.max_rows_per_event):

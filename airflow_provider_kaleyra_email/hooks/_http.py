@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import weakref
+from contextlib import contextmanager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, ClassVar, NamedTuple, TypeVar
 from urllib.parse import urlsplit
@@ -21,11 +23,12 @@ from airflow_provider_kaleyra_email.hooks._api import TransientError, scrub
 from airflow_provider_kaleyra_email.hooks._network import Network, causes
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Hashable, Mapping
+    from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping
 
     import urllib3
 
     from airflow_provider_kaleyra_email.connection import ConnectionConfig
+    from airflow_provider_kaleyra_email.hooks._paging import Log
 
 R = TypeVar("R")
 
@@ -203,6 +206,59 @@ def exchange_failure(
 
 
 _TIMEOUTS = (ReadTimeoutError, TimeoutError, asyncio.TimeoutError, httpx.TimeoutException, requests.Timeout)
+
+
+class AdaptiveConcurrency:
+    """
+    Requests in flight, at most ``maximum``: halved on HTTP 429, once per burst; one more after ``limit`` successes.
+
+    Shared by a hook's requests: additive increase, multiplicative decrease, as TCP does.
+    """
+
+    #: Several requests in flight see the same 429 burst; count it once per this many seconds.
+    COOLDOWN_SECONDS = 1.0
+
+    def __init__(self, maximum: int, *, log: Log | None = None):
+        self.maximum = maximum
+        self.limit = maximum
+        self._active = 0
+        self._successes = 0
+        self._last_decrease = float("-inf")
+        self._cond = threading.Condition()
+        self._log: Log = log or logging.getLogger(__name__)
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._cond:
+            while self._active >= self.limit:
+                self._cond.wait()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify()
+
+    def throttled(self) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if now - self._last_decrease < self.COOLDOWN_SECONDS or self.limit == 1:
+                return
+            self._last_decrease = now
+            self._successes = 0
+            self.limit = max(1, self.limit // 2)
+            self._log.warning("Rate limited by Kaleyra (HTTP 429): concurrency lowered to %d.", self.limit)
+
+    def succeeded(self) -> None:
+        with self._cond:
+            if self.limit >= self.maximum:
+                return
+            self._successes += 1
+            if self._successes >= self.limit:
+                self._successes = 0
+                self.limit += 1
+                self._cond.notify()
 
 
 class SharedClient:

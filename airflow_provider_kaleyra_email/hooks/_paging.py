@@ -16,13 +16,12 @@ The rules, for a listing asked page by page with ``limit = page_size``:
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -466,56 +465,3 @@ class SnapshotCoverage:
     def page_now_holding(self, position: int) -> int:
         """Return the page that holds snapshot ``position`` now, judging by the latest ``total``."""
         return (position + max(0, self.shift)) // self.page_size + 1
-
-
-class AdaptiveConcurrency:
-    """
-    Requests in flight, at most ``maximum``: halved on HTTP 429, once per burst; one more after ``limit`` successes.
-
-    Shared by a hook's requests: additive increase, multiplicative decrease, as TCP does.
-    """
-
-    #: Several requests in flight see the same 429 burst; count it once per this many seconds.
-    COOLDOWN_SECONDS = 1.0
-
-    def __init__(self, maximum: int, *, log: Log | None = None):
-        self.maximum = maximum
-        self.limit = maximum
-        self._active = 0
-        self._successes = 0
-        self._last_decrease = float("-inf")
-        self._cond = threading.Condition()
-        self._log: Log = log or logging.getLogger(__name__)
-
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        with self._cond:
-            while self._active >= self.limit:
-                self._cond.wait()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                self._cond.notify()
-
-    def throttled(self) -> None:
-        with self._cond:
-            now = time.monotonic()
-            if now - self._last_decrease < self.COOLDOWN_SECONDS or self.limit == 1:
-                return
-            self._last_decrease = now
-            self._successes = 0
-            self.limit = max(1, self.limit // 2)
-            self._log.warning("Rate limited by Kaleyra (HTTP 429): concurrency lowered to %d.", self.limit)
-
-    def succeeded(self) -> None:
-        with self._cond:
-            if self.limit >= self.maximum:
-                return
-            self._successes += 1
-            if self._successes >= self.limit:
-                self._successes = 0
-                self.limit += 1
-                self._cond.notify()

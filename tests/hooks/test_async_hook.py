@@ -131,7 +131,7 @@ async def test_the_async_hook_retries_with_the_sync_hooks_policy(kaleyra_email_e
 @pytest.fixture
 def lookups(monkeypatch):
     """Count the connection lookups the async hooks make (Airflow's own lookup still answers)."""
-    from airflow_provider_kaleyra_email.hooks import kaleyra_email as module
+    from airflow_provider_kaleyra_email.hooks import _async as module
 
     calls: list[str] = []
     real = module.get_async_connection

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 import pytest
 
 from airflow_provider_kaleyra_email.connection import ConnectionConfig
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
-from airflow_provider_kaleyra_email.hooks._http import Body, exchange_failure
+from airflow_provider_kaleyra_email.hooks._http import AdaptiveConcurrency, Body, exchange_failure
 from airflow_provider_kaleyra_email.hooks._network import Network
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 from tests.hooks.conftest import http_answer
@@ -77,3 +79,43 @@ def test_another_informational_answer_is_a_clear_error_not_a_wrong_result(script
 
     with pytest.raises(KaleyraEmailAPIError, match=f"HTTP {informational[:3]} with a body that is not JSON"):
         KaleyraEmailHook(max_retries=0).get_message_stats("abc:1")
+
+
+class TestAdaptiveConcurrency:
+    def test_a_429_halves_the_limit_once_per_burst_and_successes_raise_it_again(self):
+        limit = AdaptiveConcurrency(8)
+        assert limit.limit == 8, "all of them until Kaleyra says otherwise"
+        limit.throttled()
+        limit.throttled()
+        assert limit.limit == 4
+        limit._last_decrease -= AdaptiveConcurrency.COOLDOWN_SECONDS
+        limit.throttled()
+        assert limit.limit == 2
+        for _ in range(2):
+            limit.succeeded()
+        assert limit.limit == 3, "one more per window of successes"
+        for _ in range(100):
+            limit.succeeded()
+        assert limit.limit == 8, "never above the maximum"
+
+    def test_slots_block_at_the_limit(self):
+        limit = AdaptiveConcurrency(2)
+        active, peak = 0, 0
+        lock = threading.Lock()
+
+        def work():
+            nonlocal active, peak
+            with limit.slot():
+                with lock:
+                    active += 1
+                    peak = max(peak, active)
+                time.sleep(0.02)
+                with lock:
+                    active -= 1
+
+        threads = [threading.Thread(target=work) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert peak == 2

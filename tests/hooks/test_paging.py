@@ -11,7 +11,6 @@ import pytest
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks import _api as api
 from airflow_provider_kaleyra_email.hooks._paging import (
-    AdaptiveConcurrency,
     Listing,
     Page,
     SeenKeys,
@@ -232,43 +231,3 @@ class TestSnapshotCoverage:
         assert coverage.page_now_holding(190) == 3
         coverage.add(3, 100, 310)
         assert coverage.gaps() == []
-
-
-class TestAdaptiveConcurrency:
-    def test_a_429_halves_the_limit_once_per_burst_and_successes_raise_it_again(self):
-        limit = AdaptiveConcurrency(8)
-        assert limit.limit == 8, "all of them until Kaleyra says otherwise"
-        limit.throttled()
-        limit.throttled()
-        assert limit.limit == 4
-        limit._last_decrease -= AdaptiveConcurrency.COOLDOWN_SECONDS
-        limit.throttled()
-        assert limit.limit == 2
-        for _ in range(2):
-            limit.succeeded()
-        assert limit.limit == 3, "one more per window of successes"
-        for _ in range(100):
-            limit.succeeded()
-        assert limit.limit == 8, "never above the maximum"
-
-    def test_slots_block_at_the_limit(self):
-        limit = AdaptiveConcurrency(2)
-        active, peak = 0, 0
-        lock = threading.Lock()
-
-        def work():
-            nonlocal active, peak
-            with limit.slot():
-                with lock:
-                    active += 1
-                    peak = max(peak, active)
-                time.sleep(0.02)
-                with lock:
-                    active -= 1
-
-        threads = [threading.Thread(target=work) for _ in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert peak == 2

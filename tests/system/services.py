@@ -27,7 +27,10 @@ from base64 import urlsafe_b64encode
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 import httpx
 
@@ -386,8 +389,10 @@ def connect(stack: AirflowStack, timeout: float) -> httpx.Client:
 EXAMPLE_DAG_IDS = sorted(path.stem for path in EXAMPLE_DAGS.glob("example_*.py"))
 
 
-def wait_for_dags(stack: AirflowStack, timeout: float) -> None:
-    """Wait until the DAG processor has serialized every example (and failed on none); create the pools, unpause."""
+def wait_for_dags(
+    stack: Any, timeout: float, *, pools: dict[str, int] = POOLS, active: Iterable[str] = EXAMPLE_DAG_IDS
+) -> None:
+    """Wait until the DAG processor has serialized every example (and failed on none); create ``pools``, unpause ``active``."""
     deadline = time.monotonic() + timeout
     while True:
         stack.check_alive()
@@ -400,7 +405,7 @@ def wait_for_dags(stack: AirflowStack, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"the examples were not all parsed in {timeout:g} s:\n{stack.diagnostics()}")
         time.sleep(0.5)
-    for pool, slots in POOLS.items():
+    for pool, slots in pools.items():
         stack.api.post("/api/v2/pools", json={"name": pool, "slots": slots}).raise_for_status()
-    for dag_id in EXAMPLE_DAG_IDS:
+    for dag_id in active:
         stack.api.patch(f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()

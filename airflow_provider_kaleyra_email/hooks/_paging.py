@@ -57,17 +57,23 @@ class Cancelled(Exception):
     """The listing has ended (or failed elsewhere): this fetch is no longer wanted."""
 
 
-def list_pages(fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int) -> Pages:
+def list_pages(
+    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int, worth: Callable[[], int]
+) -> Pages:
     """Return the new rows of every page as ``listing`` allows, then of the rows that slid; ``cancel`` ends a fetch."""
-    return Pages(_listed(fetch, listing, concurrency=concurrency), listing)
+    return Pages(_listed(fetch, listing, concurrency=concurrency, worth=worth), listing)
 
 
 def _listed(
-    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int
+    fetch: Callable[[int, threading.Event], Page], listing: Listing, *, concurrency: int, worth: Callable[[], int]
 ) -> Iterator[list[Any]]:
     cancel = threading.Event()
     pages = fetch_in_order(
-        lambda number: fetch(number, cancel), allowed=listing.allowed, concurrency=concurrency, cancel=cancel
+        lambda number: fetch(number, cancel),
+        allowed=listing.allowed,
+        concurrency=concurrency,
+        cancel=cancel,
+        worth=worth,
     )
     with closing(pages):
         for page in pages:
@@ -121,22 +127,22 @@ def _mapped(pages: Pages, function: Callable[[Any], Any]) -> Iterator[list[Any]]
 
 
 def fetch_in_order(
-    fetch: Callable[[int], R], *, allowed: Callable[[], int], concurrency: int, cancel: threading.Event
+    fetch: Callable[[int], R],
+    *,
+    allowed: Callable[[], int],
+    concurrency: int,
+    cancel: threading.Event,
+    worth: Callable[[], int] = lambda: 2,
 ) -> Generator[R, None, None]:
     """
     Yield ``fetch(1)``, ``fetch(2)``, ... in order, ``concurrency`` at once, page ``n`` once ``allowed() >= n``.
 
-    With a concurrency of one, each fetch runs in the caller's thread. The first failure anywhere
-    sets ``cancel`` (retries elsewhere stop sleeping, nothing new is sent) and is raised at once;
-    leaving early sets it too, and waits for no thread: one stuck in a read (each bounded by
-    ``timeout``) must not hold a task that Airflow is stopping.
+    While one at a time is all the concurrency or ``worth()`` allows, a fetch runs in the caller's
+    thread: an answer back in under a millisecond would wait for the GIL longer than a thread saves.
+    The first failure anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is
+    sent) and is raised at once; leaving early sets it too, and waits for no thread: one stuck in a
+    read (each bounded by ``timeout``) must not hold a task that Airflow is stopping.
     """
-    if concurrency <= 1:
-        number = 1
-        while number <= allowed():
-            yield fetch(number)
-            number += 1
-        return
     failures: list[BaseException] = []
 
     def guarded(number: int) -> R:
@@ -154,6 +160,10 @@ def fetch_in_order(
     next_page = 1
     try:
         while True:
+            if not pending and next_page <= allowed() and min(concurrency, worth()) <= 1:
+                next_page += 1
+                yield fetch(next_page - 1)
+                continue
             while next_page <= allowed():
                 pending.append(pool.submit(guarded, next_page))
                 next_page += 1

@@ -388,7 +388,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             target = _api.page_target(path, params, page, size)
             return self._call("GET", target, cancel=cancel, page=page)  # type: ignore[no-any-return]
 
-        return list_pages(fetch, listing, concurrency=concurrency)
+        limits = self._concurrency
+        return list_pages(fetch, listing, concurrency=concurrency, worth=lambda: min(limits.limit, limits.worth))
 
     def _call(
         self,

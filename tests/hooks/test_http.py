@@ -82,6 +82,25 @@ def test_another_informational_answer_is_a_clear_error_not_a_wrong_result(script
 
 
 class TestAdaptiveConcurrency:
+    @pytest.mark.parametrize(
+        ("wait", "cpu", "expected"),
+        [
+            (0.020, 0.0005, 41),  # Kaleyra's 20 ms: more than any limit, so the limit decides
+            (0.0021, 0.0005, 6),  # a short trip: enough to keep our CPU busy through one wait
+            (0.0001, 0.0005, 1),  # loopback: waiting costs less than our CPU, more would fight over the GIL
+        ],
+    )
+    def test_what_is_worth_it_keeps_our_cpu_busy_through_a_wait(self, wait, cpu, expected, monkeypatch):
+        limit = AdaptiveConcurrency(16)
+        assert limit.worth == 16, "all of them until the first answers say otherwise"
+        clock = iter([0.0, wait + cpu])
+        cpu_clock = iter([0.0, cpu])
+        monkeypatch.setattr(time, "monotonic", lambda: next(clock))
+        monkeypatch.setattr(time, "thread_time", lambda: next(cpu_clock))
+        with limit.slot():
+            pass
+        assert limit.worth == expected
+
     def test_a_429_halves_the_limit_once_per_burst_and_successes_raise_it_again(self):
         limit = AdaptiveConcurrency(8)
         assert limit.limit == 8, "all of them until Kaleyra says otherwise"

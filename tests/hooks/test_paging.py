@@ -201,6 +201,24 @@ class TestFetchInOrder:
         list(pages)
         assert threads == {threading.get_ident()}
 
+    def test_while_one_is_worth_it_the_callers_thread_fetches_and_more_go_to_the_pool(self):
+        worth = [1]
+        in_caller: list[bool] = []
+
+        def fetch(n):
+            in_caller.append(threading.get_ident() == caller)
+            if n == 3:
+                worth[0] = 4  # answers began to take longer than our CPU needs for them
+            return n
+
+        caller = threading.get_ident()
+        pages = fetch_in_order(
+            fetch, allowed=lambda: 8, concurrency=4, cancel=threading.Event(), worth=lambda: worth[0]
+        )
+        assert list(pages) == list(range(1, 9))
+        assert in_caller[:3] == [True, True, True]
+        assert not any(in_caller[3:]), "once more are worth it, the pool fetches"
+
     def test_more_than_one_at_a_time_run_in_the_pool(self):
         threads = set()
         caller = threading.get_ident()

@@ -16,6 +16,8 @@ prints one JSON line: ``{"client", "rows", "seconds", "peak_rss_mb"}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import os
 import resource
@@ -126,6 +128,11 @@ def _import_everything() -> None:
     # through ObjectStoragePath, about a second in all.
     airflow_io.has_fs("file")
     get_hook_lineage_collector()
+    # What a first connection lookup and a first local object path import (Airflow 3's task SDK
+    # supervisor, universal-pathlib's local paths), tens of milliseconds here.
+    for module in ("airflow.sdk.execution_time.supervisor", "upath.implementations.local"):
+        with contextlib.suppress(ImportError):  # Airflow 2 has neither
+            importlib.import_module(module)
 
 
 CLIENTS: dict[str, Callable[[argparse.Namespace], int]] = {

@@ -9,6 +9,7 @@ hand the wait to the triggerer; an address containing ``bounce`` bounces after a
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -140,5 +141,11 @@ def test_with_a_logical_date_and_a_bounce(airflow_stack: AirflowStack) -> None:
         if ti["task_id"] == "wait_for_delivery" and ti["map_index"] == 1
     )
     assert failed_wait["try_number"] == 1  # failed at once: no retry spent on a bounce
-    events = [entry["event"] for entry in task_log(api, DAG_ID, run_id, "wait_for_delivery", map_index=1)]
+    # The task's log file may still be written a moment after its state is (the supervisor flushes it): read again.
+    deadline = time.monotonic() + 15
+    while True:
+        events = [entry["event"] for entry in task_log(api, DAG_ID, run_id, "wait_for_delivery", map_index=1)]
+        if any("nobody.bounce@example.com is BOUNCE" in event for event in events) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert any("nobody.bounce@example.com is BOUNCE" in event for event in events), events

@@ -11,6 +11,7 @@ hook (requests) and the async hook (httpx) cannot disagree.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from airflow_provider_kaleyra_email.connection import ConnectionConfig
 
 _CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+#: A proxy's 407 as urllib3 ("Tunnel connection failed: 407 ...") and httpx ("407 ...") word it; not a
+#: port such as 127.0.0.1:40712 in a refused connection's text.
+_PROXY_REFUSED = re.compile(r"(?<![\d:])407(?!\d)")
 #: TLS errors of a connection that ended, not of a handshake refused: those stay worth a retry.
 _DROPPED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -112,7 +116,7 @@ class Network:
         message = None
         verify_failed = next((c for c in chain if isinstance(c, ssl.SSLCertVerificationError)), None)
         refused = next((c for c in chain if isinstance(c, ssl.SSLError) and not isinstance(c, _DROPPED)), None)
-        if self.proxy and any("407" in str(c) for c in chain):
+        if self.proxy and any(_PROXY_REFUSED.search(str(c)) for c in chain):
             return self.proxy_refused(endpoint)
         if self.proxy and any(isinstance(c, socket.gaierror | NameResolutionError) for c in chain):
             message = f"the proxy {self.proxy_address} ({self.proxy_from}) cannot be resolved; check {self.proxy_from}"

@@ -138,3 +138,12 @@ class TestAdaptiveConcurrency:
         for thread in threads:
             thread.join()
         assert peak == 2
+
+
+def test_a_port_with_407_in_it_is_no_proxy_refusal():
+    # A refused connection names the proxy's port; only a 407 status means wrong credentials.
+    network = Network(proxy="http://user:pw@127.0.0.1:40712", proxy_from="connection extra proxies")
+    refused = ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=40712): [Errno 111] Connection refused")
+    assert network.failure(refused, endpoint="GET /x", host="api.kaleyra.io") is None
+    tunnel = OSError("Tunnel connection failed: 407 Proxy Authentication Required")
+    assert network.failure(tunnel, endpoint="GET /x", host="api.kaleyra.io").status_code == 407

@@ -40,8 +40,7 @@ from airflow_provider_kaleyra_email.delivery import (
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError, KaleyraEmailTransientError
 
 if TYPE_CHECKING:
-    from airflow_provider_kaleyra_email.hooks._paging import Page
-    from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook, KaleyraEmailHook
+    from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook, KaleyraEmailHook, Page
 
 #: The most failures an outcome carries (a trigger event is stored in Airflow's database).
 MAX_FAILURES_IN_OUTCOME = 5_000

@@ -41,6 +41,7 @@ __all__ = [
     "KaleyraEmailHook",
     "KaleyraEmailRetriesExhaustedError",
     "KaleyraEmailTransientError",
+    "Page",
     "Pages",
     "interpret_response",
 ]

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-if TYPE_CHECKING:
-    from collections.abc import Mapping
-
 DEFAULT_BASE_URL = "https://api.kaleyra.io"
-
 #: Kaleyra's regional pods, chosen with the connection extra ``region``. An explicit host wins.
-REGION_BASE_URLS: Mapping[str, str] = {
+REGION_BASE_URLS = {
     "in": "https://api.in.kaleyra.io",
     "sg": "https://api.ap.kaleyra.io",
     "eu": "https://api.eu.kaleyra.io",
 }
-
 #: The API's own bound for ``limit``; its default is 50.
 MAX_PAGE_SIZE = 100
-
-#: The largest response body we read (decompressed). A page of 100 log rows is about 50 KB;
-#: anything near this is no answer we can use, and must not exhaust a worker's memory.
+#: The largest (decompressed) body we read: a page of 100 log rows is about 50 KB, and a worker's memory is finite.
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-
-#: Characters a message id may hold (ids look like ``<uuid>:<n>``): none that would change a URL,
-#: white space, quotes or brackets (the signature of a rendered Python list).
+#: What a message id (``<uuid>:<n>``) may hold: nothing that changes a URL, no white space, quotes or brackets.
 MESSAGE_ID_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:~@+=")
 
 
@@ -40,12 +30,12 @@ def send_path(sid: str) -> str:
 
 
 def logs_path(sid: str) -> str:
-    return f"/v1/{path_segment(sid)}/email/logs"
+    return f"{send_path(sid)}/logs"
 
 
 def summary_stats_path(sid: str) -> str:
-    return f"/v1/{path_segment(sid)}/email/stats"
+    return f"{send_path(sid)}/stats"
 
 
 def message_stats_path(sid: str, message_id: str) -> str:
-    return f"/v1/{path_segment(sid)}/email/stats/{path_segment(message_id)}"
+    return f"{summary_stats_path(sid)}/{path_segment(message_id)}"

@@ -42,8 +42,4 @@ class KaleyraEmailRetriesExhaustedError(KaleyraEmailTransientError):
 
 
 class KaleyraEmailWaitError(AirflowException):
-    """
-    The wait for a message cannot go on: the API refused the request, or still does not know a message just sent.
-
-    A terminal delivery status is an ``AirflowFailException`` instead, so that no retry is spent on it.
-    """
+    """A wait that cannot go on: the API refused, or does not know a message just sent (a task retry may help)."""

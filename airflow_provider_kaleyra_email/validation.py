@@ -18,6 +18,8 @@ _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATE_HINT = "use 'YYYY-MM-DD', a date, or a timezone-aware datetime"
 _WHOLE_NUMBER = re.compile(r"\s*[-+]?\d+\s*")
 _FLAGS = dict.fromkeys(("true", "1", "yes", "on"), True) | dict.fromkeys(("false", "0", "no", "off", ""), False)
+#: The words a flag may be written as (an empty one, ``False`` where a flag is expected, names no flag).
+FLAG_WORDS = frozenset(_FLAGS) - {""}
 
 
 def account_timezone(name: Any, *, parameter: str = "timezone") -> ZoneInfo:
@@ -31,12 +33,7 @@ def account_timezone(name: Any, *, parameter: str = "timezone") -> ZoneInfo:
 
 
 def parse_date(value: Any, *, parameter: str, tz: tzinfo) -> date:
-    """
-    Return a calendar date in the account's time zone.
-
-    Accepts ``'YYYY-MM-DD'``, a ``date``, or an aware ``datetime`` or ISO 8601 string (as
-    ``{{ data_interval_start }}`` renders), converted to ``tz``. A naive datetime names no day.
-    """
+    """Return the account-local day of ``'YYYY-MM-DD'``, a ``date``, or an aware datetime or ISO 8601 string."""
     if isinstance(value, str):
         text = value.strip()
         day_only = bool(_DATE_ONLY.fullmatch(text))
@@ -70,7 +67,7 @@ def date_range(from_date: Any, to_date: Any, *, tz: tzinfo) -> tuple[date | None
 
 
 def _day_begun(value: Any, *, parameter: str, tz: tzinfo) -> date:
-    """Return the day ``value`` names, refused when it comes after the account's today: no data exists for it yet."""
+    """Return the day ``value`` names, refused after the account's today: no data exists for it yet."""
     day, now = parse_date(value, parameter=parameter, tz=tz), intervals.today(tz)
     if day > now:
         shown = value if isinstance(value, str) else value.isoformat()
@@ -82,12 +79,7 @@ def _day_begun(value: Any, *, parameter: str, tz: tzinfo) -> date:
 
 
 def status_typos(terms: Iterable[str], statuses: Collection[str]) -> dict[str, str]:
-    """
-    Return the search terms that look like a status but are none, each with the status it is close to.
-
-    Such a term (``BOUNCED``, ``DELIVERD``) is one word near a status in spelling; as the search also
-    matches from, to and template name, it is allowed, but it most likely matches no row.
-    """
+    """Return each search term that is one word close to a status but none (it most likely matches no row)."""
     known = {status.upper() for status in statuses}
     typos = {}
     for term in terms:
@@ -137,12 +129,7 @@ def boolean(value: Any, *, parameter: str) -> bool:
 
 
 def message_id(value: Any, *, parameter: str = "message_id") -> str:
-    """
-    Return a message id, refused when it could not be a Kaleyra id.
-
-    No id holds white space, ``/ ? # %``, quotes, brackets or ``..``: such a value is nearly
-    always a template that rendered something else (a list, a path).
-    """
+    """Return a message id, refused when it could not be a Kaleyra id (likely a template that rendered a list)."""
     if not isinstance(value, str):
         raise ValueError(f"{parameter}={value!r} ({type(value).__name__}) is not a message id string.")
     if not value:

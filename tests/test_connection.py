@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_kaleyra_email.connection import KNOWN_EXTRAS, ConnectionConfig, config_from_connection
+from airflow_provider_kaleyra_email.connection import KNOWN_EXTRAS, ConnectionConfig, config_of
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
 
 KEY = "secret-api-key-9f8e7d"
+
+
+def config_from_connection(*, conn_id, extra, **fields):
+    """What a hook does with an Airflow ``Connection`` that has these fields and (parsed) extras."""
+    return config_of(SimpleNamespace(**fields), extra, conn_id=conn_id, overrides={})
 
 
 def config(host=None, port=None, schema=None, **extra):

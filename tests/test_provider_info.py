@@ -6,13 +6,14 @@ import importlib.metadata
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import airflow
 import pytest
 
 from airflow_provider_kaleyra_email import get_provider_info, provider_info, validation
 from airflow_provider_kaleyra_email.api_facts import REGION_BASE_URLS
-from airflow_provider_kaleyra_email.connection import KNOWN_EXTRAS, config_from_connection
+from airflow_provider_kaleyra_email.connection import KNOWN_EXTRAS, config_of
 from airflow_provider_kaleyra_email.provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 
 
@@ -108,11 +109,9 @@ def test_region_choices_are_the_regions_and_global():
     assert schema["enum"] == ["", *REGION_BASE_URLS]
     for region, url in REGION_BASE_URLS.items():
         assert url in schema["values_display"][region]
+    conn = SimpleNamespace(login="S", password="k", host=None, port=None, schema=None)
     assert (
-        config_from_connection(
-            conn_id="c", login="S", password="k", host=None, port=None, schema=None, extra={"region": schema["default"]}
-        ).base_url
-        == "https://api.kaleyra.io"
+        config_of(conn, {"region": schema["default"]}, conn_id="c", overrides={}).base_url == "https://api.kaleyra.io"
     )
 
 
@@ -145,6 +144,8 @@ def test_airflow_2s_form_has_a_checkbox_for_allow_insecure_http():
     widgets = provider_info.connection_form_widgets()
     assert widgets["allow_insecure_http"].field_class.__name__ == "BooleanField"
     assert widgets["region"].field_class.__name__ == "StringField"
+    assert widgets["timeout"].field_class.__name__ == "StringField"  # Airflow 2 has no field for a float
+    assert widgets["page_size"].field_class.__name__ == "IntegerField"
 
 
 @pytest.mark.parametrize("module", ["hooks", "operators", "sensors", "triggers"])
@@ -161,3 +162,21 @@ def test_the_emulators_pytest_plugin_is_opt_in():
 
     entry_points = distribution("airflow-provider-kaleyra-email").entry_points
     assert [e.name for e in entry_points if e.group == "pytest11"] == []
+
+
+@pytest.mark.parametrize("name", [n for n, spec in CONN_FIELDS.items() if "minimum" in spec["schema"]])
+def test_the_connection_enforces_exactly_the_bounds_the_form_shows(name):
+    schema = CONN_FIELDS[name]["schema"]
+    conn = SimpleNamespace(login="S", password="k", host=None, port=None, schema=None)
+    for value in (schema["minimum"], schema["maximum"]):
+        assert getattr(config_of(conn, {name: value}, conn_id="c", overrides={}), name) == value
+    for value in (schema["minimum"] - 1, schema["maximum"] + 1):
+        with pytest.raises(ValueError, match=f"{name}={value} is out of range"):
+            config_of(conn, {name: value}, conn_id="c", overrides={})
+
+
+def test_the_timeout_field_claims_no_bounds_the_connection_does_not_enforce():
+    """Any positive number of seconds is a timeout: the form offers a number, not a bounded whole number."""
+    conn = SimpleNamespace(login="S", password="k", host=None, port=None, schema=None)
+    assert CONN_FIELDS["timeout"]["schema"] == {"type": ["number", "null"]}
+    assert config_of(conn, {"timeout": "1200.5"}, conn_id="c", overrides={}).timeout == 1200.5

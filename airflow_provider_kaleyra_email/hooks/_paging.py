@@ -1,5 +1,5 @@
 """
-Bounded, concurrent listing of a paged endpoint, behind :func:`list_pages`; nothing here knows HTTP.
+Bounded, concurrent listing of a paged endpoint; nothing here knows HTTP.
 
 The rules, for a listing asked page by page with ``limit = page_size``:
 
@@ -35,12 +35,10 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 
-#: Keys remembered for de-duplication (about 4 MB): mail that arrives during a listing pushes rows
-#: into the next page, so a duplicate is always near its first sighting.
+#: Keys remembered for de-duplication (about 4 MB): a row pushed on by new mail is near its first sighting.
 DEDUP_WINDOW_ROWS = 20_000
 #: Pages in a row that may bring nothing new while ``total`` says rows are sliding; the last ends it.
 MAX_FRUITLESS_PAGES = 3
-#: Seconds between two progress lines of a listing.
 PROGRESS_SECONDS = 10.0
 
 _encode = msgspec.json.Encoder().encode
@@ -113,11 +111,9 @@ class Pages(Iterator[list[Any]]):
 
     def rows(self) -> Iterator[Any]:
         """Return the rows one by one; closing it closes the listing."""
-        try:
+        with closing(self):
             for page in self:
                 yield from page
-        finally:
-            self.close()
 
 
 def _mapped(pages: Pages, function: Callable[[Any], Any]) -> Iterator[list[Any]]:
@@ -137,11 +133,10 @@ def fetch_in_order(
     """
     Yield ``fetch(1)``, ``fetch(2)``, ... in order, ``concurrency`` at once, page ``n`` once ``allowed() >= n``.
 
-    While one at a time is all the concurrency or ``worth()`` allows, a fetch runs in the caller's
-    thread: an answer back in under a millisecond would wait for the GIL longer than a thread saves.
-    The first failure anywhere sets ``cancel`` (retries elsewhere stop sleeping, nothing new is
-    sent) and is raised at once; leaving early sets it too, and waits for no thread: one stuck in a
-    read (each bounded by ``timeout``) must not hold a task that Airflow is stopping.
+    While one at a time is all that ``concurrency`` or ``worth()`` allows, a fetch runs in the
+    caller's thread. The first failure anywhere sets ``cancel`` (retries elsewhere stop, nothing
+    new is sent) and is raised at once; leaving early sets it too and waits for no thread, so a
+    read stuck until its ``timeout`` cannot hold a task that Airflow is stopping.
     """
     failures: list[BaseException] = []
 
@@ -244,7 +239,7 @@ class Listing:
     total: int | None = None
     seen: SeenKeys = field(default_factory=SeenKeys)
     coverage: SnapshotCoverage | None = None
-    #: The last page accepted (in order), whether it is evidence of another, and if not, why.
+    #: The last page accepted (in order), whether to go on after it, and if not, why.
     last_page: int = 0
     more: bool = True
     ended: str = ""
@@ -260,11 +255,9 @@ class Listing:
 
     def allowed(self) -> int:
         """Return the highest page there is evidence (or, within ``lookahead``, a total) to ask for."""
-        if not self.more:
-            return self.last_page
         evidence = self.last_page + 1
-        if self.total is None:
-            return evidence
+        if not self.more or self.total is None:
+            return evidence if self.more else self.last_page
         planned = -(-max(self.said_totals) // self.page_size)  # whole numbers: no float to overflow
         return max(evidence, min(evidence + self.lookahead - 1, planned))
 
@@ -273,15 +266,13 @@ class Listing:
         self._note(page)
         verdict = self._judge(page)
         self._fruitless = 0 if verdict.fresh else self._fruitless + 1
-        self.last_page = page.number
-        self.more = verdict.goes_on
+        self.last_page, self.more = page.number, verdict.goes_on
         if not self.more:
             self.ended = verdict.why_ended()
-            if verdict.repeat_of not in (page.number, page.number - 1) and not self._grew_since(
-                page, verdict.repeat_of
-            ):
-                # A clamped page repeats the one before it; any other repeat contradicts the rest.
-                self.problems.append(f"page {page.number} repeated page {verdict.repeat_of}")
+            # A clamped page repeats the one before it; any other repeat contradicts the rest.
+            repeat_of = verdict.repeat_of
+            if repeat_of not in (page.number, page.number - 1) and not self._grew_since(page, repeat_of):
+                self.problems.append(f"page {page.number} repeated page {repeat_of}")
         return verdict.fresh
 
     def _judge(self, page: Page) -> Verdict:
@@ -292,19 +283,11 @@ class Listing:
         keys, fingerprint = self._keys(page)
         repeat_of = self._fingerprints.setdefault(fingerprint, page.number) if page.rows else page.number
         fresh = self._fresh(page, keys if repeat_of == page.number else None)
-        # Mail arriving between two fetches pushes rows down: a page can hold only rows already
-        # seen when ``total`` grew by a page or more meanwhile. That is sliding, not an end, but
-        # only for a few pages in a row, so a server that lies this way still ends.
+        # Mail arriving between two fetches pushes rows down: a page holds only rows already seen when
+        # ``total`` grew by a page or more meanwhile. That is sliding, not an end, for a few pages at most.
         slid = not fresh and self._grew_since(page, self.last_page) and self._fruitless + 1 < MAX_FRUITLESS_PAGES
-        return Verdict(
-            number=page.number,
-            rows=len(page.rows),
-            limit=self.page_size,
-            fresh=fresh,
-            repeat_of=repeat_of,
-            slid=slid,
-            reached_total=bool(self.said_totals) and self.rows >= max(self.said_totals),
-        )
+        reached_total = bool(self.said_totals) and self.rows >= max(self.said_totals)
+        return Verdict(page.number, len(page.rows), self.page_size, fresh, repeat_of, slid, reached_total)
 
     def repair(self, fetch: Callable[[int], Page]) -> Iterator[list[Any]]:
         """Yield the rows that slid past pages already fetched while mail arrived, fetched again where they are now."""
@@ -319,8 +302,7 @@ class Listing:
                 break
             self._note(page)
             fresh = self._fresh(page, self._keys(page)[0])
-            # Rows keep sliding while we repair, so one page that missed is not proof of an end.
-            fruitless = 0 if fresh else fruitless + 1
+            fruitless = 0 if fresh else fruitless + 1  # rows keep sliding: one miss is no proof of an end
             if fresh:
                 yield fresh
         if missing := coverage.missing():
@@ -385,14 +367,12 @@ class Listing:
         return page.total is not None and before is not None and page.total - before >= len(page.rows) > 0
 
     def _keys(self, page: Page) -> tuple[list[bytes | None], int]:
-        """Return each row's key as JSON, and the page's fingerprint: equal for two pages with the same rows."""
-        # As JSON, any key is hashable and hashed once, and 20,000 of them cost no garbage collection.
+        """Return each row's key as JSON (hashable, and no garbage to collect), and the page's fingerprint."""
         keys = self.key_of(page.rows)
         if None not in keys:
             as_json: list[bytes | None] = list(map(_encode, keys))
             return as_json, hash(tuple(as_json))
-        # Rows without a key count by their content.
-        return [None if key is None else _encode(key) for key in keys], hash(_encode(page.rows))
+        return [None if key is None else _encode(key) for key in keys], hash(_encode(page.rows))  # by content
 
     def _fresh(self, page: Page, keys: list[Any] | None) -> list[Any]:
         """Return the rows of ``page`` not listed before (none for a repeated page, without ``keys``)."""
@@ -450,8 +430,7 @@ class SnapshotCoverage:
         if page_total is not None:
             self.shift = page_total - self.total
         start = (page - 1) * self.page_size - self.shift
-        end = min(self.total, start + rows)
-        start = max(0, start)
+        end, start = min(self.total, start + rows), max(0, start)
         if start >= end:
             return
         if self._covered and self._covered[-1][0] <= start <= self._covered[-1][1]:  # the usual next page
@@ -465,9 +444,7 @@ class SnapshotCoverage:
             if start > cursor:
                 gaps.append((cursor, start))
             cursor = max(cursor, end)
-        if cursor < self.total:
-            gaps.append((cursor, self.total))
-        return gaps
+        return [*gaps, (cursor, self.total)] if cursor < self.total else gaps
 
     def missing(self) -> int:
         return sum(end - start for start, end in self.gaps())

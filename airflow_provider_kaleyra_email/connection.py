@@ -29,9 +29,7 @@ class ConnectionConfigError(ValueError):
     """
     A connection this provider cannot use, named by its id.
 
-    :param conn_id: the connection's id.
-    :param problem: what is wrong, worded to follow "This connection" (Airflow tests a connection
-        under a random temporary id, which a test result should not name).
+    ``problem`` reads after "This connection": Airflow tests a connection under a random id, not to be named.
     """
 
     def __init__(self, conn_id: str, problem: str) -> None:

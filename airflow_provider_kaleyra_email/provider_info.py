@@ -16,8 +16,12 @@ def _field(kind: str, label: str, description: str, **schema: Any) -> dict[str, 
     return {"label": label, "description": description, "schema": {"type": [kind, "null"], **schema}}
 
 
-def _text(label: str, description: str, *examples: str) -> dict[str, Any]:
-    return _field("string", label, description, **({"examples": list(examples)} if examples else {}))
+def _text(label: str, description: str, examples: list[str] | None = None) -> dict[str, Any]:
+    """Return a text field; Airflow 3 suggests its ``examples``."""
+    text = _field("string", label, description)
+    if examples:
+        text["schema"]["examples"] = examples
+    return text
 
 
 def _choice(label: str, description: str, choices: dict[str, str]) -> dict[str, Any]:
@@ -44,7 +48,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     "timezone": _text(
         "Account time zone",
         "IANA name of the account's time zone, e.g. Asia/Kolkata, in which the API reads dates (default UTC).",
-        *("Asia/Kolkata", "Asia/Singapore", "Europe/London", "America/New_York", "UTC"),
+        ["Asia/Kolkata", "Asia/Singapore", "Europe/London", "America/New_York", "UTC"],
     ),
     "timeout": _field("number", "Timeout (seconds)", "Seconds a whole response may take (default 30)."),
     "max_retries": _whole_number(
@@ -67,7 +71,7 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "Verify TLS",
         "true, false, or the path of a CA bundle (a corporate CA). "
         "Empty: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, else certifi's bundle.",
-        *("true", "/etc/ssl/certs/corp-ca.pem"),
+        ["true", "/etc/ssl/certs/corp-ca.pem"],
     ),
     "cert": _text(
         "Client certificate", 'Path of a PEM holding the client certificate and its key, or ["cert.pem", "key.pem"].'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from datetime import date, datetime, tzinfo
@@ -18,17 +19,15 @@ _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATE_HINT = "use 'YYYY-MM-DD', a date, or a timezone-aware datetime"
 _WHOLE_NUMBER = re.compile(r"\s*[-+]?\d+\s*")
 _FLAGS = dict.fromkeys(("true", "1", "yes", "on"), True) | dict.fromkeys(("false", "0", "no", "off", ""), False)
-#: The words a flag may be written as (an empty one, ``False`` where a flag is expected, names no flag).
+#: The words that name a flag (``boolean`` also reads an empty string as false).
 FLAG_WORDS = frozenset(_FLAGS) - {""}
 
 
 def account_timezone(name: Any, *, parameter: str = "timezone") -> ZoneInfo:
     """Return the account's time zone from an IANA name such as ``'Asia/Kolkata'``."""
     if isinstance(name, str) and name.strip():
-        try:
+        with contextlib.suppress(ZoneInfoNotFoundError, ValueError):
             return ZoneInfo(name.strip())
-        except (ZoneInfoNotFoundError, ValueError):
-            pass
     raise ValueError(f"{parameter}={name!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Kolkata').")
 
 
@@ -93,11 +92,8 @@ def status_typos(terms: Iterable[str], statuses: Collection[str]) -> dict[str, s
 
 def int_in_range(value: Any, *, parameter: str, low: int, high: int) -> int:
     """Return a whole number from ``low`` to ``high``: an int, or digits from a template."""
-    if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value):
-        number = int(value)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
+    number = int(value) if isinstance(value, str) and _WHOLE_NUMBER.fullmatch(value) else value
+    if not isinstance(number, int) or isinstance(number, bool):
         raise ValueError(f"{parameter}={value!r} is not a whole number.")
     if not low <= number <= high:
         raise ValueError(f"{parameter}={value!r} is out of range; use {low} to {high}.")

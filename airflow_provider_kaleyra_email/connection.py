@@ -116,9 +116,7 @@ def _base_url(conn: Any, region: Any, *, allow_insecure_http: bool) -> str:
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError(f"Connection host={host!r} is not an http(s) URL; use e.g. {api_facts.DEFAULT_BASE_URL!r}.")
     if parts.username or parts.password:
-        raise ValueError(
-            "Connection host must not carry credentials; put the SID in login and the API key in password."
-        )
+        raise ValueError("Connection host must not carry credentials: the SID goes in login, the API key in password.")
     if parts.query or parts.fragment:
         raise ValueError(f"Connection host={url!r} must not carry a query or a fragment.")
     # The API key travels in a header: plain http only to loopback (the emulator) unless allowed.
@@ -131,10 +129,9 @@ def _base_url(conn: Any, region: Any, *, allow_insecure_http: bool) -> str:
 
 
 def _is_loopback(hostname: str) -> bool:
-    try:
+    with contextlib.suppress(ValueError):
         return hostname == "localhost" or ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
+    return False
 
 
 def _json_or_value(value: Any) -> Any:

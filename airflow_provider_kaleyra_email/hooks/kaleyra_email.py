@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from functools import cached_property, partial
 from http import HTTPStatus
@@ -13,11 +13,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from airflow_provider_kaleyra_email import api_facts, provider_info, validation
-from airflow_provider_kaleyra_email.connection import (
-    ConnectionConfig,
-    ConnectionConfigError,
-    config_of,
-)
+from airflow_provider_kaleyra_email.connection import ConnectionConfig, ConnectionConfigError, config_of
 from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailAPIError,
     KaleyraEmailRetriesExhaustedError,
@@ -31,6 +27,8 @@ from airflow_provider_kaleyra_email.hooks._network import Network
 from airflow_provider_kaleyra_email.hooks._paging import Listing, Page, Pages, list_pages
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import requests
 
 _json_encode = msgspec.json.Encoder().encode
@@ -49,11 +47,10 @@ __all__ = [
 
 class KaleyraEmailHook(_KaleyraEmailBaseHook):
     """
-    Talks to the Kaleyra Email API: message stats, summary stats and logs.
+    Talk to the Kaleyra Email API: send, message stats, summary stats and logs, as plain dict rows.
 
-    Callers get plain dict rows and never see pages. Retryable failures (429 with its
-    ``Retry-After``, 5xx, timeouts, dropped connections, unreadable bodies) are retried with
-    exponential backoff and jitter; anything else raises :class:`KaleyraEmailAPIError`.
+    429 (after its ``Retry-After``), 5xx, timeouts, dropped connections and unreadable bodies are retried
+    with exponential backoff and jitter; anything else raises :class:`KaleyraEmailAPIError`.
 
     :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
     :param timeout: seconds a whole response may take (default: connection extra, else 30).
@@ -82,13 +79,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         retry_wait_max: float = 60.0,
         **kwargs: Any,
     ) -> None:
-        overrides = {
-            "timeout": timeout,
-            "max_retries": max_retries,
-            "page_size": page_size,
-            "max_concurrency": max_concurrency,
-            "max_response_bytes": max_response_bytes,
-        }
+        overrides = {"timeout": timeout, "max_retries": max_retries, "page_size": page_size}
+        overrides |= {"max_concurrency": max_concurrency, "max_response_bytes": max_response_bytes}
         super().__init__(kaleyra_email_conn_id, overrides, retry_wait_initial, retry_wait_max, **kwargs)
 
     @classmethod
@@ -106,9 +98,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         """The connection's settings, read and checked once, with this hook's overrides applied."""
         conn = self.get_connection(self.kaleyra_email_conn_id)
         config = config_of(conn, conn.extra_dejson, conn_id=self.kaleyra_email_conn_id, overrides=self._overrides)
-        # Airflow masks a connection's password as it loads it in a task; a hook used anywhere
-        # else (a script, a test, a callback) registers it here, so no log line can hold it.
-        mask_secret(config.api_key)
+        mask_secret(config.api_key)  # Airflow does it in a task; not in a script, a test or a callback
         return config
 
     @cached_property
@@ -137,9 +127,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
 
     def get_message_stats(self, message_id: str) -> dict[str, Any]:
         """
-        Return one message with its ``recipients``.
-
-        Each recipient has ``status``, ``delivery_datetime``, ``error_code`` and ``error_message``.
+        Return one message with its ``recipients``, each with its ``status`` and ``error_code``.
 
         :param message_id: the id Kaleyra gave the message (``<uuid>:<n>``).
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
@@ -159,12 +147,10 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         message_type: str | None = None,
     ) -> list[str]:
         """
-        Send an email with ``POST /v1/<SID>/email``; return the message ids Kaleyra assigned.
+        Send an email with ``POST /v1/<SID>/email``; return the message ids Kaleyra assigned, one per recipient batch.
 
-        Kaleyra answers 202 with one ``message_id`` per recipient batch (``<uuid>:1``, ``<uuid>:2``,
-        ...). A send is not idempotent, so it is retried only when Kaleyra cannot have acted on
-        it (HTTP 429, a refused connection); after a timeout or a 5xx it fails instead of
-        risking a second email.
+        A send is retried only when Kaleyra cannot have acted on it (HTTP 429, a refused connection);
+        after a timeout or a 5xx it fails rather than risk a second email.
 
         :param from_email: the sender; its domain must be registered with Kaleyra.
         :param to: one recipient or a list of them.
@@ -173,19 +159,12 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         :param text_body: the plain-text body.
         :param message_type: Kaleyra's ``type`` of the message (e.g. ``"MKT"``), sent only when given.
         """
-        body = validation.send_body(
-            from_email=from_email,
-            to=to,
-            subject=subject,
-            html_body=html_body,
-            text_body=text_body,
-            message_type=message_type,
-        )
-        endpoint = f"POST {api_facts.send_path(self.config.sid)}"
-        response = self._call("POST", api_facts.send_path(self.config.sid), json_body=body, idempotent=False)
-        entries = _api.data_of(response, endpoint=endpoint)
+        fields = {"from_email": from_email, "to": to, "subject": subject, "html_body": html_body}
+        body = validation.send_body(**fields, text_body=text_body, message_type=message_type)
+        path = api_facts.send_path(self.config.sid)
+        entries = _api.data_of(self._call("POST", path, json_body=body, idempotent=False), endpoint=f"POST {path}")
         found = [entry.get("message_id") if isinstance(entry, Mapping) else None for entry in entries]
-        # An id is a string; anything else (an object that could hold anything the server echoed) is not returned.
+        # Only strings: an object could hold anything the server echoed.
         ids = [_api.scrub(i.strip(), self.config.api_key) for i in found if isinstance(i, str) and i.strip()]
         if len(ids) < len(found):
             self.log.warning(
@@ -193,9 +172,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             )
         if not ids:
             no_id = "the send was accepted but the response carries no message_id"
-            raise KaleyraEmailAPIError(
-                endpoint=endpoint, status_code=HTTPStatus.ACCEPTED, error_code=None, message=no_id
-            )
+            raise KaleyraEmailAPIError(endpoint=f"POST {path}", status_code=202, error_code=None, message=no_id)
         self.log.info("Kaleyra accepted the email to %d recipient(s): %s", len(body["to"]), ", ".join(ids))
         return ids
 
@@ -211,11 +188,10 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         allow_count_mismatch: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """
-        Return every log row matching the filters, exactly once, newest first, across all pages.
+        Return every log row matching the filters, exactly once, newest first: :meth:`iter_log_pages` row by row.
 
-        Arguments are checked now, the rows fetched as you iterate, ``max_concurrency`` pages at a
-        time. The listing always ends; if its answers do not add up it raises
-        :class:`KaleyraEmailAPIError` after the rows (its rules: :mod:`~airflow_provider_kaleyra_email.hooks._paging`).
+        Arguments are checked now, rows fetched as you iterate, ``max_concurrency`` pages at a time. The
+        listing always ends; answers that do not add up raise :class:`KaleyraEmailAPIError` after the rows.
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -227,16 +203,13 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         :param allow_count_mismatch: log a warning instead of failing when the counts do not add
             up, for listings that can legitimately move while read (a status search over a live day).
         """
-        pages = self.iter_log_pages(
-            from_date,
-            to_date,
-            to_mail=to_mail,
-            message_id=message_id,
-            search=search,
-            page_size=page_size,
-            allow_count_mismatch=allow_count_mismatch,
-        )
-        return pages.rows()
+        filters: dict[str, Any] = {
+            "to_mail": to_mail,
+            "message_id": message_id,
+            "search": search,
+            "page_size": page_size,
+        }
+        return self.iter_log_pages(from_date, to_date, **filters, allow_count_mismatch=allow_count_mismatch).rows()
 
     def iter_log_pages(
         self,
@@ -250,10 +223,9 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         allow_count_mismatch: bool = False,
     ) -> Pages:
         """
-        Return the rows of :meth:`iter_logs`, one list per page, and what the listing learned.
+        Return the log rows, one list per page; ``pages.listing`` is what the listing learned (``total`` from page 1).
 
-        ``pages.listing.total`` is the API's count after the first page; ``rows``, ``pages`` and
-        ``duplicates`` tell what the listing did. Closing it ends the listing.
+        Closing it ends the listing. The rules it follows: :mod:`~airflow_provider_kaleyra_email.hooks._paging`.
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -270,9 +242,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         if message_id is not None:
             params.append(("messageId", validation.message_id(message_id)))
         params.extend(("search", term) for term in validation.search_terms(search))
-        label = f"logs {start or '…'}..{end or '…'}"
         path = api_facts.logs_path(self.config.sid)
-        return self._list(label, path, params, page_size, allow_count_mismatch, _api.log_row_keys, concurrent=True)
+        return self._list("logs", start, end, path, params, page_size, allow_count_mismatch, _api.log_row_keys)
 
     def iter_summary_stats(
         self,
@@ -285,8 +256,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         """
         Return one flat row per day, ``{"date": ..., <every metric the API sent>}``, each day once.
 
-        Pages come one after another (no ``total`` to plan with; a year is four requests).
-        :meth:`iter_summary_stats_pages` gives them a page at a time, with what the listing learned.
+        Pages come one after another: there is no ``total`` to plan with, and a year is four requests.
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -315,9 +285,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         :param allow_count_mismatch: as for :meth:`iter_summary_stats`.
         """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
-        label, path = f"summary stats {start or '…'}..{end or '…'}", api_facts.summary_stats_path(self.config.sid)
-        params = _api.date_params(start, end).items()
-        pages = self._list(label, path, params, page_size, allow_count_mismatch, _api.day_keys)
+        path, params = api_facts.summary_stats_path(self.config.sid), list(_api.date_params(start, end).items())
+        pages = self._list("summary stats", start, end, path, params, page_size, allow_count_mismatch, _api.day_keys)
         return pages.map(partial(_api.flatten_day, endpoint=f"GET {path}"))
 
     def test_connection(self) -> tuple[bool, str]:
@@ -336,10 +305,9 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         target = _api.page_target(
             api_facts.summary_stats_path(config.sid), _api.date_params(today, today).items(), 1, 1
         )
-        ok = False
         try:
             self._send_once("GET", target)
-            ok, message = True, f"Connected to {config.base_url} as account {config.sid}, {self.network.describe()}."
+            message = f"Connected to {config.base_url} as account {config.sid}, {self.network.describe()}."
         except KaleyraEmailAPIError as exc:
             message = str(exc)
             if exc.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
@@ -353,37 +321,29 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
                 message = f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
             elif exc.kind == "connection":
                 message = f"Cannot reach {config.base_url}: {exc.description}."
+        ok = message.startswith("Connected")
         if not ok:  # the way there often explains a failure: a proxy, a CA bundle
             message = f"{message.rstrip('.')} (tried {self.network.describe()})."
-        # A misspelled extra (time_zone, regoin) often explains the failure, so every result names it.
-        ignored = config.ignored_extras()
+        ignored = config.ignored_extras()  # a misspelled extra (time_zone) often explains a failure
         return ok, f"{message.rstrip('.')}; {ignored}." if ignored else message
 
     def _list(
         self,
-        label: str,
+        what: str,
+        start: date | None,
+        end: date | None,
         path: str,
-        params: Iterable[tuple[str, str]],
+        params: list[tuple[str, str]],
         page_size: int | None,
         allow_count_mismatch: bool,
-        key_of: Any,
-        *,
-        concurrent: bool = False,
+        key_of: Callable[[list[Any]], list[Any]],
     ) -> Pages:
-        """Return the pages of a listing, ``max_concurrency`` at a time when ``concurrent`` (a ``total`` plans them)."""
+        """Return the pages of a listing; those of logs ``max_concurrency`` at a time (a ``total`` plans them)."""
         size = self.config.page_size if page_size is None else validation.page_size(page_size)
         allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        concurrency = self.config.max_concurrency if concurrent else 1
-        listing = Listing(
-            label=label,
-            endpoint=f"GET {path}",
-            page_size=size,
-            key_of=key_of,
-            log=self.log,
-            lookahead=2 * concurrency,
-            allow_mismatch=allow,
-        )
-        params = tuple(params)
+        concurrency = self.config.max_concurrency if key_of is _api.log_row_keys else 1
+        label = f"{what} {start or '…'}..{end or '…'}"
+        listing = Listing(label, f"GET {path}", size, key_of, self.log, lookahead=2 * concurrency, allow_mismatch=allow)
 
         def fetch(page: int, cancel: threading.Event) -> Page:
             target = _api.page_target(path, params, page, size)
@@ -404,18 +364,18 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
     ) -> Any:
         """Send one request to ``target`` (path and query), retried as worth it; setting ``cancel`` ends the retries."""
         once = partial(self._send_once, method, target, json_body=json_body, page=page)
-        attempts = self._attempts(self.config, f"{method} {target}", idempotent=idempotent)
-        return attempts.call(once, cancel=cancel or threading.Event())
+        return self._attempts(self.config, f"{method} {target}", idempotent).call(
+            once, cancel=cancel or threading.Event()
+        )
 
     def _send_once(self, method: str, target: str, *, json_body: Any = None, page: int | None = None) -> Any:
         """Send one request to ``target``, without retries; return what :func:`interpret_response` reads."""
         body = None if json_body is None else _json_encode(json_body)
         with self._concurrency.slot():
             answer = _http.send(self.http, method, target, body=body, config=self.config, network=self.network)
+        endpoint, api_key = f"{method} {target}", self.config.api_key
         try:
-            read = interpret_response(
-                **answer._asdict(), endpoint=f"{method} {target}", api_key=self.config.api_key, page=page
-            )
+            read = interpret_response(**answer._asdict(), endpoint=endpoint, api_key=api_key, page=page)
         except _api.TransientError as exc:
             if exc.status_code == HTTPStatus.TOO_MANY_REQUESTS:
                 self._concurrency.throttled()

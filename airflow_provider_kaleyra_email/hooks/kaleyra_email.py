@@ -243,7 +243,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             params.append(("messageId", validation.message_id(message_id)))
         params.extend(("search", term) for term in validation.search_terms(search))
         path = api_facts.logs_path(self.config.sid)
-        return self._list("logs", start, end, path, params, page_size, allow_count_mismatch, _api.log_row_keys)
+        keys, concurrency = _api.log_row_keys, self.config.max_concurrency
+        return self._list("logs", start, end, path, params, page_size, allow_count_mismatch, keys, concurrency)
 
     def iter_summary_stats(
         self,
@@ -286,7 +287,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         """
         start, end = validation.date_range(from_date, to_date, tz=self.timezone)
         path, params = api_facts.summary_stats_path(self.config.sid), list(_api.date_params(start, end).items())
-        pages = self._list("summary stats", start, end, path, params, page_size, allow_count_mismatch, _api.day_keys)
+        pages = self._list("summary stats", start, end, path, params, page_size, allow_count_mismatch, _api.day_keys, 1)
         return pages.map(partial(_api.flatten_day, endpoint=f"GET {path}"))
 
     def test_connection(self) -> tuple[bool, str]:
@@ -337,11 +338,11 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         page_size: int | None,
         allow_count_mismatch: bool,
         key_of: Callable[[list[Any]], list[Any]],
+        concurrency: int,
     ) -> Pages:
-        """Return the pages of a listing; those of logs ``max_concurrency`` at a time (a ``total`` plans them)."""
+        """Return the pages of a listing, ``concurrency`` at a time (only a ``total`` can plan them)."""
         size = self.config.page_size if page_size is None else validation.page_size(page_size)
         allow = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        concurrency = self.config.max_concurrency if key_of is _api.log_row_keys else 1
         label = f"{what} {start or '…'}..{end or '…'}"
         listing = Listing(label, f"GET {path}", size, key_of, self.log, lookahead=2 * concurrency, allow_mismatch=allow)
 

@@ -17,7 +17,7 @@ class KaleyraEmailAPIError(AirflowException):
     :param message: Kaleyra's message, or the HTTP reason when the body has none.
     """
 
-    def __init__(self, *, endpoint: str, status_code: int | None, error_code: str | None, message: str):
+    def __init__(self, *, endpoint: str, message: str, status_code: int | None = None, error_code: str | None = None):
         self.endpoint = endpoint
         # AirflowException's status_code is an HTTPStatus for its REST API; here it is Kaleyra's, maybe absent.
         self.status_code = status_code  # type: ignore[assignment]

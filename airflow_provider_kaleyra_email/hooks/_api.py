@@ -45,17 +45,15 @@ def page_target(path: str, params: Iterable[tuple[str, str]], page: int, limit: 
 
 
 def date_params(start: date | None, end: date | None) -> dict[str, str]:
-    dates = {"start_date": start, "end_date": end}
-    return {name: day.isoformat() for name, day in dates.items() if day is not None}
+    return {name: day.isoformat() for name, day in (("start_date", start), ("end_date", end)) if day is not None}
 
 
 def error_detail(body: Any, reason: str | None = None) -> tuple[str | None, str] | None:
     """
     Return Kaleyra's ``(error code, message)`` in a body; ``None`` when there is none, unless ``reason`` is given.
 
-    The API page never shows a failure, so we accept the shapes of Kaleyra's other v1 APIs:
-    ``{"error": {"code", "message"}}``, a top-level ``code``/``message``, or an ``error`` object
-    mapping a field to its message. A failed status falls back on its ``reason`` phrase.
+    The API page shows no failure, so we take the shapes of Kaleyra's other v1 APIs: ``{"error": {"code",
+    "message"}}``, a top-level ``code``/``message``, or an ``error`` object mapping a field to its message.
     """
     code = message = None
     if isinstance(body, Mapping):
@@ -88,14 +86,11 @@ def interpret_response(
     page: int | None = None,
 ) -> Any:
     """
-    Return the decoded body of a response that succeeded, or raise what its failure means.
+    Return the decoded body of a response that succeeded (a listing's ``page`` as a :class:`Page`), or raise.
 
-    A pure function of the response, so both hooks read Kaleyra the same way: 429 (with its
-    ``Retry-After``), 5xx and an unreadable body raise ``TransientError`` (worth another try); a
-    redirect, another 4xx and an HTTP 200 whose ``error`` object is not empty raise
-    :class:`KaleyraEmailAPIError`, naming ``endpoint`` (method and path, never the key). Every
-    text taken from the response is scrubbed of ``api_key``. For a listing's ``page``, return that
-    :class:`Page`.
+    Both hooks read Kaleyra through it: 429, 5xx and an unreadable body raise ``TransientError``; a
+    redirect, another 4xx and a 200 with an ``error`` raise :class:`KaleyraEmailAPIError`. Every text
+    taken from the response is scrubbed of ``api_key``.
     """
     if status == HTTPStatus.TOO_MANY_REQUESTS:
         retry_after = _retry_after_seconds(headers.get("Retry-After"))
@@ -104,7 +99,7 @@ def interpret_response(
     if HTTPStatus.MULTIPLE_CHOICES <= status < HTTPStatus.BAD_REQUEST:
         location = scrub(headers.get("Location", ""), api_key)
         message = f"redirect to {location!r} not followed: the API key is only sent to the configured host"
-        raise KaleyraEmailAPIError(endpoint=endpoint, status_code=status, error_code=None, message=message)
+        raise KaleyraEmailAPIError(endpoint=endpoint, status_code=status, message=message)
     try:
         body = _json_decoder.decode(content)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: JSON nested too deep
@@ -140,7 +135,7 @@ def data_of(body: Any, *, endpoint: str, page: int | None = None, api_key: str |
     else:
         return data or []
     message = f"{'unexpected body' if page is None else f'page {page}'}: {problem}"
-    raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=message)
+    raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, message=message)
 
 
 def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str, Any]:
@@ -148,9 +143,7 @@ def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str,
     messages = data_of(body, endpoint=endpoint)
     if not messages or not isinstance(messages[0], Mapping):
         unknown = f"no message with id {message_id!r} in the response"
-        raise KaleyraEmailAPIError(
-            endpoint=endpoint, status_code=HTTPStatus.NOT_FOUND, error_code=None, message=unknown
-        )
+        raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.NOT_FOUND, message=unknown)
     message = dict(messages[0])
     answered, recipients = _text(message.get("message_id")), message.get("recipients")
     if answered is not None and answered != message_id:  # another message's statuses would judge this one
@@ -160,7 +153,7 @@ def message_from_body(body: Any, *, message_id: str, endpoint: str) -> dict[str,
     else:
         message["recipients"] = recipients or []
         return message
-    raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=problem)
+    raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, message=problem)
 
 
 def page_of(body: Any, *, number: int, endpoint: str, api_key: str | None = None) -> Page:
@@ -191,14 +184,14 @@ def flatten_day(day: Mapping[str, Any], *, endpoint: str) -> dict[str, Any]:
     """
     Turn one ``stats`` day into a flat row ``{"date": ..., <metric>: <value>, ...}``, every metric kept.
 
-    The API page shows one ``stats`` entry; the numeric metrics of several are added up. A day
-    whose ``stats`` is not a list is an error: its metrics would be lost in silence.
+    The numeric metrics of several ``stats`` entries are added up; a ``stats`` that is not a list is
+    an error, as its metrics would be lost in silence.
     """
     row: dict[str, Any] = {"date": day.get("date")}
     stats = day.get("stats")
     if stats is not None and not isinstance(stats, list):
         problem = f"day {_preview(repr(row['date']), 40)}: 'stats' is {type(stats).__name__}, not a list"
-        raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, error_code=None, message=problem)
+        raise KaleyraEmailAPIError(endpoint=endpoint, status_code=HTTPStatus.OK, message=problem)
     for entry in stats or []:
         metrics = entry.get("metrics") if isinstance(entry, Mapping) else None
         if not isinstance(metrics, Mapping):
@@ -280,7 +273,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 @dataclass(eq=False)
 class TransientError(Exception):
-    """A failure worth retrying. It never leaves the hook: the caller sees what tenacity made of it."""
+    """A failure worth retrying; it never leaves the hook, whose caller sees what the retries made of it."""
 
     description: str
     _: KW_ONLY
@@ -299,12 +292,10 @@ class TransientError(Exception):
 @dataclass(kw_only=True)
 class Attempts:
     """
-    The one retry policy of both hooks, for one request: tenacity's ``Retrying`` or ``AsyncRetrying`` over it.
+    The retry policy of both hooks for one request, over tenacity's ``Retrying`` or ``AsyncRetrying``.
 
-    429 waits its ``Retry-After``; other transient failures back off with full jitter (so workers
-    that failed together do not come back together). A request that is not ``idempotent`` (a
-    send) is repeated only when the server cannot have acted on it. What the caller sees when
-    retries run out lists what each attempt got.
+    429 waits its ``Retry-After``; other transient failures back off with full jitter. A request that
+    is not ``idempotent`` (a send) is repeated only when the server cannot have acted on it.
     """
 
     endpoint: str
@@ -313,7 +304,6 @@ class Attempts:
     wait_initial: float
     wait_max: float
     log: Log
-    #: What each attempt that was retried got.
     tries: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 

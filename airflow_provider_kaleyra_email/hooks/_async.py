@@ -22,11 +22,9 @@ if TYPE_CHECKING:
 
 class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
     """
-    The async counterpart of :class:`KaleyraEmailHook`, for triggers, over an ``httpx`` client shared per connection.
+    Talk to the Kaleyra Email API from triggers, as :class:`KaleyraEmailHook` does, over a shared ``httpx`` client.
 
-    It reads the connection without a blocking call on the event loop, and answers and retries as
-    the sync hook does, but makes one attempt by default: its callers, triggers, poll again
-    anyway, and a poll must stay within one ``timeout``.
+    It makes one attempt by default: triggers poll again anyway, and a poll must stay within one ``timeout``.
 
     :param kaleyra_email_conn_id: connection with the SID in ``login`` and the API key in ``password``.
     :param timeout: seconds a whole response may take (default: connection extra, else 30).
@@ -74,7 +72,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
 
     async def get_message_stats(self, message_id: str) -> dict[str, Any]:
         """
-        One message with its ``recipients``, as :meth:`KaleyraEmailHook.get_message_stats` returns it.
+        Return one message with its ``recipients``, as :meth:`KaleyraEmailHook.get_message_stats` does.
 
         :param message_id: the id Kaleyra gave the message (``<uuid>:<n>``).
         :raises KaleyraEmailAPIError: with ``status_code`` 404 when Kaleyra does not know the id.
@@ -88,12 +86,10 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
 
     async def iter_log_rows(self, from_date: date, to_date: date, *, search: Sequence[str] = ()) -> AsyncIterator[Page]:
         """
-        Yield the log rows of an account-local day range, page by page, in order, each row once.
+        Yield the log rows of an account-local day range, page after page, each row once, without a final count check.
 
-        For watchers and campaign waits, which read small, recent listings often: one page after
-        another, by the rules of the sync listings (:class:`~airflow_provider_kaleyra_email.hooks._paging.Listing`),
-        without their final count check. Each :class:`Page` holds the rows not seen before and
-        the ``total`` its answer gave, so a caller knows the listing's size from the first page.
+        Each :class:`Page` holds the rows not seen before and the ``total`` its answer gave, so a
+        caller knows the listing's size from the first page.
 
         :param from_date: first day (inclusive) in the account's time zone.
         :param to_date: last day (inclusive) in the account's time zone.
@@ -119,7 +115,7 @@ class KaleyraEmailAsyncHook(_KaleyraEmailBaseHook):
 
     def scrub(self, text: str) -> str:
         """
-        Return ``text`` without the API key, should anything ever have echoed it.
+        Return ``text`` without the API key, should anything have echoed it.
 
         :param text: what to scrub, e.g. an error message built from an answer.
         """

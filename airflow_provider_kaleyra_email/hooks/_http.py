@@ -107,12 +107,10 @@ def send(
     network: Network,
 ) -> Answer:
     """
-    Send one request to ``target`` (path and query) and read its whole answer.
+    Send one request to ``target`` (path and query) and read its whole answer, the body by ``config.timeout``.
 
-    Each read of the status line and headers waits at most ``config.timeout``; the body is read
-    in chunks until ``config.timeout`` after the request began, so a body that trickles fails at
-    the timeout plus one read. Failures worth retrying raise ``TransientError``; those that no
-    retry mends (TLS, the proxy) :class:`KaleyraEmailAPIError`.
+    Failures worth retrying raise ``TransientError``; those no retry mends (TLS, the proxy) raise
+    :class:`KaleyraEmailAPIError`.
     """
     endpoint = f"{method} {target}"
     deadline = time.monotonic() + config.timeout
@@ -155,7 +153,7 @@ class Body:
         codings = [coding for coding in headers.get("Content-Encoding", "").split(",") if coding.strip()]
         if len(codings) > 1:  # each layer may multiply the size, decoded whole before it is counted (httpx)
             message = f"the body is encoded {len(codings)} times over (Content-Encoding), as no API answer is; not read"
-            raise KaleyraEmailAPIError(endpoint=self.endpoint, status_code=None, error_code=None, message=message)
+            raise KaleyraEmailAPIError(endpoint=self.endpoint, message=message)
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -180,7 +178,7 @@ class Body:
                 f"the response body is {more}{size:,} bytes, over the limit of {self.limit:,} (max_response_bytes); "
                 "no page of this API is that large, so it was not read"
             )
-            raise KaleyraEmailAPIError(endpoint=self.endpoint, status_code=None, error_code=None, message=message)
+            raise KaleyraEmailAPIError(endpoint=self.endpoint, message=message)
 
 
 def exchange_failure(
@@ -213,14 +211,11 @@ class AdaptiveConcurrency:
     """
     Requests in flight: as many as are worth it, within a limit halved on HTTP 429 and raised after ``limit`` successes.
 
-    Shared by a hook's requests. The limit is additive increase, multiplicative decrease, as TCP
-    does. Worth it: ``ceil(wait / cpu) + 1``, from the least a recent answer was waited for and took
-    of our CPU, enough to keep the CPU busy through a wait: the limit at Kaleyra's 20 ms and more,
-    one where an answer costs more CPU than waiting for it (more would only fight over the GIL:
-    200,000 rows at 0 ms to JSON Lines, 3.7 s with 16 in flight, 3.0 s with one).
+    Worth it is ``ceil(wait / cpu) + 1`` from the least wait and CPU of recent answers: the limit at 20 ms
+    and more, one where an answer costs more CPU than waiting for it (more would fight over the GIL).
     """
 
-    #: Several requests in flight see the same 429 burst; count it once per this many seconds.
+    #: Requests in flight see the same 429 burst: it counts once per this many seconds.
     COOLDOWN_SECONDS = 1.0
 
     def __init__(self, maximum: int, *, log: Log | None = None):
@@ -276,12 +271,10 @@ class AdaptiveConcurrency:
 
 class SharedClient:
     """
-    What every async hook on one connection shares within one event loop (a triggerer's).
+    What every async hook on one connection shares within one event loop: a thousand triggers cost one client.
 
-    One connection lookup, one ``httpx.AsyncClient`` (one TLS context, a pool of at most
-    ``max_concurrency`` connections), at most ``max_concurrency`` requests in flight, and after a
-    429 a pause of its ``Retry-After`` for every request on the connection: a thousand waiting
-    triggers cost one client. The last hook to leave closes it.
+    One connection lookup, one ``httpx.AsyncClient``, at most ``max_concurrency`` requests in flight,
+    and after a 429 a pause of its ``Retry-After`` for them all. The last hook to leave closes it.
     """
 
     _registry: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, SharedClient]]] = (
@@ -374,9 +367,7 @@ async def within(seconds: float, awaitable: Awaitable[R]) -> R:
     """
     Return ``await awaitable``, or raise ``TimeoutError`` after ``seconds``; a cancellation always goes through.
 
-    ``asyncio.wait_for`` before Python 3.12 can return a result that raced with a cancellation and
-    drop the cancellation (a triggerer cancelling a thousand triggers at once met it): ``asyncio.wait``
-    does not catch it.
+    ``asyncio.wait_for`` before Python 3.12 can drop a cancellation that raced with a result.
     """
     task = asyncio.ensure_future(awaitable)
     try:

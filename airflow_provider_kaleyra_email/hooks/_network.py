@@ -1,11 +1,8 @@
 """
-The network settings both hooks apply, and the network failures that retrying cannot mend.
+The network settings both hooks apply, resolved once per connection, and the failures no retry mends.
 
-Read from the connection first (the extras ``proxies``, ``verify``, ``cert``, ``trust_env``,
-shaped as ``HttpHook``'s), then, unless ``trust_env`` is false, from the environment as requests
-reads it (``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``),
-else certifi's bundle. ``~/.netrc`` is never read. Resolved once per connection, so the sync
-hook (requests) and the async hook (httpx) cannot disagree.
+The connection's extras come first, then, unless ``trust_env`` is false, the environment as requests
+reads it, else certifi's bundle. ``~/.netrc`` is never read.
 """
 
 from __future__ import annotations
@@ -41,7 +38,6 @@ class Network:
     Where requests go and how TLS is checked, with where each setting came from (for messages).
 
     :param proxy: the proxy URL, credentials included (kept out of ``repr``), or ``None``.
-    :param proxy_from: where it came from: ``connection extra proxies`` or an environment variable.
     :param verify: ``True`` (``verify_from`` names the bundle), ``False``, or a CA bundle path.
     :param cert: the client certificate: a PEM with its key, or ``(cert, key)``.
     """
@@ -134,7 +130,7 @@ class Network:
             )
         if message is None:
             return None
-        return KaleyraEmailAPIError(endpoint=endpoint, status_code=None, error_code=None, message=message)
+        return KaleyraEmailAPIError(endpoint=endpoint, message=message)
 
     def proxy_refused(self, endpoint: str) -> KaleyraEmailAPIError:
         """Return the error of a proxy's HTTP 407: its credentials are wrong or missing."""
@@ -142,7 +138,7 @@ class Network:
             f"the proxy {self.proxy_address} ({self.proxy_from}) refused the request (HTTP 407 Proxy "
             f"Authentication Required); check the user and password in {self.proxy_from}"
         )
-        return KaleyraEmailAPIError(endpoint=endpoint, status_code=407, error_code=None, message=message)
+        return KaleyraEmailAPIError(endpoint=endpoint, status_code=407, message=message)
 
     def _trust(self) -> str:
         if self.verify is False:

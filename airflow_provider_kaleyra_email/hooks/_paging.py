@@ -328,7 +328,7 @@ class Listing:
             f"{self._describe()}. If this listing can legitimately move while it is read (a status search "
             "over a live day), set allow_count_mismatch=True to log a warning instead."
         )
-        return KaleyraEmailAPIError(endpoint=self.endpoint, status_code=HTTPStatus.OK, error_code=None, message=message)
+        return KaleyraEmailAPIError(endpoint=self.endpoint, status_code=HTTPStatus.OK, message=message)
 
     def report(self) -> None:
         """Log rows and pages so far (of the total, when there is one), rows per second and an ETA."""

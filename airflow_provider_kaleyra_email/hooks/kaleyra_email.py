@@ -172,7 +172,7 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
             )
         if not ids:
             no_id = "the send was accepted but the response carries no message_id"
-            raise KaleyraEmailAPIError(endpoint=f"POST {path}", status_code=202, error_code=None, message=no_id)
+            raise KaleyraEmailAPIError(endpoint=f"POST {path}", status_code=202, message=no_id)
         self.log.info("Kaleyra accepted the email to %d recipient(s): %s", len(body["to"]), ", ".join(ids))
         return ids
 

@@ -5,8 +5,7 @@ Rows stream from the hook, never all in memory nor spooled to disk, into a hidde
 beside the destination, moved into place only when complete (an atomic rename on a local file
 system, an atomic copy on object stores): readers never see a partial object, and a rerun replaces
 it whole. A killed writer leaves its temporary object behind; on a local file system the next
-successful write of the same object removes it (on object stores nothing is left: the object is
-uploaded only when it is complete).
+successful write of the same object removes it (object stores upload an object only when complete).
 
 JSON Lines holds the rows as the API sent them. CSV and Parquet have a fixed schema, the same every
 day: the documented fields, then ``extra``, the JSON of the row's other fields. A value that does
@@ -30,7 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
-from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, Asset, ObjectStoragePath
+from airflow.providers.common.compat.sdk import AirflowOptionalProviderFeatureException, ObjectStoragePath
 from airflow.providers.common.compat.sdk import io as airflow_io  # type: ignore[attr-defined]
 
 if TYPE_CHECKING:
@@ -75,6 +74,17 @@ class OutputFormat(str, Enum):
             raise ValueError(f"output_format={value!r} is not an output format; use one of {known}.") from None
 
 
+@dataclass
+class Written:
+    """An object written: its URL and size; rows, columns (name: type, or None untyped) and values kept in ``extra``."""
+
+    url: str
+    bytes: int = 0
+    rows: int | None = None
+    columns: dict[str, str | None] = field(default_factory=dict)
+    misfits: dict[str, int] = field(default_factory=dict)
+
+
 def require_parquet_support() -> None:
     """Fail early, before any request, when Parquet is asked for and pyarrow is missing."""
     try:
@@ -85,15 +95,6 @@ def require_parquet_support() -> None:
             "output_format='parquet' needs pyarrow, which is not installed: "
             "pip install 'airflow-provider-kaleyra-email[parquet]'."
         ) from None
-
-
-@dataclass
-class WriteResult:
-    """What a write did: rows and bytes written, and per column the values kept in ``extra`` instead."""
-
-    rows: int = 0
-    bytes: int = 0
-    misfits: dict[str, int] = field(default_factory=dict)
 
 
 def url_of(path: ObjectStoragePath) -> str:
@@ -108,8 +109,7 @@ def object_path(
     """
     Return ``output_path``, a URL naming an object (not a folder), as an ``ObjectStoragePath``.
 
-    ``{from_date}`` and ``{to_date}`` in the URL become the days exported.
-
+    :param output_path: the URL; ``{from_date}`` and ``{to_date}`` in it become the days exported.
     :param example: an object name for messages, e.g. ``"{from_date}.jsonl"``.
     """
     if isinstance(output_path, ObjectStoragePath):
@@ -143,32 +143,9 @@ def object_path(
     return path
 
 
-def attach_to_outlets(outlets: Iterable[Any], context: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
-    """Put the summary of what was written on each ``Asset`` outlet's event, for data-aware DAGs."""
-    outlet_events = context.get("outlet_events")
-    for outlet in outlets:
-        if isinstance(outlet, Asset) and outlet_events is not None:
-            outlet_events[outlet].extra.update(summary)
-
-
 def temporary_for(destination: ObjectStoragePath) -> ObjectStoragePath:
     """Return a new hidden temporary object beside ``destination``, to write before moving it into place."""
     return destination.parent / f".{destination.name}.{uuid.uuid4().hex}.tmp"
-
-
-def remove_stale_temporaries(destination: ObjectStoragePath, since: float) -> None:
-    """
-    On a local file system, remove the temporaries of ``destination`` nobody wrote to after ``since``.
-
-    A killed writer's temporary stays where it was; one still being written to is another writer's.
-    """
-    if destination.protocol not in ("file", "local"):
-        return
-    own = re.compile(rf"\.{re.escape(destination.name)}\.[0-9a-f]{{32}}\.tmp")
-    for sibling in destination.parent.iterdir():
-        with contextlib.suppress(OSError):
-            if own.fullmatch(sibling.name) and sibling.stat().st_mtime < since:
-                sibling.unlink()
 
 
 def remove_quietly(path: ObjectStoragePath) -> None:
@@ -190,13 +167,20 @@ def open_atomic(destination: ObjectStoragePath, temporary: ObjectStoragePath | N
     except BaseException:
         remove_quietly(temporary)
         raise
-    remove_stale_temporaries(destination, started)
+    if destination.protocol in ("file", "local"):
+        # A killed writer's temporary: one nobody wrote to since we started (a live one is another writer's).
+        own = re.compile(rf"\.{re.escape(destination.name)}\.[0-9a-f]{{32}}\.tmp")
+        for sibling in destination.parent.iterdir():
+            with contextlib.suppress(OSError):
+                if own.fullmatch(sibling.name) and sibling.stat().st_mtime < started:
+                    sibling.unlink()
 
 
-def write_bytes(destination: ObjectStoragePath, data: bytes) -> None:
+def write_bytes(destination: ObjectStoragePath, data: bytes) -> Written:
     """Write ``data`` to ``destination`` atomically."""
     with open_atomic(destination) as stream:
         stream.write(data)
+    return Written(url_of(destination), len(data))
 
 
 def write_rows(
@@ -206,20 +190,21 @@ def write_rows(
     known_fields: Mapping[str, str],
     *,
     temporary: ObjectStoragePath | None = None,
-) -> WriteResult:
+) -> Written:
     """
     Stream ``rows`` into ``destination`` in ``output_format``, all or nothing.
 
+    :param rows: the rows, as the API sent them.
+    :param destination: the object to write.
+    :param output_format: the format to write.
     :param known_fields: the documented fields and their Parquet types: the columns before ``extra``.
     :param temporary: the hidden temporary object to write first (default: ``temporary_for(destination)``).
     """
-    rows = iter(rows)
-    batches = iter(lambda: list(itertools.islice(rows, BATCH_ROWS)), [])
+    written = Written(url_of(destination))
     with open_atomic(destination, temporary) as stream:
-        writer = {OutputFormat.JSONL: _write_jsonl, OutputFormat.CSV: _write_csv}.get(output_format, _write_parquet)
-        result = writer(batches, stream, known_fields)
-    result.bytes = stream.bytes
-    return result
+        _WRITERS[output_format](_batches(iter(rows), written), stream, known_fields, written)
+    written.bytes = stream.bytes
+    return written
 
 
 class _Counting(io.RawIOBase):
@@ -240,47 +225,49 @@ class _Counting(io.RawIOBase):
         return len(data)
 
 
-def _write_jsonl(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str]) -> WriteResult:
-    """JSON Lines: each row one JSON object, every field the API sent kept."""
-    result = WriteResult()
+def _batches(rows: Iterator[Mapping[str, Any]], written: Written) -> Iterator[list[Any]]:
+    """Yield ``rows`` in lists of ``BATCH_ROWS``, counted in ``written``."""
+    written.rows = 0
+    while batch := list(itertools.islice(rows, BATCH_ROWS)):
+        yield batch
+        written.rows += len(batch)
+
+
+def _write_jsonl(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str], written: Written) -> None:
     for batch in batches:
         stream.write(_encoder.encode_lines(batch))
-        result.rows += len(batch)
-    return result
 
 
-def _write_csv(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str]) -> WriteResult:
-    """Write the header, then the rows as they come; CSV is text, so every value fits."""
+def _write_csv(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str], written: Written) -> None:
+    written.columns = dict.fromkeys([*known, EXTRA_COLUMN])
     names, documented = list(known), frozenset(known)
-    result = WriteResult()
     with io.TextIOWrapper(stream, encoding="utf-8", newline="") as text:  # type: ignore[type-var]
         writer = csv.writer(text, lineterminator="\n")
-        writer.writerow([*names, EXTRA_COLUMN])
+        writer.writerow(written.columns)
         for batch in batches:
             writer.writerows([*(_text(row.get(name)) for name in names), _extra(row, documented)] for row in batch)
-            result.rows += len(batch)
-    return result
 
 
-def _write_parquet(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str]) -> WriteResult:
-    """One writer with the fixed schema; rows become Arrow columns a batch at a time, written a row group at a time."""
+def _write_parquet(batches: Iterable[list[Any]], stream: _Counting, known: Mapping[str, str], written: Written) -> None:
+    """Write rows as Arrow columns a batch at a time, a row group at a time, in the fixed schema."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([*((name, getattr(pa, kind)()) for name, kind in known.items()), (EXTRA_COLUMN, pa.string())])
-    result = WriteResult()
+    written.columns = {column.name: str(column.type) for column in schema}
     pending = schema.empty_table()  # the row group being built
     with pq.ParquetWriter(stream, schema, compression="zstd") as writer:
         for batch in batches:
-            table = pa.Table.from_batches([_record_batch(batch, schema, known, result.misfits)])
+            table = pa.Table.from_batches([_record_batch(batch, schema, known, written.misfits)])
             pending = pa.concat_tables([pending, table])
-            result.rows += len(batch)
             while pending.num_rows >= PARQUET_ROW_GROUP_ROWS:
                 writer.write_table(pending.slice(0, PARQUET_ROW_GROUP_ROWS))
                 pending = pending.slice(PARQUET_ROW_GROUP_ROWS)
         if pending.num_rows:
             writer.write_table(pending)
-    return result
+
+
+_WRITERS = {OutputFormat.JSONL: _write_jsonl, OutputFormat.CSV: _write_csv, OutputFormat.PARQUET: _write_parquet}
 
 
 def _text(value: Any) -> str | None:
@@ -331,10 +318,9 @@ def _record_batch(
 
 def _number(value: Any, kind: str) -> int | float | None:
     """
-    Return ``value`` exactly as an ``int64`` or a ``float64``, or None when it is not one.
+    Return ``value`` exactly as an ``int64`` or a ``float64``; None for a bool, a fraction for an integer, out of range.
 
-    Not one: a bool, a fraction for an integer, out of range (float64 holds every integer only up
-    to 2**53), not a number. A string that spells a JSON number (the API has sent some) is that number.
+    float64 holds every integer only up to 2**53. A string that spells a JSON number (the API sent some) is that number.
     """
     if isinstance(value, str):
         with contextlib.suppress(msgspec.DecodeError):

@@ -22,7 +22,7 @@ from openlineage.client.generated.base import Dataset, OutputDataset
 from openlineage.client.generated.output_statistics_output_dataset import OutputStatisticsOutputDatasetFacet
 from openlineage.client.generated.schema_dataset import SchemaDatasetFacet, SchemaDatasetFacetFields
 
-from airflow_provider_kaleyra_email.lineage import endpoint_name, object_name
+from airflow_provider_kaleyra_email.lineage import dataset_name
 from airflow_provider_kaleyra_email.operators.kaleyra_email import (
     KaleyraEmailDeliverabilityReportOperator,
     KaleyraEmailFetchLogsOperator,
@@ -52,22 +52,36 @@ DAILY_NOV_2 = {
     ],
 )  # fmt: skip
 def test_an_object_is_named_by_openlineage_s_rules(url, namespace, name):
-    assert object_name(url) == (namespace, name)
+    assert dataset_name(url) == (namespace, name)
 
 
 @pytest.mark.parametrize(
-    ("base_url", "namespace", "name"),
+    ("url", "namespace", "name"),
     [
-        ("https://api.kaleyra.io", "https://api.kaleyra.io", "/v1/HX1/email/logs"),
-        ("https://API.EU.Kaleyra.io/", "https://api.eu.kaleyra.io", "/v1/HX1/email/logs"),
-        ("http://127.0.0.1:8080", "http://127.0.0.1:8080", "/v1/HX1/email/logs"),
-        ("http://[::1]:9000", "http://[::1]:9000", "/v1/HX1/email/logs"),
+        ("https://api.kaleyra.io/v1/HX1/email/logs", "https://api.kaleyra.io", "/v1/HX1/email/logs"),
+        ("https://API.EU.Kaleyra.io/v1/HX1/email/logs", "https://api.eu.kaleyra.io", "/v1/HX1/email/logs"),
+        ("http://127.0.0.1:8080/v1/HX1/email/logs", "http://127.0.0.1:8080", "/v1/HX1/email/logs"),
+        ("http://[::1]:9000/v1/HX1/email/logs", "http://[::1]:9000", "/v1/HX1/email/logs"),
         # A gateway with a path and credentials in the URL: the path stays, the credentials never show.
-        ("https://user:secret@gateway.example.com:8443/kaleyra/", "https://gateway.example.com:8443", "/kaleyra/v1/HX1/email/logs"),
+        ("https://user:secret@gateway.example.com:8443/kaleyra/v1/HX1/email/logs", "https://gateway.example.com:8443", "/kaleyra/v1/HX1/email/logs"),
     ],
 )  # fmt: skip
-def test_an_endpoint_is_named_by_its_base_url_s_host_and_its_path(base_url, namespace, name):
-    assert endpoint_name(base_url, "/v1/HX1/email/logs") == (namespace, name)
+def test_an_endpoint_is_named_by_its_host_and_its_path(url, namespace, name):
+    assert dataset_name(url) == (namespace, name)
+
+
+@pytest.mark.parametrize(
+    ("host", "namespace", "name"),
+    [
+        ("https://API.EU.Kaleyra.io/", "https://api.eu.kaleyra.io", "/v1/HX1/email/logs"),
+        ("https://gateway.example.com:8443/kaleyra/", "https://gateway.example.com:8443", "/kaleyra/v1/HX1/email/logs"),
+    ],
+)
+def test_the_endpoint_read_is_named_from_the_connection_s_host(monkeypatch, host, namespace, name):
+    connection = {"conn_type": "kaleyra_email", "host": host, "login": "HX1", "password": "key"}
+    monkeypatch.setenv("AIRFLOW_CONN_KALEYRA_EMAIL_DEFAULT", json.dumps(connection))
+    (read,) = KaleyraEmailFetchLogsOperator(task_id="logs").get_openlineage_facets_on_start().inputs
+    assert (read.namespace, read.name) == (namespace, name)
 
 
 def endpoint(emulator, path: str) -> Dataset:

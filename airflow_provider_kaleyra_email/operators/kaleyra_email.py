@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -12,33 +13,21 @@ from airflow.providers.common.compat.sdk import (
     AirflowFailException,
     AirflowOptionalProviderFeatureException,
     AirflowSkipException,
+    Asset,
     BaseOperator,
-    ObjectStoragePath,
 )
 
-from airflow_provider_kaleyra_email import api_facts, intervals, lineage, validation
+from airflow_provider_kaleyra_email import api_facts, intervals, lineage, output, validation
 from airflow_provider_kaleyra_email.delivery import MessageStatus
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
-from airflow_provider_kaleyra_email.output import (
-    EXTRA_COLUMN,
-    LOG_FIELDS,
-    SUMMARY_FIELDS,
-    OutputFormat,
-    attach_to_outlets,
-    object_path,
-    remove_quietly,
-    require_parquet_support,
-    temporary_for,
-    url_of,
-    write_bytes,
-    write_rows,
-)
+from airflow_provider_kaleyra_email.output import LOG_FIELDS, SUMMARY_FIELDS, OutputFormat
 from airflow_provider_kaleyra_email.report import FAILURE_STATUSES, FailureTally, build_report, main_chart, render_html
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-    from datetime import date
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from datetime import date, tzinfo
 
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
     from airflow.sdk import Context
 
     from airflow_provider_kaleyra_email.hooks.kaleyra_email import Pages
@@ -56,55 +45,22 @@ class _KaleyraEmailOperator(BaseOperator):
 
     ui_color = "#e8f1fb"
     page_size: int | None = None
-    #: The API endpoints the operator reads, by account SID, for lineage.
-    endpoints_read: ClassVar[tuple[Callable[[str], str], ...]] = ()
 
     def __init__(self, *, kaleyra_email_conn_id: str = KaleyraEmailHook.default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        self._written: list[lineage.Written] = []  # for lineage, once written
-
-    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Return what was read and written, for OpenLineage (which asks this of a failed run too)."""
-        try:
-            config = self.hook.config
-        except (ValueError, AirflowException):  # a connection the task could not use either
-            read = []
-        else:
-            read = [lineage.endpoint_name(config.base_url, path(config.sid)) for path in self.endpoints_read]
-        return lineage.operator_lineage(read, self._written)
-
-    def get_openlineage_facets_on_start(self) -> Any:
-        """Return the endpoints about to be read, for OpenLineage's start event."""
-        return self.get_openlineage_facets_on_complete(None)
 
     @cached_property
     def hook(self) -> KaleyraEmailHook:
         return KaleyraEmailHook(self.kaleyra_email_conn_id, page_size=self.page_size)
 
-    def _complete(self, to_date: date | None) -> bool:
-        """Return whether every day up to ``to_date`` is over in the account's time zone; warn when one is not."""
-        tz = self.hook.timezone
-        today = intervals.today(tz)
-        if to_date is not None and to_date < today:
-            return True
-        self.log.warning(
-            "to_date=%s reaches into %s, which is not over yet in the account's time zone (%s): the data holds it "
-            "as far as it has gone, and the summary says complete: false. Export it again once the day is over.",
-            to_date or "(open)",
-            today,
-            tz,
-        )
-        return False
 
-
-class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
-    """What the two fetch operators share: which days, and where the rows go."""
+class _KaleyraEmailExportOperator(_KaleyraEmailOperator):
+    """An operator that reads days of the account and writes what it read: which days, where, and the lineage."""
 
     template_fields: Sequence[str] = ("from_date", "to_date", "output_path", "output_conn_id", "kaleyra_email_conn_id")
-    #: The CSV and Parquet columns before ``extra``, with their Parquet types.
-    known_fields: ClassVar[Mapping[str, str]]
-    row_noun: ClassVar[str]  # singular
+    #: The API endpoints the operator reads, by account SID, for lineage.
+    endpoints_read: ClassVar[tuple[Callable[[str], str], ...]]
 
     def __init__(
         self,
@@ -113,6 +69,93 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
         to_date: str | date | None = None,
         output_path: str | ObjectStoragePath | None = None,
         output_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.from_date = from_date
+        self.to_date = to_date
+        self.output_path = output_path
+        self.output_conn_id = output_conn_id
+        self._written: list[output.Written] = []  # for lineage, once written
+        self._temporary: ObjectStoragePath | None = None  # the hidden object being written
+        self._killed = False
+
+    def on_kill(self) -> None:
+        """Remove the hidden temporary object being written; Airflow 3 lets the task run on, so stop reading too."""
+        self._killed = True
+        if self._temporary is not None:
+            output.remove_quietly(self._temporary)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Return what was read and written, for OpenLineage (which asks this of a failed run too)."""
+        try:
+            config = self.hook.config
+        except (ValueError, AirflowException):  # a connection the task could not use either
+            read = []
+        else:
+            read = [config.base_url + path(config.sid) for path in self.endpoints_read]
+        return lineage.operator_lineage(read, self._written)
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """Return the endpoints about to be read, for OpenLineage's start event."""
+        return self.get_openlineage_facets_on_complete(None)
+
+    def _days(self, context: Context, tz: tzinfo, first: date | None, last: date | None) -> tuple[Any, Any]:
+        """Return the days to read: ``first``..``last`` where given, this operator's defaults where not."""
+        raise NotImplementedError
+
+    def _start(self, context: Context) -> tuple[Any, Any, bool]:  # the report's days are never open
+        """Return the days to read and whether every one is over in the account's time zone; warn when one is not."""
+        self._written = []
+        tz = self.hook.timezone
+        first, last = self._days(
+            context, tz, *validation.date_range(_given(self.from_date), _given(self.to_date), tz=tz)
+        )
+        today = intervals.today(tz)
+        complete = last is not None and last < today
+        if not complete:
+            self.log.warning(
+                "to_date=%s reaches into %s, which is not over yet in the account's time zone (%s): the data holds "
+                "it as far as it has gone, and the summary says complete: false. Export it again once the day is over.",
+                last or "(open)",
+                today,
+                tz,
+            )
+        self.log.info("This run reads %s..%s in the account's time zone (%s).", first or "…", last or "…", tz)
+        return first, last, complete
+
+    def _object(self, first: date | None, last: date | None, example: str) -> ObjectStoragePath:
+        return output.object_path(
+            self.output_path, conn_id=self.output_conn_id, from_date=first, to_date=last, example=example
+        )
+
+    def _rows(self, pages: Pages) -> Iterator[dict[str, Any]]:
+        with contextlib.closing(pages):
+            for page in pages:
+                if self._killed:
+                    raise AirflowException(f"{type(self).__name__} was killed mid-write; output_path is unchanged.")
+                yield from page
+
+    def _finish(self, context: Context, written: list[output.Written], summary: dict[str, Any]) -> dict[str, Any]:
+        """Keep what was written for lineage; return the summary, put on each ``Asset`` outlet's event too."""
+        self._written = written
+        outlet_events = context.get("outlet_events")
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset) and outlet_events is not None:
+                outlet_events[outlet].extra.update(summary)
+        return summary
+
+
+class _KaleyraEmailFetchOperator(_KaleyraEmailExportOperator):
+    """What the two fetch operators share: which days, and where the rows go."""
+
+    #: The CSV and Parquet columns before ``extra``, with their Parquet types.
+    known_fields: ClassVar[Mapping[str, str]]
+    row_noun: ClassVar[str]  # singular
+
+    def __init__(
+        self,
+        *,
         output_format: str = "jsonl",
         max_xcom_rows: int = DEFAULT_MAX_XCOM_ROWS,
         page_size: int | None = None,
@@ -121,80 +164,60 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.from_date = from_date
-        self.to_date = to_date
         self.days_back = validation.int_in_range(days_back, parameter="days_back", low=0, high=366)
-        self.output_path = output_path
-        self.output_conn_id = output_conn_id
         self.output_format = OutputFormat.parse(output_format)
         self.max_xcom_rows = validation.int_in_range(max_xcom_rows, parameter="max_xcom_rows", low=0, high=10**6)
         self.page_size = None if page_size is None else validation.page_size(page_size)
         self.allow_count_mismatch = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
-        self._temporary: ObjectStoragePath | None = None  # the hidden object being written
-        self._killed = False
-
-    def on_kill(self) -> None:
-        """Remove the hidden temporary object being written; Airflow 3 lets the task run on, so stop writing too."""
-        self._killed = True
-        if self._temporary is not None:
-            remove_quietly(self._temporary)
 
     def execute(self, context: Context) -> Any:
         # Everything is checked before the first request: dates, destination, format support.
-        self._written = []
-        from_date, to_date = self._date_range(context)
-        complete = self._complete(to_date)
-        destination = self._destination(from_date, to_date)
+        first, last, complete = self._start(context)
+        destination = self._destination(first, last)
         if destination is not None and self.output_format is OutputFormat.PARQUET:
-            require_parquet_support()
-        batches = self.fetch(from_date, to_date)
+            output.require_parquet_support()
         started = time.monotonic()
+        pages = self.fetch(first, last)
         try:
             if destination is None:
-                return self._rows_for_xcom(batches, from_date, to_date)
-            self._temporary = temporary_for(destination)
-            rows = self._unless_killed(batches)
-            result = write_rows(rows, destination, self.output_format, self.known_fields, temporary=self._temporary)
+                return self._rows_for_xcom(pages, first, last)
+            self._temporary = output.temporary_for(destination)
+            rows = self._rows(pages)
+            written = output.write_rows(
+                rows, destination, self.output_format, self.known_fields, temporary=self._temporary
+            )
         finally:
+            pages.close()
             self._temporary = None
-            if close := getattr(batches, "close", None):
-                close()
             self.hook.close()
-        columns = lineage.columns(self.known_fields, self.output_format.value, EXTRA_COLUMN)
-        self._written = [lineage.Written(url_of(destination), result.bytes, result.rows, columns)]
         summary = {
-            "path": url_of(destination),
+            "path": written.url,
             "format": self.output_format.value,
-            "rows": result.rows,
-            "bytes": result.bytes,
-            "from_date": from_date.isoformat() if from_date else None,
-            "to_date": to_date.isoformat() if to_date else None,
-            "pages": batches.listing.pages,
+            "rows": written.rows,
+            "bytes": written.bytes,
+            "from_date": first.isoformat() if first else None,
+            "to_date": last.isoformat() if last else None,
+            "pages": pages.listing.pages,
             "complete": complete,
         }
-        elapsed = time.monotonic() - started
-        self.log.info("Wrote %s in %.1f s: %s", _count(result.rows, self.row_noun), elapsed, summary)
-        if result.misfits:
+        self.log.info(
+            "Wrote %s in %.1f s: %s", _count(written.rows, self.row_noun), time.monotonic() - started, summary
+        )
+        if written.misfits:
             counts = ", ".join(
-                f"{count:,} value{'' if count == 1 else 's'} of {name} did not fit {self.known_fields[name]}"
-                for name, count in result.misfits.items()
+                f"{_count(count, 'value')} of {name} did not fit {self.known_fields[name]}"
+                for name, count in written.misfits.items()
             )
-            verb = "is" if sum(result.misfits.values()) == 1 else "are"
+            verb = "is" if sum(written.misfits.values()) == 1 else "are"
             self.log.warning("%s and %s kept in the extra column (the typed column is null there).", counts, verb)
-        attach_to_outlets(self.outlets, context, summary)
-        return summary
+        return self._finish(context, [written], summary)
 
     def fetch(self, from_date: date | None, to_date: date | None) -> Pages:
         """Return the rows to export, in batches; arguments are checked now, requests happen on iteration."""
         raise NotImplementedError
 
-    def _date_range(self, context: Context) -> tuple[date | None, date | None]:
-        """Return ``from_date``..``to_date`` if either is given (a blank template is not), else the run's days."""
-        tz = self.hook.timezone
-        first, last = _given(self.from_date), _given(self.to_date)
-        if first is not None or last is not None:
-            first, last = validation.date_range(first, last, tz=tz)
-        else:
+    def _days(self, context: Context, tz: tzinfo, first: date | None, last: date | None) -> tuple[Any, Any]:
+        if first is None and last is None:
             first, last = intervals.days_for_run(context, tz)
             if first > last:
                 raise AirflowSkipException(
@@ -202,43 +225,32 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailOperator):
                     f"{last + intervals.ONE_DAY} is exported by the run whose interval holds its end."
                 )
         back = self.days_back * intervals.ONE_DAY
-        first, last = first and first - back, last and last - back
-        self.log.info("This run exports %s..%s in the account's time zone (%s).", first or "…", last or "…", tz)
-        return first, last
+        return first and first - back, last and last - back
 
-    def _destination(self, from_date: date | None, to_date: date | None) -> ObjectStoragePath | None:
+    def _destination(self, first: date | None, last: date | None) -> ObjectStoragePath | None:
         """Return ``output_path`` as an object path, or ``None`` to return rows through XCom."""
-        if self.output_path is None or (isinstance(self.output_path, str) and not self.output_path.strip()):
+        if _given(self.output_path) is None:
             return None
         suffixes = _SUFFIXES[self.output_format.value]
-        example = f"{{from_date}}{suffixes[0]}"
-        path = object_path(
-            self.output_path, conn_id=self.output_conn_id, from_date=from_date, to_date=to_date, example=example
-        )
+        path = self._object(first, last, f"{{from_date}}{suffixes[0]}")
         if not path.name.lower().endswith(suffixes):
             self.log.warning("output_path %s does not end like a %s file.", path, self.output_format.value)
         return path
 
-    def _rows_for_xcom(self, batches: Pages, from_date: date | None, to_date: date | None) -> list[dict[str, Any]]:
+    def _rows_for_xcom(self, pages: Pages, first: date | None, last: date | None) -> list[dict[str, Any]]:
         kept: list[dict[str, Any]] = []
-        for batch in batches:
-            total = batches.listing.total
-            if len(kept) + len(batch) > self.max_xcom_rows or (total or 0) > self.max_xcom_rows:
+        for page in pages:
+            total = pages.listing.total
+            if len(kept) + len(page) > self.max_xcom_rows or (total or 0) > self.max_xcom_rows:
                 reported = f" (the API reports {total:,})" if total is not None else ""
                 raise AirflowFailException(
                     f"{type(self).__name__}: more than max_xcom_rows={self.max_xcom_rows:,} {self.row_noun}s for "
-                    f"{from_date or '…'}..{to_date or '…'}{reported}. XCom lives in the metadata database and is "
+                    f"{first or '…'}..{last or '…'}{reported}. XCom lives in the metadata database and is "
                     "for small results: set output_path (e.g. 's3://<bucket>/kaleyra/{from_date}.jsonl') to stream "
                     "the rows to object storage, or raise max_xcom_rows."
                 )
-            kept.extend(batch)
+            kept.extend(page)
         return kept
-
-    def _unless_killed(self, batches: Iterable[list[dict[str, Any]]]) -> Iterator[dict[str, Any]]:
-        for batch in batches:
-            if self._killed:
-                raise AirflowException(f"{type(self).__name__} was killed mid-write; output_path is unchanged.")
-            yield from batch
 
 
 class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
@@ -324,7 +336,7 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
         return self.hook.iter_summary_stats_pages(from_date, to_date, allow_count_mismatch=self.allow_count_mismatch)
 
 
-class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
+class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailExportOperator):
     """
     Write a deliverability report of a date range: one self-contained HTML page, and its main chart as a PNG beside it.
 
@@ -339,25 +351,10 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     """
 
-    template_fields: Sequence[str] = ("output_path", "output_conn_id", "from_date", "to_date", "kaleyra_email_conn_id")
     endpoints_read = (api_facts.summary_stats_path, api_facts.logs_path)
 
-    def __init__(
-        self,
-        *,
-        output_path: str | ObjectStoragePath,
-        output_conn_id: str | None = None,
-        from_date: str | date | None = None,
-        to_date: str | date | None = None,
-        days: int = 30,
-        top: int = 10,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.output_path = output_path
-        self.output_conn_id = output_conn_id
-        self.from_date = from_date
-        self.to_date = to_date
+    def __init__(self, *, output_path: str | ObjectStoragePath, days: int = 30, top: int = 10, **kwargs: Any) -> None:
+        super().__init__(output_path=output_path, **kwargs)
         self.days = validation.int_in_range(days, parameter="days", low=1, high=366)
         self.top = validation.int_in_range(top, parameter="top", low=1, high=100)
 
@@ -369,44 +366,40 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailOperator):
                 "KaleyraEmailDeliverabilityReportOperator draws its charts with matplotlib, which is not "
                 "installed: pip install 'airflow-provider-kaleyra-email[report]'."
             ) from None
-        tz = self.hook.timezone
-        from_date, to_date = validation.date_range(_given(self.from_date), _given(self.to_date), tz=tz)
-        to_date = to_date or intervals.days_for_run(context, tz)[1]
-        from_date = from_date or to_date - timedelta(days=self.days - 1)
-        if from_date > to_date:
-            raise ValueError(f"from_date={from_date.isoformat()!r} is after the report's last day, {to_date}.")
-        complete = self._complete(to_date)
-        html_path = object_path(
-            self.output_path, conn_id=self.output_conn_id, from_date=from_date, to_date=to_date, example="report.html"
-        )
+        first, last, complete = self._start(context)
+        html_path = self._object(first, last, "report.html")
         if not html_path.name.lower().endswith((".html", ".htm")):
             raise ValueError(
                 f"output_path={self.output_path!r} must name an .html object; the PNG is written beside it."
             )
-        png_path = html_path.parent / f"{html_path.name.rsplit('.', 1)[0]}.png"
+        tz = self.hook.timezone
         try:
             read_at = datetime.now(tz)
-            stats = list(self.hook.iter_summary_stats(from_date, to_date))
+            stats = list(self._rows(self.hook.iter_summary_stats_pages(first, last)))
             tally = FailureTally()
             for status in FAILURE_STATUSES:
                 # A term also matches from, to and template name; statuses move while a recent range is read.
-                for row in self.hook.iter_logs(from_date, to_date, search=status, allow_count_mismatch=True):
+                for row in self._rows(self.hook.iter_log_pages(first, last, search=status, allow_count_mismatch=True)):
                     if str(row.get("status") or "").upper() == status:
                         tally.add(row)
         finally:
             self.hook.close()
         report = build_report(
-            stats, tally, from_date=from_date, to_date=to_date, timezone=str(tz), read_at=read_at, top=self.top
+            stats, tally, from_date=first, to_date=last, timezone=str(tz), read_at=read_at, top=self.top
         )
         png = main_chart(report)
-        html = render_html(report, png).encode()
-        write_bytes(png_path, png)
-        write_bytes(html_path, html)
-        self._written = [lineage.Written(str(html_path), len(html)), lineage.Written(str(png_path), len(png))]
-        summary = {"path": url_of(html_path), "png_path": url_of(png_path), **report.summary(), "complete": complete}
-        self.log.info("Wrote the deliverability report %s..%s to %s: %s", from_date, to_date, html_path, report.rates)
-        attach_to_outlets(self.outlets, context, summary)
-        return summary
+        png_written = output.write_bytes(html_path.parent / f"{html_path.name.rsplit('.', 1)[0]}.png", png)
+        html_written = output.write_bytes(html_path, render_html(report, png).encode())
+        summary = {"path": html_written.url, "png_path": png_written.url, **report.summary(), "complete": complete}
+        self.log.info("Wrote the deliverability report %s..%s to %s: %s", first, last, html_written.url, report.rates)
+        return self._finish(context, [html_written, png_written], summary)
+
+    def _days(self, context: Context, tz: tzinfo, first: date | None, last: date | None) -> tuple[Any, Any]:
+        last = last or intervals.days_for_run(context, tz)[1]
+        first = first or last - (self.days - 1) * intervals.ONE_DAY
+        if first > last:
+            raise ValueError(f"from_date={first.isoformat()!r} is after the report's last day, {last}.")
+        return first, last
 
 
 class KaleyraEmailSendOperator(_KaleyraEmailOperator):
@@ -452,10 +445,10 @@ class KaleyraEmailSendOperator(_KaleyraEmailOperator):
 
 
 def _given(value: Any) -> Any:
-    """Return a date argument, or ``None`` for a template that rendered blank (``{{ params.day or '' }}``)."""
+    """Return ``value``, or ``None`` for a template that rendered blank (``{{ params.day or '' }}``)."""
     return None if isinstance(value, str) and not value.strip() else value
 
 
-def _count(number: int, noun: str) -> str:
+def _count(number: int | None, noun: str) -> str:
     """Return ``'1 day'``, ``'2,000 log rows'``."""
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+    return f"{number or 0:,} {noun}{'' if number == 1 else 's'}"

@@ -1,16 +1,13 @@
 """
-Writing rows to object storage: JSON Lines, CSV or Parquet, streamed and atomic.
+Writing rows to object storage: JSON Lines, CSV or Parquet, streamed (no spool) and atomic.
 
-Rows stream from the hook, never all in memory nor spooled to disk, into a hidden temporary object
-beside the destination, moved into place only when complete (an atomic rename on a local file
-system, an atomic copy on object stores): readers never see a partial object, and a rerun replaces
-it whole. A killed writer leaves its temporary object behind; on a local file system the next
-successful write of the same object removes it (object stores upload an object only when complete).
+Rows go to a hidden temporary object beside the destination, moved into place when complete (a
+rename on a local file system, a copy on object stores): no reader sees a partial object, a rerun
+replaces it whole. A killed writer's temporary stays; on a local file system the next write removes it.
 
-JSON Lines holds the rows as the API sent them. CSV and Parquet have a fixed schema, the same every
-day: the documented fields, then ``extra``, the JSON of the row's other fields. A value that does
-not fit its Parquet column exactly (``true`` or ``"abc"`` for a number, 3.5 for an integer) leaves
-the column null and is kept as sent in ``extra``, and counted. CSV holds every value exactly.
+JSON Lines holds the rows as sent. CSV and Parquet have a fixed schema: the documented fields, then
+``extra``, the JSON of the row's other fields. A value its Parquet column cannot hold exactly (``true``
+or ``"abc"`` for a number, 3.5 for an integer) leaves the column null, is kept in ``extra``, and counted.
 """
 
 from __future__ import annotations

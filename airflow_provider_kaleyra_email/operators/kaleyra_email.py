@@ -20,7 +20,6 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_kaleyra_email import api_facts, intervals, lineage, output, validation
 from airflow_provider_kaleyra_email.delivery import MessageStatus
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailHook
-from airflow_provider_kaleyra_email.output import LOG_FIELDS, SUMMARY_FIELDS, OutputFormat
 from airflow_provider_kaleyra_email.report import FAILURE_STATUSES, FailureTally, build_report, main_chart, render_html
 
 if TYPE_CHECKING:
@@ -165,7 +164,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailExportOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.days_back = validation.int_in_range(days_back, parameter="days_back", low=0, high=366)
-        self.output_format = OutputFormat.parse(output_format)
+        self.output_format = output.OutputFormat.parse(output_format)
         self.max_xcom_rows = validation.int_in_range(max_xcom_rows, parameter="max_xcom_rows", low=0, high=10**6)
         self.page_size = None if page_size is None else validation.page_size(page_size)
         self.allow_count_mismatch = validation.boolean(allow_count_mismatch, parameter="allow_count_mismatch")
@@ -174,7 +173,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailExportOperator):
         # Everything is checked before the first request: dates, destination, format support.
         first, last, complete = self._start(context)
         destination = self._destination(first, last)
-        if destination is not None and self.output_format is OutputFormat.PARQUET:
+        if destination is not None and self.output_format is output.OutputFormat.PARQUET:
             output.require_parquet_support()
         started = time.monotonic()
         pages = self.fetch(first, last)
@@ -275,7 +274,7 @@ class KaleyraEmailFetchLogsOperator(_KaleyraEmailFetchOperator):
     """
 
     template_fields: Sequence[str] = (*_KaleyraEmailFetchOperator.template_fields, "to_mail", "message_id", "search")
-    known_fields = LOG_FIELDS
+    known_fields = output.LOG_FIELDS
     row_noun = "log row"
     endpoints_read = (api_facts.logs_path,)
 
@@ -328,7 +327,7 @@ class KaleyraEmailFetchSummaryStatsOperator(_KaleyraEmailFetchOperator):
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     """
 
-    known_fields = SUMMARY_FIELDS
+    known_fields = output.SUMMARY_FIELDS
     row_noun = "day"
     endpoints_read = (api_facts.summary_stats_path,)
 

@@ -18,11 +18,10 @@ A wait on many messages at once (a campaign), counted by recipient; the sensor a
 
 from __future__ import annotations
 
-import asyncio
+import collections
 import itertools
 import math
 import time
-from collections.abc import AsyncGenerator, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import aclosing, closing
 from datetime import date, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, cast
@@ -32,14 +31,19 @@ from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.delivery import (
     DeliveryOutcome,
     DeliveryRule,
-    MessageStatus,
+    MessageWait,
+    alookups,
     failure_of,
     log,
+    lookups,
+    recipient_rows,
     text_of,
 )
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError, KaleyraEmailTransientError
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
+
     from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook, KaleyraEmailHook, Page
 
 #: The most failures an outcome carries (a trigger event is stored in Airflow's database).
@@ -50,6 +54,30 @@ LISTING_PAGE_SIZE = 100
 MAX_LOOKUPS_PER_POLL = 100
 #: Messages whose failures, seen only in the logs, are looked up for Kaleyra's error when a wait ends.
 MAX_FAILURE_LOOKUPS = 200
+
+
+def wait_for(
+    message_id: Any,
+    rule: DeliveryRule,
+    recipients: Any = None,
+    search: Any = None,
+    min_delivered_fraction: Any = None,
+    max_failed_fraction: Any = None,
+    started_at: float | None = None,
+) -> MessageWait | CampaignWait:
+    """Return the wait on one message id, or on a list of them; a ``ValueError`` refuses what only the other takes."""
+    if not isinstance(message_id, list | tuple):
+        if (min_delivered_fraction, max_failed_fraction) != (None, None):
+            raise ValueError(
+                f"min_delivered_fraction and max_failed_fraction are for a list of message ids, not {message_id!r}."
+            )
+        return MessageWait(message_id, rule, recipients=recipients, started_at=started_at)
+    if recipients is not None or rule.require != "all":
+        raise ValueError(
+            "recipients= and require= are for one message: with a list of message ids every recipient counts."
+        )
+    fractions = {"min_delivered_fraction": min_delivered_fraction, "max_failed_fraction": max_failed_fraction}
+    return CampaignWait(message_id, rule, **fractions, started_at=started_at, search=validation.search_terms(search))
 
 
 class CampaignWait:
@@ -78,13 +106,12 @@ class CampaignWait:
         self.message_ids = list(dict.fromkeys(ids))
         if not self.message_ids:
             raise ValueError("message_id=[] is empty; give one message id or a list of them.")
-        self.rule = rule
+        self.rule, self.search, self.label = rule, list(search), f"{len(self.message_ids):,} messages"
         least = _fraction(min_delivered_fraction, "min_delivered_fraction", zero=False, one=True)
         most = _fraction(max_failed_fraction, "max_failed_fraction", zero=True, one=False)
         self.min_delivered = least if least is not None else 1.0 - (most or 0.0)
         self.max_failed = most if most is not None else 1.0 - (least or 1.0)
         self.started_at = time.time() if started_at is None else started_at
-        self.search = list(search)
         self.statuses: dict[str, dict[str, Mapping[str, Any]]] = {}  # message id: recipient: its stats row
         self.unresolved = dict.fromkeys(self.message_ids)
         self.error: DeliveryOutcome | None = None
@@ -94,72 +121,65 @@ class CampaignWait:
         self.looked_up: dict[str, float] = {}
         #: Messages whose statuses came from logs rows, which have no error code.
         self.from_logs: set[str] = set()
-        self._shown: set[str] = set()  # what the listing being read has shown
-        self._pages = 0  # and its pages read
+        # The listing being read: the messages it showed, its pages read, whether it is read to its end.
+        self._shown: set[str] = set()
+        self._pages, self._whole = 0, True
 
-    @property
-    def label(self) -> str:
-        """Return how messages name the wait."""
-        return f"{len(self.message_ids):,} messages"
-
-    def thresholds(self) -> dict[str, float]:
-        """Return the fractions as resolved (each default filled in), as keyword arguments that rebuild them."""
-        return {"min_delivered_fraction": self.min_delivered, "max_failed_fraction": self.max_failed}
+    def serialize(self) -> dict[str, Any]:
+        """Return the wait, its fractions resolved, as JSON-safe keyword arguments of the trigger."""
+        fractions = {"min_delivered_fraction": self.min_delivered, "max_failed_fraction": self.max_failed}
+        return {"message_id": self.message_ids, **self.rule.serialize(), **fractions, "search": self.search}
 
     def send_window(self, tz: tzinfo) -> tuple[date, date]:
         """Return the account-local days the messages were sent in: from the day before the wait began to today."""
         first = datetime.fromtimestamp(self.started_at, tz).date() - timedelta(days=1)
         return first, max(first, datetime.now(tz).date())
 
-    def poll(self, hook: KaleyraEmailHook) -> DeliveryOutcome:
-        """Poll what is unresolved, the cheaper way, through the sync hook; return the outcome."""
+    def poll(self, hook: KaleyraEmailHook, *, deadline: float | None = None) -> DeliveryOutcome:
+        """Poll what is unresolved, the cheaper way, through the sync hook; a timeout once ``deadline`` passed."""
         ids = list(self.unresolved)
         if not self.poll_by_stats():
             first, last = self.send_window(hook.timezone)
-            self._shown, self._pages = set(), 0
+            self._shown, self._pages, self._whole = set(), 0, True
             try:
-                with closing(_pages_of(hook, first, last, self.search)) as pages:
-                    whole = all(self.take_page(rows, total) for rows, total in pages)
-                ids = self.to_look_up(whole=whole)
+                # The window includes today, whose rows move while they are listed: counts need not add up.
+                pages = hook.iter_log_pages(
+                    first, last, search=self.search or None, page_size=LISTING_PAGE_SIZE, allow_count_mismatch=True
+                )
+                with closing(pages):
+                    for rows in pages:
+                        if not self.take_page(rows, pages.listing.total):
+                            break
+                ids = self.to_look_up()
             except KaleyraEmailAPIError as error:
                 self.record_listing_error(error)
                 ids = []
-        self.record_answers(ids, [_answer(hook.get_message_stats, message_id) for message_id in ids])
-        return self.outcome()
+        self.record_answers(ids, lookups(hook, ids))
+        ids = self.undetailed(deadline)
+        self.record_answers(ids, lookups(hook, ids), detail=True)
+        return self.outcome().timed_out(deadline, self.started_at)
 
-    async def apoll(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
-        """Poll as :meth:`poll` does, through the async hook: pages used as they come, ``stats/<id>`` at once."""
+    async def apoll(self, hook: KaleyraEmailAsyncHook, *, deadline: float | None = None) -> DeliveryOutcome:
+        """Do what :meth:`poll` does, through the async hook: pages used as they come, ``stats/<id>`` at once."""
         ids = list(self.unresolved)
         if not self.poll_by_stats():
             config = await hook.get_config()
             first, last = self.send_window(ZoneInfo(config.timezone))
-            self._shown, self._pages, whole = set(), 0, True
+            self._shown, self._pages, self._whole = set(), 0, True
             listing = cast("AsyncGenerator[Page, None]", hook.iter_log_rows(first, last, search=self.search))
             try:
                 async with aclosing(listing) as pages:
                     async for page in pages:
                         if not self.take_page(page.rows, page.total, config.page_size):
-                            whole = False
                             break
-                ids = self.to_look_up(whole=whole)
+                ids = self.to_look_up()
             except KaleyraEmailAPIError as error:
                 self.record_listing_error(error)
                 ids = []
-        self.record_answers(ids, await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True))
-        return self.outcome()
-
-    def detail_failures(self, hook: KaleyraEmailHook) -> DeliveryOutcome:
-        """Give failures seen only in the logs Kaleyra's error, through the sync hook; return the outcome."""
-        ids = self.undetailed()
-        self.record_answers(ids, [_answer(hook.get_message_stats, message_id) for message_id in ids], detail=True)
-        return self.outcome()
-
-    async def adetail_failures(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
-        """Do what :meth:`detail_failures` does, through the async hook."""
-        ids = self.undetailed()
-        answers = await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True)
-        self.record_answers(ids, answers, detail=True)
-        return self.outcome()
+        self.record_answers(ids, await alookups(hook, ids))
+        ids = self.undetailed(deadline)
+        self.record_answers(ids, await alookups(hook, ids), detail=True)
+        return self.outcome().timed_out(deadline, self.started_at)
 
     def record_answers(self, ids: Sequence[str], answers: Sequence[Any], *, detail: bool = False) -> None:
         """Note ``stats/<id>`` answers or their API errors; with ``detail``, an error keeps what the logs said."""
@@ -168,17 +188,16 @@ class CampaignWait:
                 log.warning("%s: keeping the logs' description of its failure: %s", message_id, answer)
             elif isinstance(answer, KaleyraEmailAPIError):
                 self.record_error(message_id, answer)
-            elif isinstance(answer, BaseException):
-                raise answer
             else:
                 self.record_stats(message_id, answer)
 
-    def undetailed(self) -> list[str]:
-        """Return the first ``MAX_FAILURE_LOOKUPS`` messages with a failure seen only in the logs."""
-        failed = self.rule.failed
-        ids = (m for m in self.message_ids if m in self.from_logs and self.error is None)
-        ids = (m for m in ids if any(MessageStatus.parse(r.get("status")) in failed for r in self.statuses[m].values()))
-        return list(itertools.islice(ids, MAX_FAILURE_LOOKUPS))
+    def undetailed(self, deadline: float | None = None) -> list[str]:
+        """Return, once the wait ends, the first ``MAX_FAILURE_LOOKUPS`` messages failed only in the logs."""
+        if self.error is not None or not self.outcome().timed_out(deadline, self.started_at).done:
+            return []
+        ids = (m for m in self.message_ids if m in self.from_logs)
+        failed = (m for m in ids if any(self._state(row) == "failed" for row in self.statuses[m].values()))
+        return list(itertools.islice(failed, MAX_FAILURE_LOOKUPS))
 
     def take_page(
         self, rows: Iterable[Mapping[str, Any]], total: int | None, page_size: int = LISTING_PAGE_SIZE
@@ -189,29 +208,28 @@ class CampaignWait:
         if self._pages > 1:
             return True
         if total is None:  # a listing of unknown size may cost anything
+            self._whole = False
             return False
         self.listing_pages = max(1, math.ceil(total / page_size))
-        if self.listing_pages - 1 <= len(self.unresolved):
-            return True
-        log.info(
-            "%s: the logs listing has %s rows (%s pages); polling its %s unresolved messages by id instead.",
-            self.label, f"{total:,}", f"{self.listing_pages:,}", f"{len(self.unresolved):,}",
-        )  # fmt: skip
-        return False
+        self._whole = self.listing_pages - 1 <= len(self.unresolved)
+        if not self._whole:
+            log.info(
+                "%s: the logs listing has %s rows (%s pages); polling its %s unresolved messages by id instead.",
+                self.label, f"{total:,}", f"{self.listing_pages:,}", f"{len(self.unresolved):,}",
+            )  # fmt: skip
+        return self._whole
 
-    def to_look_up(self, *, whole: bool) -> list[str]:
+    def to_look_up(self) -> list[str]:
         """Return what to look up by id after a listing: all unresolved if it was left, else what it did not show."""
-        if not whole:
+        if not self._whole:
             return list(self.unresolved)
         missing = [m for m in self.unresolved if m not in self._shown]
-        missing.sort(key=lambda message_id: self.looked_up.get(message_id, 0.0))
-        return missing[:MAX_LOOKUPS_PER_POLL]
+        return sorted(missing, key=lambda message_id: self.looked_up.get(message_id, 0.0))[:MAX_LOOKUPS_PER_POLL]
 
     def record_stats(self, message_id: str, answer: Mapping[str, Any]) -> None:
         """Note a ``stats/<message id>`` answer."""
         self.looked_up[message_id] = time.time()
-        rows = [r for r in answer.get("recipients") or [] if isinstance(r, Mapping) and text_of(r.get("to"))]
-        if self._note(message_id, {text_of(row["to"]): row for row in rows}):
+        if self._note(message_id, recipient_rows(answer)):
             self.from_logs.discard(message_id)
 
     def record_error(self, message_id: str, error: KaleyraEmailAPIError) -> None:
@@ -229,7 +247,7 @@ class CampaignWait:
             if message_id in self.unresolved:
                 stats = {"status": row.get("status"), "error_code": "", "error_message": row.get("description")}
                 addresses = map(text_of, str(row.get("to_mail")).split(","))
-                if self._note(message_id, {address: stats for address in addresses}):
+                if self._note(message_id, {address: stats for address in addresses if address}):
                     self.from_logs.add(message_id)
                     noted.add(message_id)
         return noted
@@ -254,7 +272,7 @@ class CampaignWait:
         needed = math.ceil(self.min_delivered * total - 1e-9)
         allowed = math.floor(self.max_failed * total + 1e-9)
         # Every outcome carries the failures, a waiting one too: it is what a timeout reports and writes.
-        failures = tuple(self.failures())[:MAX_FAILURES_IN_OUTCOME]
+        failures = tuple(itertools.islice(self.failures(), MAX_FAILURES_IN_OUTCOME))
         summary = (
             f"{delivered:,} of {total:,} recipients delivered, {failed:,} failed, {counts['in_flight']:,} in flight"
         )
@@ -271,65 +289,37 @@ class CampaignWait:
 
     def counts(self) -> dict[str, Any]:
         """Return the recipients: in all, delivered, failed, in flight, of messages not found yet, and per status."""
-        per_status: dict[str, int] = {}
-        delivered = failed = 0
-        for rows in self.statuses.values():
-            for row in rows.values():
-                status = MessageStatus.parse(row.get("status"))
-                delivered += status in self.rule.delivered
-                failed += status in self.rule.failed
-                text = text_of(row.get("status")).upper() or "NO STATUS"
-                per_status[text] = per_status.get(text, 0) + 1
-        seen = sum(map(len, self.statuses.values()))
+        rows = [row for recipients in self.statuses.values() for row in recipients.values()]
+        states = collections.Counter(map(self._state, rows))
         not_found = len(self.message_ids) - len(self.statuses)
         return {
             "messages": len(self.message_ids),
-            "recipients": seen + not_found,
-            "delivered": delivered,
-            "failed": failed,
-            "in_flight": seen - delivered - failed,
+            "recipients": len(rows) + not_found,
+            "delivered": states["delivered"],
+            "failed": states["failed"],
+            "in_flight": states[None],
             "not_found": not_found,
-            "statuses": per_status,
+            "statuses": dict(collections.Counter(text_of(row.get("status")).upper() or "NO STATUS" for row in rows)),
         }
 
     def failures(self) -> Iterator[dict[str, str]]:
         """Yield each failed recipient: ``message_id``, ``recipient``, ``status``, ``error_code``, ``error_message``."""
         for message_id, rows in self.statuses.items():
             for address, row in rows.items():
-                if MessageStatus.parse(row.get("status")) in self.rule.failed:
+                if self._state(row) == "failed":
                     yield {"message_id": message_id, **failure_of(address, row)}
+
+    def _state(self, row: Mapping[str, Any]) -> str | None:
+        return self.rule.classify(row.get("status"))
 
     def _note(self, message_id: str, rows: dict[str, Mapping[str, Any]]) -> bool:
         """Note a message's recipients and their statuses; return whether there were any."""
-        rows.pop("", None)
         if not rows:
             return False
         self.statuses[message_id] = rows
-        terminal = self.rule.delivered | self.rule.failed
-        if all(MessageStatus.parse(row.get("status")) in terminal for row in rows.values()):
+        if all(self._state(row) for row in rows.values()):
             self.unresolved.pop(message_id, None)
         return True
-
-
-def _pages_of(
-    hook: KaleyraEmailHook, first: date, last: date, search: Sequence[str]
-) -> Generator[tuple[list[dict[str, Any]], int | None], None, None]:
-    """Yield a sync listing's pages of new rows, each with the listing's ``total`` as its first page gave it."""
-    # The window includes today, whose rows move while they are listed: counts need not add up.
-    pages = hook.iter_log_pages(
-        first, last, search=list(search) or None, page_size=LISTING_PAGE_SIZE, allow_count_mismatch=True
-    )
-    with closing(pages):
-        for rows in pages:
-            yield rows, pages.listing.total
-
-
-def _answer(get: Any, message_id: str) -> Any:
-    """Return ``get(message_id)``, or the API error it raised."""
-    try:
-        return get(message_id)
-    except KaleyraEmailAPIError as error:
-        return error
 
 
 def _fraction(value: Any, parameter: str, *, zero: bool, one: bool) -> float | None:

@@ -7,25 +7,29 @@ When has a message reached its recipients? One rule, for the sensor and the trig
 - ``require="all"`` succeeds when all are delivered and fails when one has failed; ``require="any"``
   succeeds when one is delivered and fails when all have. A recipient the message lacks is an error.
 - A failed poll: a failure worth another try (429, 5xx, timeout, dropped connection) is "not yet";
-  a 404 is "not visible yet" for ``not_found_grace`` seconds into the wait (callers say how long
-  they waited), then an error; any other refusal (400, 401, 403) is an error. No error streak is
-  kept: ``timeout`` alone bounds the wait.
+  a 404 is "not visible yet" for ``not_found_grace`` seconds into the wait, then an error; any
+  other refusal (400, 401, 403) is an error. No error streak is kept: ``timeout`` alone bounds the wait.
 - A list of message ids is one wait counted by recipient, with thresholds: :mod:`.campaign`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from enum import Enum
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow_provider_kaleyra_email import validation
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError, KaleyraEmailTransientError
+
+if TYPE_CHECKING:
+    from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook, KaleyraEmailHook
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ class MessageStatus(str, Enum):
     @classmethod
     def parse(cls, text: Any) -> MessageStatus | None:
         """Return the status ``text`` names in any case; ``None`` (in flight) for none or an unknown one."""
-        name = "" if text is None else str(text).strip().upper()
+        name = text_of(text).upper()
         if name and name not in cls.__members__:
             _log_unknown_once(name)
         return cls.__members__.get(name)
@@ -87,8 +91,7 @@ class DeliveryOutcome:
     :param message_id: the message waited on; for a list, how many (``CampaignWait.label``).
     :param message: a sentence for the log, or the task's error.
     :param statuses: every recipient of the message and its status as Kaleyra spelled it, once it answered.
-    :param failures: the chosen recipients that failed: ``recipient``, ``status``, ``error_code``,
-        ``error_message`` (and ``message_id``, for a list).
+    :param failures: the chosen recipients that failed (:func:`failure_of`, with ``message_id`` for a list).
     :param counts: for a list, :meth:`CampaignWait.counts`.
     """
 
@@ -104,17 +107,19 @@ class DeliveryOutcome:
         """Return whether the outcome ends the wait."""
         return self.status != "waiting"
 
-    def timed_out(self, timeout: float) -> DeliveryOutcome:
-        """Return the timeout of a wait whose last check, made at the deadline, came to this outcome."""
+    def timed_out(self, deadline: float | None, started_at: float) -> DeliveryOutcome:
+        """Return this outcome of a check, or past ``deadline`` the timeout of a wait begun at ``started_at``."""
+        if self.done or deadline is None or time.time() < deadline:
+            return self
         seen = _listing(self.statuses) if self.statuses else self.message
         what = f"{self.message_id} were" if self.counts is not None else f"Message {self.message_id} was"
-        text = f"{what} not delivered within timeout={timeout:g} s (the last check: {seen})."
-        return DeliveryOutcome("timeout", self.message_id, text, self.statuses, self.failures, self.counts)
+        text = f"{what} not delivered within timeout={deadline - started_at:g} s (the last check: {seen})."
+        return dataclasses.replace(self, status="timeout", message=text)
 
     def to_event(self) -> dict[str, Any]:
         """Return the outcome as a plain JSON dict: what the trigger fires and ``execute_complete`` reads."""
         event = {**dataclasses.asdict(self), "failures": [dict(failure) for failure in self.failures]}
-        if self.counts is None:  # a single id's event, as earlier releases fired it
+        if self.counts is None:
             del event["counts"]
         return event
 
@@ -122,28 +127,19 @@ class DeliveryOutcome:
     def from_event(cls, event: Any) -> DeliveryOutcome:
         """Read an event back; anything that is not a final outcome is an error, never a success."""
         data: Mapping[str, Any] = event if isinstance(event, Mapping) else {}
-        status, message_id, statuses = data.get("status"), str(data.get("message_id") or ""), data.get("statuses")
+        status, message_id = data.get("status"), str(data.get("message_id") or "")
         if status not in ("success", "failure", "error", "timeout"):
             return cls("error", message_id, f"The trigger sent an event with no final status: {event!r}")
-        failures = tuple(
-            {
-                **({"message_id": text_of(f["message_id"])} if "message_id" in f else {}),
-                **failure_of(f.get("recipient"), f),
-            }
-            for f in data.get("failures") or []
-            if isinstance(f, Mapping)
-        )
-        statuses = {str(k): str(v) for k, v in statuses.items()} if isinstance(statuses, Mapping) else None
-        counts = data.get("counts") if isinstance(data.get("counts"), Mapping) else None
-        return cls(status, message_id, str(data.get("message") or status), statuses, failures, counts)
+        failures = tuple(dict(failure) for failure in data.get("failures") or ())
+        message = str(data.get("message") or status)
+        return cls(status, message_id, message, data.get("statuses"), failures, data.get("counts"))
 
 
 class DeliveryRule:
     """
-    The rule of this module's docstring, each argument checked (a ``ValueError`` names a bad one).
+    The statuses that end a wait and how long a 404 is "not visible yet", each argument checked.
 
-    :param recipients: the address, or addresses, to wait for; ``None`` means all of the message's.
-    :param require: ``"all"`` or ``"any"`` of them.
+    :param require: ``"all"`` or ``"any"`` of a message's chosen recipients.
     :param delivered_statuses: status names that count as delivered.
     :param failed_statuses: status names that count as a terminal failure (may be empty).
     :param not_found_grace: seconds (or a ``timedelta``) into the wait during which a 404 means "not visible yet".
@@ -151,8 +147,6 @@ class DeliveryRule:
 
     def __init__(
         self,
-        *,
-        recipients: Any = None,
         require: Any = "all",
         delivered_statuses: Any = DEFAULT_DELIVERED_STATUSES,
         failed_statuses: Any = DEFAULT_FAILED_STATUSES,
@@ -160,7 +154,7 @@ class DeliveryRule:
     ) -> None:
         if require not in ("all", "any"):
             raise ValueError(f"require={require!r} is not one of ('all', 'any').")
-        self.recipients, self.require = _recipients(recipients), str(require)
+        self.require = str(require)
         self.delivered = parse_statuses(delivered_statuses, "delivered_statuses")
         self.failed = parse_statuses(failed_statuses, "failed_statuses", allow_empty=True)
         if both := sorted(status.value for status in self.delivered & self.failed):
@@ -171,37 +165,16 @@ class DeliveryRule:
     def serialize(self) -> dict[str, Any]:
         """Return the rule as JSON-safe keyword arguments that rebuild it."""
         return {
-            "recipients": None if self.recipients is None else list(self.recipients),
             "require": self.require,
             "delivered_statuses": sorted(status.value for status in self.delivered),
             "failed_statuses": sorted(status.value for status in self.failed),
             "not_found_grace": self.not_found_grace,
         }
 
-    def judge(self, message_id: str, answer: Mapping[str, Any]) -> DeliveryOutcome:
-        """Return what one ``stats/<message id>`` answer, with its ``recipients``, means for the wait."""
-        rows = {text_of(r.get("to")).casefold(): r for r in answer.get("recipients") or [] if isinstance(r, Mapping)}
-        rows.pop("", None)
-        statuses = {text_of(row["to"]): text_of(row.get("status")) for row in rows.values()}
-        if rows and (missing := [a for a in self.recipients or () if a.casefold() not in rows]):
-            text = f"Message {message_id} has no recipient {', '.join(missing)}; it has {_listing(statuses)}."
-            hint = "Check recipients= (each message id of a send covers one recipient batch)."
-            return DeliveryOutcome("error", message_id, f"{text} {hint}", statuses)
-        keys = rows if self.recipients is None else [a.casefold() for a in self.recipients if a.casefold() in rows]
-        chosen = {text_of(rows[key]["to"]): MessageStatus.parse(rows[key].get("status")) for key in keys}
-        delivered = [address for address, status in chosen.items() if status in self.delivered]
-        failed = [address for address, status in chosen.items() if status in self.failed]
-        failures = [failure_of(address, rows[address.casefold()]) for address in failed]
-        who = f"{self.require} of {'its recipients' if self.recipients is None else ', '.join(self.recipients)}"
-        if chosen and (len(delivered) == len(chosen) or (delivered and self.require == "any")):
-            text = f"Message {message_id} reached {who}: {_listing(statuses)}."
-            return DeliveryOutcome("success", message_id, text, statuses)
-        if failures and (self.require == "all" or len(failures) == len(chosen)):
-            text = f"Message {message_id} will not reach {who}: {'; '.join(map(_describe, failures))}."
-            return DeliveryOutcome("failure", message_id, text, statuses, tuple(failures))
-        pending = [f"{a} ({statuses[a] or 'no status'})" for a in chosen if a not in delivered + failed]
-        waiting_for = ", ".join(pending) or "Kaleyra to list its recipients"
-        return DeliveryOutcome("waiting", message_id, f"waiting for {waiting_for}", statuses)
+    def classify(self, status: Any) -> Literal["delivered", "failed"] | None:
+        """Return what a recipient's status means: ``delivered``, ``failed``, or ``None`` (in flight)."""
+        parsed = MessageStatus.parse(status)
+        return "delivered" if parsed in self.delivered else "failed" if parsed in self.failed else None
 
     def judge_error(self, message_id: str, error: KaleyraEmailAPIError, *, waited: float) -> DeliveryOutcome:
         """Return what a failed poll, ``waited`` seconds into the wait, means for it."""
@@ -216,6 +189,83 @@ class DeliveryRule:
         when = f"{waited:.0f} s into the wait (not_found_grace={self.not_found_grace:g} s)"
         text = f"Kaleyra still does not know message {message_id} {when}; check the id. {error}"
         return DeliveryOutcome("error", message_id, text)
+
+
+class MessageWait:
+    """
+    A wait on one message by a :class:`DeliveryRule`, polled through either hook.
+
+    :param message_id: the message.
+    :param rule: what its statuses mean.
+    :param recipients: the address, or addresses, to wait for; ``None`` means all of the message's.
+    :param started_at: when the wait began (seconds since the epoch); the 404 grace runs from there.
+    """
+
+    def __init__(
+        self, message_id: Any, rule: DeliveryRule, *, recipients: Any = None, started_at: float | None = None
+    ) -> None:
+        self.message_id, self.label = validation.message_id(message_id), f"message {message_id}"
+        self.rule, self.recipients = rule, _recipients(recipients)
+        self.started_at = time.time() if started_at is None else started_at
+
+    def serialize(self) -> dict[str, Any]:
+        """Return the wait as JSON-safe keyword arguments of the trigger."""
+        recipients = None if self.recipients is None else list(self.recipients)
+        return {"message_id": self.message_id, "recipients": recipients, **self.rule.serialize()}
+
+    def poll(self, hook: KaleyraEmailHook, *, deadline: float | None = None) -> DeliveryOutcome:
+        """Poll through the sync hook; return the outcome, a timeout once ``deadline`` passed."""
+        return self.judge(*lookups(hook, [self.message_id])).timed_out(deadline, self.started_at)
+
+    async def apoll(self, hook: KaleyraEmailAsyncHook, *, deadline: float | None = None) -> DeliveryOutcome:
+        """Do what :meth:`poll` does, through the async hook."""
+        return self.judge(*await alookups(hook, [self.message_id])).timed_out(deadline, self.started_at)
+
+    def judge(self, answer: Mapping[str, Any] | KaleyraEmailAPIError) -> DeliveryOutcome:
+        """Return what one ``stats/<message id>`` answer, or its API error, means for the wait."""
+        mid = self.message_id
+        if isinstance(answer, KaleyraEmailAPIError):
+            return self.rule.judge_error(mid, answer, waited=time.time() - self.started_at)
+        rows = recipient_rows(answer)
+        statuses = {address: text_of(row.get("status")) for address, row in rows.items()}
+        known = {address.casefold() for address in rows}
+        if rows and (missing := [a for a in self.recipients or () if a.casefold() not in known]):
+            text = f"Message {mid} has no recipient {', '.join(missing)}; it has {_listing(statuses)}."
+            hint = "Check recipients= (each message id of a send covers one recipient batch)."
+            return DeliveryOutcome("error", mid, f"{text} {hint}", statuses)
+        wanted = known if self.recipients is None else {address.casefold() for address in self.recipients}
+        chosen = {a: self.rule.classify(status) for a, status in statuses.items() if a.casefold() in wanted}
+        delivered = [address for address, state in chosen.items() if state == "delivered"]
+        failures = [failure_of(address, rows[address]) for address, state in chosen.items() if state == "failed"]
+        who = f"{self.rule.require} of {'its recipients' if self.recipients is None else ', '.join(self.recipients)}"
+        if chosen and (len(delivered) == len(chosen) or (delivered and self.rule.require == "any")):
+            return DeliveryOutcome("success", mid, f"Message {mid} reached {who}: {_listing(statuses)}.", statuses)
+        if failures and (self.rule.require == "all" or len(failures) == len(chosen)):
+            text = f"Message {mid} will not reach {who}: {'; '.join(map(_describe, failures))}."
+            return DeliveryOutcome("failure", mid, text, statuses, tuple(failures))
+        pending = [f"{a} ({statuses[a] or 'no status'})" for a, state in chosen.items() if state is None]
+        waiting_for = ", ".join(pending) or "Kaleyra to list its recipients"
+        return DeliveryOutcome("waiting", mid, f"waiting for {waiting_for}", statuses)
+
+
+def lookups(hook: KaleyraEmailHook, ids: Iterable[str]) -> list[Any]:
+    """Return each id's ``stats/<id>``, or the API error it met, one after another."""
+    answers: list[Any] = []
+    for message_id in ids:
+        try:
+            answers.append(hook.get_message_stats(message_id))
+        except KaleyraEmailAPIError as error:
+            answers.append(error)
+    return answers
+
+
+async def alookups(hook: KaleyraEmailAsyncHook, ids: Iterable[str]) -> list[Any]:
+    """Return each id's ``stats/<id>``, or the API error it met, all at once."""
+    answers = await asyncio.gather(*map(hook.get_message_stats, ids), return_exceptions=True)
+    for answer in answers:
+        if isinstance(answer, BaseException) and not isinstance(answer, KaleyraEmailAPIError):
+            raise answer
+    return answers
 
 
 def parse_statuses(value: Any, parameter: str, allow_empty: bool = False) -> frozenset[MessageStatus]:
@@ -245,7 +295,14 @@ def _recipients(value: Any) -> tuple[str, ...] | None:
     return tuple(addresses.values())
 
 
+def recipient_rows(answer: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Return a ``stats/<message id>`` answer's recipient rows by address, those without one left out."""
+    rows = (row for row in answer.get("recipients") or [] if isinstance(row, Mapping))
+    return {text_of(row.get("to")): row for row in rows if text_of(row.get("to"))}
+
+
 def failure_of(recipient: Any, row: Mapping[str, Any]) -> dict[str, str]:
+    """Return a failed recipient as outcomes list it."""
     fields = ("status", "error_code", "error_message")
     return {"recipient": text_of(recipient), **{field: text_of(row.get(field)) for field in fields}}
 
@@ -261,4 +318,5 @@ def _listing(statuses: Mapping[str, str] | None) -> str:
 
 
 def text_of(value: Any) -> str:
+    """Return ``value`` as stripped text, ``""`` for ``None``."""
     return "" if value is None else str(value).strip()

@@ -107,9 +107,9 @@ async def _measure_batched(messages: int, poll: float, duration: float, busy: in
     per_poll: list[int] = []
     original = CampaignWait.apoll
 
-    async def counted(self: CampaignWait, hook: object) -> object:
+    async def counted(self: CampaignWait, hook: object, **kwargs: Any) -> object:
         before = await asyncio.to_thread(_server_requests)
-        outcome = await original(self, hook)  # type: ignore[arg-type]
+        outcome = await original(self, hook, **kwargs)  # type: ignore[arg-type]
         per_poll.append(await asyncio.to_thread(_server_requests) - before)
         return outcome
 

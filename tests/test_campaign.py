@@ -111,7 +111,7 @@ def test_a_listing_is_left_after_its_first_page_when_the_rest_costs_more_than_a_
     assert wait.take_page([], total), "past page 1 a listing is read to its end"
     assert wait.poll_by_stats() is (unresolved <= pages)
     if not reads_on:
-        assert wait.to_look_up(whole=False) == wait.message_ids, "left: every unresolved message by id"
+        assert wait.to_look_up() == wait.message_ids, "left: every unresolved message by id"
 
 
 def test_what_a_whole_listing_did_not_show_is_looked_up_longest_ago_first_and_at_most_100_a_poll():
@@ -120,15 +120,15 @@ def test_what_a_whole_listing_did_not_show_is_looked_up_longest_ago_first_and_at
     wait.record_answers(["m:1", "m:2"], [answer(("b@example.com", "ACCEPTED")), answer(("c@example.com", "ACCEPTED"))])
 
     wait.take_page(shown, 1)
-    first = wait.to_look_up(whole=True)
+    first = wait.to_look_up()
 
     # m:0 was shown in flight (the next listing reads it again); m:1 and m:2 were looked up already.
     assert first == [f"m:{n}" for n in range(3, 103)], "never looked up first, in the order given, 100"
     wait.record_answers(first, [answer((f"x{n}@example.com", "ACCEPTED")) for n in range(100)])
-    assert wait.to_look_up(whole=True) == [f"m:{n}" for n in range(103, 203)], "the next poll looks up the others"
+    assert wait.to_look_up() == [f"m:{n}" for n in range(103, 203)], "the next poll looks up the others"
     for n in range(103, 300):
         wait.record_stats(f"m:{n}", answer((f"y{n}@example.com", "ACCEPTED")))
-    assert wait.to_look_up(whole=True)[:2] == ["m:1", "m:2"], "then those looked up longest ago"
+    assert wait.to_look_up()[:2] == ["m:1", "m:2"], "then those looked up longest ago"
 
 
 def test_failures_seen_only_in_the_logs_are_the_ones_to_look_up_for_kaleyras_error():

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import timedelta
 
 import pytest
 
-from airflow_provider_kaleyra_email.delivery import DeliveryOutcome, DeliveryRule, MessageStatus
+from airflow_provider_kaleyra_email.delivery import DeliveryOutcome, DeliveryRule, MessageStatus, MessageWait
 from airflow_provider_kaleyra_email.exceptions import (
     KaleyraEmailAPIError,
     KaleyraEmailRetriesExhaustedError,
@@ -27,6 +28,11 @@ def answer(*recipients: tuple[str, ...]) -> dict:
         to, status, code, text = (*entry, "", "")[:4]
         rows.append({"delivery_datetime": "", "to": to, "status": status, "error_code": code, "error_message": text})
     return {"message_id": MID, "from_mail": "r@shop.example.com", "recipients": rows}
+
+
+def wait(recipients=None, **rule) -> MessageWait:
+    """A wait on MID by a rule of ``rule``'s arguments, for ``recipients``."""
+    return MessageWait(MID, DeliveryRule(**rule), recipients=recipients)
 
 
 def api_error(status: int | None, text: str = "Message not found", cls=KaleyraEmailAPIError) -> KaleyraEmailAPIError:
@@ -68,14 +74,14 @@ class TestMessageStatus:
     def test_an_unknown_status_is_in_flight_and_logged_once(self, caplog):
         name = f"TELEPORTED_{uuid.uuid4().hex[:8]}".upper()  # the log-once memory lasts the whole process
         with caplog.at_level(logging.WARNING, logger="airflow_provider_kaleyra_email.delivery"):
-            outcomes = [DeliveryRule().judge(MID, answer((A, name.lower()))).status for _ in range(3)]
+            outcomes = [wait().judge(answer((A, name.lower()))).status for _ in range(3)]
         assert outcomes == ["waiting"] * 3
         assert [r.getMessage() for r in caplog.records if name in r.getMessage()] == [
             f"Kaleyra status '{name}' is not one it documents; treating it as still in flight."
         ]
 
 
-#: (rule arguments, the answer's recipients, the outcome): the rule of delivery.py's docstring.
+#: (the wait's arguments, the answer's recipients, the outcome): the rule of delivery.py's docstring.
 RULE_TABLE = [
     ({}, [(A, "DELIVERED")], "success"),
     ({}, [(A, "OPEN")], "success"),
@@ -110,16 +116,16 @@ RULE_TABLE = [
 class TestOneAnswer:
     @pytest.mark.parametrize(("rule", "recipients", "expected"), RULE_TABLE)
     def test_the_rule(self, rule, recipients, expected):
-        assert DeliveryRule(**rule).judge(MID, answer(*recipients)).status == expected
+        assert wait(**rule).judge(answer(*recipients)).status == expected
 
     def test_every_recipient_and_its_status_is_reported_not_only_the_chosen_ones(self):
-        outcome = DeliveryRule(recipients=[A]).judge(MID, answer((A, "DELIVERED"), (B, "BOUNCE")))
+        outcome = wait(recipients=[A]).judge(answer((A, "DELIVERED"), (B, "BOUNCE")))
         assert outcome == DeliveryOutcome(
             "success", MID, f"Message {MID} reached all of a@example.com: {A} DELIVERED, {B} BOUNCE.", {A: "DELIVERED", B: "BOUNCE"}
         )  # fmt: skip
 
     def test_a_failure_names_recipient_status_and_kaleyras_words(self):
-        outcome = DeliveryRule().judge(MID, answer((A, "ACCEPTED"), (B, "BOUNCE", "550", "550 5.1.1 No such user")))
+        outcome = wait().judge(answer((A, "ACCEPTED"), (B, "BOUNCE", "550", "550 5.1.1 No such user")))
         assert outcome.status == "failure"
         assert outcome.failures == (
             {"recipient": B, "status": "BOUNCE", "error_code": "550", "error_message": "550 5.1.1 No such user"},
@@ -133,23 +139,23 @@ class TestOneAnswer:
         [("", "invalid sender domain", "(invalid sender domain)"), ("550", "", "(Kaleyra error 550)"), ("", "", "(Kaleyra gave no error text)")],
     )  # fmt: skip
     def test_whatever_kaleyra_said_is_quoted(self, code, text, said):
-        outcome = DeliveryRule().judge(MID, answer((A, "BLOCKED", code, text)))
+        outcome = wait().judge(answer((A, "BLOCKED", code, text)))
         assert outcome.message.endswith(f"{A} is BLOCKED {said}.")
 
     def test_a_missing_recipient_is_an_error_that_lists_the_real_ones(self):
-        outcome = DeliveryRule(recipients=[C]).judge(MID, answer((A, "DELIVERED")))
+        outcome = wait(recipients=[C]).judge(answer((A, "DELIVERED")))
         assert outcome.status == "error"
         assert f"has no recipient {C}; it has {A} DELIVERED" in outcome.message
 
     def test_waiting_says_for_whom(self):
-        outcome = DeliveryRule().judge(MID, answer((A, "DELIVERED"), (B, "DEFERRED"), (C, "")))
+        outcome = wait().judge(answer((A, "DELIVERED"), (B, "DEFERRED"), (C, "")))
         assert outcome.message == f"waiting for {B} (DEFERRED), {C} (no status)"
 
     def test_rows_without_an_address_are_ignored(self):
         message = {
             "recipients": [{"to": " ", "status": "BOUNCE"}, "junk", {"status": "BOUNCE"}, {"to": A, "status": "OPEN"}]
         }
-        assert DeliveryRule().judge(MID, message).statuses == {A: "OPEN"}
+        assert wait().judge(message).statuses == {A: "OPEN"}
 
 
 #: (the poll's error, seconds into the wait, the outcome), with not_found_grace=10.
@@ -221,7 +227,7 @@ class TestArguments:
     )
     def test_each_bad_argument_is_named(self, kwargs, match):
         with pytest.raises(ValueError, match=match):
-            DeliveryRule(**kwargs)
+            wait(**kwargs)
 
     def test_statuses_are_names_in_any_case_or_members(self):
         rule = DeliveryRule(delivered_statuses=[" open", MessageStatus.DELIVERED], failed_statuses=("bounce",))
@@ -229,23 +235,23 @@ class TestArguments:
         assert rule.failed == {MessageStatus.BOUNCE}
 
     def test_recipients_are_deduplicated_without_regard_to_case(self):
-        assert DeliveryRule(recipients=[A, "A@EXAMPLE.COM", B]).recipients == (A, B)
+        assert wait(recipients=[A, "A@EXAMPLE.COM", B]).recipients == (A, B)
 
-    def test_serialize_is_plain_json_that_rebuilds_the_rule(self):
-        kwargs = DeliveryRule(
+    def test_serialize_is_plain_json_that_rebuilds_the_wait(self):
+        kwargs = wait(
             recipients=[A], require="any", delivered_statuses=[MessageStatus.OPEN], failed_statuses="BOUNCE",
             not_found_grace=timedelta(minutes=1),
         ).serialize()  # fmt: skip
         assert json.loads(json.dumps(kwargs)) == kwargs == {
-            "recipients": [A], "require": "any", "delivered_statuses": ["OPEN"], "failed_statuses": ["BOUNCE"],
-            "not_found_grace": 60.0,
+            "message_id": MID, "recipients": [A], "require": "any", "delivered_statuses": ["OPEN"],
+            "failed_statuses": ["BOUNCE"], "not_found_grace": 60.0,
         }  # fmt: skip
-        assert DeliveryRule(**kwargs).serialize() == kwargs
+        assert wait(**{k: v for k, v in kwargs.items() if k != "message_id"}).serialize() == kwargs
 
 
 class TestOutcome:
     def test_a_failure_round_trips_through_a_plain_json_event(self):
-        outcome = DeliveryRule().judge(MID, answer((B, "BOUNCE", "550", "No such user")))
+        outcome = wait().judge(answer((B, "BOUNCE", "550", "No such user")))
         event = json.loads(json.dumps(outcome.to_event()))
         assert event == {
             "status": "failure",
@@ -270,8 +276,9 @@ class TestOutcome:
         assert "no final status" in outcome.message
 
     def test_a_timeout_keeps_what_the_last_check_at_the_deadline_saw(self):
-        last = DeliveryRule().judge(MID, answer((A, "DEFERRED")))
-        timed_out = last.timed_out(30)
+        last = wait().judge(answer((A, "DEFERRED")))
+        assert last.timed_out(None, 0.0) is last.timed_out(time.time() + 60, 0.0) is last, "no deadline, or not yet"
+        timed_out = last.timed_out(100.0, 70.0)
         assert timed_out == DeliveryOutcome(
             "timeout", MID, f"Message {MID} was not delivered within timeout=30 s (the last check: {A} DEFERRED).", {A: "DEFERRED"}
         )  # fmt: skip
@@ -279,7 +286,5 @@ class TestOutcome:
         assert not last.done
 
     def test_a_timeout_after_failed_polls_says_what_failed(self):
-        last = DeliveryRule().judge_error(
-            MID, api_error(503, "Service unavailable", KaleyraEmailTransientError), waited=1
-        )
-        assert "(the last check: the poll failed: GET /v1/SID/email/stats/" in last.timed_out(3).message
+        last = wait().judge(api_error(503, "Service unavailable", KaleyraEmailTransientError))
+        assert "(the last check: the poll failed: GET /v1/SID/email/stats/" in last.timed_out(3.0, 0.0).message

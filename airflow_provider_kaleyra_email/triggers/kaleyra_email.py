@@ -17,7 +17,7 @@ except ImportError:  # Airflow 2.11: no event-driven scheduling
     BaseEventTrigger = BaseTrigger  # type: ignore[misc,assignment]
 
 from airflow_provider_kaleyra_email import validation
-from airflow_provider_kaleyra_email.campaign import CampaignWait
+from airflow_provider_kaleyra_email.campaign import wait_for
 from airflow_provider_kaleyra_email.delivery import (
     DEFAULT_DELIVERED_STATUSES,
     DEFAULT_FAILED_STATUSES,
@@ -42,14 +42,13 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     """
     Poll a message, or a list of them, until delivered, failed, or time is up; fire one event.
 
-    Each poll is judged as the sensor's (one rule, :mod:`~airflow_provider_kaleyra_email.delivery`),
-    with ``asyncio.sleep`` between polls and one more at the deadline before ``timeout``. The event
-    is a :class:`~airflow_provider_kaleyra_email.delivery.DeliveryOutcome` as a plain JSON dict.
-    It carries the connection id, never the key.
+    Each poll is the sensor's (:mod:`~airflow_provider_kaleyra_email.delivery`), with ``asyncio.sleep``
+    between polls and one more at the deadline before ``timeout``. The event is a
+    :class:`~airflow_provider_kaleyra_email.delivery.DeliveryOutcome` as a plain JSON dict. It
+    carries the connection id, never the key.
 
     :param message_id: the message to wait for, as Kaleyra returned it on send, or a list of them:
-        one wait by the rule of :class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`,
-        polled as the sensor describes.
+        one wait by the rule of :class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`.
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     :param recipients: the recipients to wait for (default: all of the message's).
     :param require: ``"all"`` or ``"any"`` of those recipients.
@@ -65,8 +64,6 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     :param min_delivered_fraction: for a list, the share of recipients to be delivered.
     :param max_failed_fraction: for a list, the share of recipients that may fail.
     :param search: for a list, terms that narrow its logs listing.
-    :param max_consecutive_errors: ignored; accepted from triggers serialized by earlier releases.
-    :param consecutive_errors: ignored, as ``max_consecutive_errors``.
     """
 
     def __init__(
@@ -86,34 +83,13 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
         min_delivered_fraction: float | None = None,
         max_failed_fraction: float | None = None,
         search: Sequence[str] | None = None,
-        max_consecutive_errors: int | None = None,
-        consecutive_errors: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        self.rule = DeliveryRule(
-            recipients=recipients,
-            require=require,
-            delivered_statuses=delivered_statuses,
-            failed_statuses=failed_statuses,
-            not_found_grace=not_found_grace,
-        )
-        self.message_id: str | list[str]
-        #: For a list of ids: the fractions of its CampaignWait, resolved (checked, as the sensor checked them).
-        self.campaign: dict[str, float] | None = None
-        self.search = validation.search_terms(search)
-        if isinstance(message_id, str):
-            self.message_id = validation.message_id(message_id)
-        else:
-            wait = CampaignWait(
-                message_id,
-                self.rule,
-                min_delivered_fraction=min_delivered_fraction,
-                max_failed_fraction=max_failed_fraction,
-            )
-            self.message_id = wait.message_ids
-            self.campaign = wait.thresholds()
+        rule = DeliveryRule(require, delivered_statuses, failed_statuses, not_found_grace)
+        fractions = (min_delivered_fraction, max_failed_fraction)
+        self.wait = wait_for(message_id, rule, recipients, search, *fractions, started_at)
         self.poke_interval = validation.positive_number(poke_interval, parameter="poke_interval")
         self.started_at, self.end_time, self.first_poll_at = (
             None if moment is None else float(moment) for moment in (started_at, end_time, first_poll_at)
@@ -122,80 +98,48 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath and JSON-safe kwargs: the connection id, never the key."""
         return CLASSPATH, {
-            "message_id": self.message_id,
             "kaleyra_email_conn_id": self.kaleyra_email_conn_id,
-            **self.rule.serialize(),
+            **self.wait.serialize(),
             "poke_interval": self.poke_interval,
             "started_at": self.started_at,
             "end_time": self.end_time,
             "first_poll_at": self.first_poll_at,
-            **({**self.campaign, "search": self.search} if self.campaign else {}),
         }
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until the wait ends, then fire its one event; any unexpected failure is an ``error`` event."""
         hook = KaleyraEmailAsyncHook(self.kaleyra_email_conn_id)
         try:
-            outcome = await self._wait(hook)
+            outcome = await self._poll_until_done(hook)
         except Exception as exc:
-            # Whatever went wrong (a bad connection, a bug) ends the wait as one error event; a
-            # trigger that raises leaves the task to Airflow's generic "trigger failure".
-            text = f"The wait for {self._label} failed: {type(exc).__name__}: {exc}"
-            outcome = DeliveryOutcome("error", self._label, hook.scrub(text))
+            # A trigger that raises leaves the task to Airflow's generic "trigger failure".
+            text = f"The wait for {self.wait.label} failed: {type(exc).__name__}: {exc}"
+            outcome = DeliveryOutcome("error", self.wait.label, hook.scrub(text))
         finally:
             await hook.aclose()
         yield TriggerEvent(outcome.to_event())  # type: ignore[no-untyped-call]
 
-    @property
-    def _label(self) -> str:
-        return f"{len(self.message_id):,} messages" if self.campaign else f"message {self.message_id}"
-
-    async def _wait(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
-        started_at = self.started_at if self.started_at is not None else time.time()
-        self.log.info("Waiting for %s: a poll every %g s.", self._label, self.poke_interval)
-        if self.first_poll_at is not None:
-            await asyncio.sleep(self._pause(until=self.first_poll_at))
-        campaign = None
-        if self.campaign:
-            campaign = CampaignWait(
-                self.message_id, self.rule, **self.campaign, started_at=started_at, search=self.search
-            )
-        last = None
+    async def _poll_until_done(self, hook: KaleyraEmailAsyncHook) -> DeliveryOutcome:
+        wait, said = self.wait, None
+        wait.started_at = self.started_at if self.started_at is not None else time.time()
+        self.log.info("Waiting for %s: a poll every %g s.", wait.label, self.poke_interval)
+        poll_at = self.first_poll_at if self.first_poll_at is not None else time.time()
         while True:
-            polled_at = time.time()
-            deadline = self.end_time is not None and polled_at >= self.end_time
-            if campaign is not None:
-                outcome = await campaign.apoll(hook)
-                if outcome.done or deadline:
-                    outcome = await campaign.adetail_failures(hook)
-            else:
-                outcome = await self._poll_message(hook, str(self.message_id), waited=polled_at - started_at)
+            # The last poll lands on the deadline; poll starts are poke_interval apart, however long a poll took.
+            until = poll_at if self.end_time is None else min(poll_at, self.end_time)
+            await asyncio.sleep(max(0.0, until - time.time()))
+            poll_at = time.time() + self.poke_interval
+            last_check = self.end_time is not None and time.time() >= self.end_time  # made at the deadline
+            outcome = await wait.apoll(hook, deadline=self.end_time if last_check else None)
             if outcome.done:
                 self.log.info("%s", outcome.message)
                 return outcome
-            if outcome.message != last:  # a line per change, not per poll: a triggerer runs thousands
-                self.log.info("%s: %s.", self._label, outcome.message)
-                last = outcome.message
-            if deadline and self.end_time is not None:
-                # That poll was the last check, made at the deadline, not skipped (#62306).
-                return outcome.timed_out(self.end_time - started_at)
-            # Poll starts are poke_interval apart, however long a poll took (waiting for a slot, say).
-            await asyncio.sleep(self._pause(until=polled_at + self.poke_interval))
-
-    async def _poll_message(self, hook: KaleyraEmailAsyncHook, message_id: str, *, waited: float) -> DeliveryOutcome:
-        try:
-            return self.rule.judge(message_id, await hook.get_message_stats(message_id))
-        except KaleyraEmailAPIError as error:
-            return self.rule.judge_error(message_id, error, waited=waited)
-
-    def _pause(self, *, until: float) -> float:
-        """Return the seconds to sleep until ``until``, cut short so that the last poll lands on the deadline."""
-        if self.end_time is not None:
-            until = min(until, self.end_time)
-        return max(0.0, until - time.time())
+            if outcome.message != said:  # a line per change, not per poll: a triggerer runs thousands
+                self.log.info("%s: %s.", wait.label, outcome.message)
+                said = outcome.message
 
 
-#: The name an earlier release serialized its triggers under; those still load, as this trigger.
+#: The trigger's first name: triggers stored in a metadata database under it still load.
 KaleyraEmailMessageStatusTrigger = KaleyraEmailMessageDeliveredTrigger
 
 

@@ -18,8 +18,6 @@ from airflow_provider_kaleyra_email.sensors.kaleyra_email import KaleyraEmailMes
 POKE_INTERVAL = 0.2
 TIMEOUT = 3.0
 NOT_FOUND_GRACE = 1.0
-#: Passed to show that DAGs written for earlier releases still load; the sensor ignores it now.
-MAX_CONSECUTIVE_ERRORS = 3
 MODES = {"poke": {"mode": "poke"}, "reschedule": {"mode": "reschedule"}, "deferrable": {"deferrable": True}}
 
 
@@ -39,7 +37,6 @@ def _wait_dag(
             poke_interval=POKE_INTERVAL,
             timeout=timeout,
             not_found_grace=not_found_grace,
-            max_consecutive_errors=MAX_CONSECUTIVE_ERRORS,
             retries=retries,
             retry_delay=timedelta(0),
             **mode,

@@ -1,13 +1,10 @@
 """
-What an operator read and wrote, as OpenLineage datasets, for the OpenLineage provider when it is installed.
+What an operator read and wrote, as OpenLineage datasets, named by OpenLineage's rules.
 
-Both are named by OpenLineage's rules: an API endpoint or any other URL has namespace
-``scheme://host[:port]`` (no credentials) and its path as name (``/v1/<SID>/email/logs``); an
-object on S3 or GCS ``s3://bucket`` or ``gs://bucket`` and its key, a local file ``file`` and its
-absolute path. An object written carries its schema (the fixed columns of a CSV or Parquet export,
-typed for Parquet; JSON Lines has none) and output statistics (rows, bytes).
-
-The OpenLineage classes are imported inside :func:`operator_lineage`: the provider works without them.
+An endpoint or any URL: namespace ``scheme://host[:port]`` (no credentials), name its path; an object on
+S3 or GCS: ``s3://bucket`` or ``gs://bucket`` and its key; a local file: ``file`` and its absolute path.
+An object written carries its schema (a CSV or Parquet export's fixed columns, typed for Parquet) and
+its rows and bytes. OpenLineage is imported inside :func:`operator_lineage`: it is optional.
 """
 
 from __future__ import annotations

@@ -101,11 +101,10 @@ def build_report(
     *,
     from_date: date,
     to_date: date,
-    timezone: str,
     read_at: datetime,
     top: int = 10,
 ) -> Report:
-    """Return the figures of the range ``from_date..to_date`` (inclusive); days without stats count 0."""
+    """Return the figures of ``from_date..to_date`` (inclusive, days of ``read_at``'s time zone); no stats count 0."""
     days: dict[date, dict[str, float]] = {from_date + timedelta(n): {} for n in range((to_date - from_date).days + 1)}
     totals: dict[str, float] = {}
     for row in summary_rows:
@@ -119,7 +118,7 @@ def build_report(
     return Report(
         from_date=from_date,
         to_date=to_date,
-        timezone=timezone,
+        timezone=str(read_at.tzinfo),
         read_at=read_at,
         days=list(days.items()),
         totals=dict(sorted(totals.items())),

@@ -27,7 +27,7 @@ def report_of(rows, failed=(), *, first=FIRST, last=LAST, top=10):
     tally = FailureTally()
     for row in failed:
         tally.add(row)
-    return build_report(rows, tally, from_date=first, to_date=last, timezone="UTC", read_at=READ_AT, top=top)
+    return build_report(rows, tally, from_date=first, to_date=last, read_at=READ_AT, top=top)
 
 
 def page_of(report):

@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_kaleyra_email.hooks.kaleyra_email import Pages
 
-#: Rows returned through XCom before ``output_path`` is needed; 1,000 log rows are about 500 KB of JSON.
-DEFAULT_MAX_XCOM_ROWS = 1_000
-
 #: The send operator's arguments, templated, and passed on to ``KaleyraEmailHook.send_email``.
 _MAIL_FIELDS = ("from_email", "to", "subject", "html_body", "text_body", "message_type")
 _SUFFIXES = {"jsonl": (".jsonl", ".ndjson", ".json"), "csv": (".csv",), "parquet": (".parquet", ".pq")}
@@ -156,7 +153,7 @@ class _KaleyraEmailFetchOperator(_KaleyraEmailExportOperator):
         self,
         *,
         output_format: str = "jsonl",
-        max_xcom_rows: int = DEFAULT_MAX_XCOM_ROWS,
+        max_xcom_rows: int = 1_000,  # 1,000 log rows are about 500 KB of JSON
         page_size: int | None = None,
         allow_count_mismatch: bool = False,
         days_back: int = 0,
@@ -371,9 +368,8 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailExportOperator):
             raise ValueError(
                 f"output_path={self.output_path!r} must name an .html object; the PNG is written beside it."
             )
-        tz = self.hook.timezone
         try:
-            read_at = datetime.now(tz)
+            read_at = datetime.now(self.hook.timezone)
             stats = list(self._rows(self.hook.iter_summary_stats_pages(first, last)))
             tally = FailureTally()
             for status in FAILURE_STATUSES:
@@ -383,9 +379,7 @@ class KaleyraEmailDeliverabilityReportOperator(_KaleyraEmailExportOperator):
                         tally.add(row)
         finally:
             self.hook.close()
-        report = build_report(
-            stats, tally, from_date=first, to_date=last, timezone=str(tz), read_at=read_at, top=self.top
-        )
+        report = build_report(stats, tally, from_date=first, to_date=last, read_at=read_at, top=self.top)
         png = main_chart(report)
         png_written = output.write_bytes(html_path.parent / f"{html_path.name.rsplit('.', 1)[0]}.png", png)
         html_written = output.write_bytes(html_path, render_html(report, png).encode())

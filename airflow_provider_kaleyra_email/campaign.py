@@ -1,19 +1,15 @@
 """
 A wait on many messages at once (a campaign), counted by recipient; the sensor and the trigger poll it alike.
 
-- Each address of each message is one recipient; a message not found yet counts as one.
-- With ``n`` recipients the wait fails once more than ``max_failed_fraction`` of ``n`` failed, or
-  once ``min_delivered_fraction`` of ``n`` is out of reach; it succeeds once that many are
-  delivered. Each fraction defaults to one minus the other; with neither, all must be delivered.
-- A poll reads only unresolved messages, the cheaper way, so it costs what they need whatever the
-  account sends: ``stats/<id>`` for each while they are no more than the pages of the logs listing
-  of the send window (the account-local day before the wait began, to today; one page until a
-  listing told its size), else that listing, left after its first page for ``stats/<id>`` when
-  that page's ``total`` says the other pages outnumber the messages still unresolved.
-- Unresolved messages a whole listing did not show (sent on another day, or not logged yet) are
-  looked up by ``stats/<id>``, ``MAX_LOOKUPS_PER_POLL`` a poll, those looked up longest ago first.
-- When the wait ends, failures seen only in the logs (no error code, a generic description) get
-  Kaleyra's error from ``stats/<id>``, for the first ``MAX_FAILURE_LOOKUPS`` messages.
+- Each address of each message is one recipient; a message not found yet counts as one. The wait
+  fails once more than ``max_failed_fraction`` of them failed, or ``min_delivered_fraction`` is out
+  of reach, and succeeds once that many are delivered. Each defaults to one minus the other, else 1.
+- A poll reads what is unresolved the cheaper way: ``stats/<id>`` each while they are no more than
+  the pages of the send window's logs listing (from the account-local day before the wait began),
+  else that listing, left after page 1 when its ``total`` says the rest outnumbers them.
+- What a whole listing did not show is looked up by id, ``MAX_LOOKUPS_PER_POLL`` a poll, the longest
+  ago first. When the wait ends, failures seen only in the logs get Kaleyra's error by id (at most
+  ``MAX_FAILURE_LOOKUPS``).
 """
 
 from __future__ import annotations
@@ -46,13 +42,10 @@ if TYPE_CHECKING:
 
     from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook, KaleyraEmailHook, Page
 
-#: The most failures an outcome carries (a trigger event is stored in Airflow's database).
+#: A trigger event is stored in Airflow's database: the most failures an outcome carries.
 MAX_FAILURES_IN_OUTCOME = 5_000
-#: Rows per page of the logs listing: the API's maximum.
-LISTING_PAGE_SIZE = 100
-#: Messages a listing did not show, looked up by id per poll: a listing page's worth.
-MAX_LOOKUPS_PER_POLL = 100
-#: Messages whose failures, seen only in the logs, are looked up for Kaleyra's error when a wait ends.
+LISTING_PAGE_SIZE = 100  # the API's maximum
+MAX_LOOKUPS_PER_POLL = 100  # a listing page's worth
 MAX_FAILURE_LOOKUPS = 200
 
 
@@ -81,16 +74,7 @@ def wait_for(
 
 
 class CampaignWait:
-    """
-    The wait of this module's docstring, on ``message_ids`` (in the order given; repeats dropped).
-
-    :param message_ids: the messages.
-    :param rule: the statuses that count as delivered and failed, and ``not_found_grace``.
-    :param min_delivered_fraction: the share of recipients to be delivered, in (0, 1].
-    :param max_failed_fraction: the share of recipients allowed to fail, in [0, 1).
-    :param started_at: when the wait began (seconds since the epoch): the send window and the 404 grace start there.
-    :param search: terms that narrow the logs listing (all must match).
-    """
+    """The wait of this module's docstring on ``message_ids`` (repeats dropped), begun at ``started_at``."""
 
     def __init__(
         self,
@@ -115,12 +99,9 @@ class CampaignWait:
         self.statuses: dict[str, dict[str, Mapping[str, Any]]] = {}  # message id: recipient: its stats row
         self.unresolved = dict.fromkeys(self.message_ids)
         self.error: DeliveryOutcome | None = None
-        #: Pages the send window's listing takes, from the last ``total`` seen; one before any.
-        self.listing_pages = 1
-        #: When each message was last looked up by id; those looked up longest ago go first.
-        self.looked_up: dict[str, float] = {}
-        #: Messages whose statuses came from logs rows, which have no error code.
-        self.from_logs: set[str] = set()
+        self.listing_pages = 1  # from the last ``total`` seen
+        self.looked_up: dict[str, float] = {}  # message id: when
+        self.from_logs: set[str] = set()  # their statuses came from logs rows, which have no error code
         # The listing being read: the messages it showed, its pages read, whether it is read to its end.
         self._shown: set[str] = set()
         self._pages, self._whole = 0, True

@@ -1,15 +1,14 @@
 """
 When has a message reached its recipients? One rule, for the sensor and the trigger alike.
 
-- A chosen recipient (default: every one the message has) is delivered when its status is one of
-  ``delivered``, failed when it is one of ``failed``, and otherwise in flight: also with no status
-  yet, or with a status Kaleyra does not document (logged once).
-- ``require="all"`` succeeds when all are delivered and fails when one has failed; ``require="any"``
-  succeeds when one is delivered and fails when all have. A recipient the message lacks is an error.
-- A failed poll: a failure worth another try (429, 5xx, timeout, dropped connection) is "not yet";
-  a 404 is "not visible yet" for ``not_found_grace`` seconds into the wait, then an error; any
-  other refusal (400, 401, 403) is an error. No error streak is kept: ``timeout`` alone bounds the wait.
-- A list of message ids is one wait counted by recipient, with thresholds: :mod:`.campaign`.
+- A chosen recipient (default: all the message has) is delivered when its status is one of
+  ``delivered``, failed when one of ``failed``, else in flight (no status yet, or one Kaleyra does
+  not document, logged once). ``require="all"`` succeeds when all are delivered, fails when one
+  failed; ``"any"`` succeeds when one is delivered, fails when all failed. A recipient the message
+  lacks is an error.
+- A failed poll worth another try (429, 5xx, timeout, dropped connection) is "not yet"; a 404 is
+  "not visible yet" for ``not_found_grace`` seconds into the wait; any other is an error.
+  ``timeout`` alone bounds the wait. A list of message ids is one wait: :mod:`.campaign`.
 """
 
 from __future__ import annotations
@@ -87,11 +86,11 @@ class DeliveryOutcome:
     """
     What a poll, or a whole wait, came to; the trigger fires it as a plain-JSON event.
 
-    :param status: ``success``, ``failure``, ``waiting``, ``error`` or ``timeout``; all but ``waiting`` end a wait.
-    :param message_id: the message waited on; for a list, how many (``CampaignWait.label``).
+    :param status: all but ``waiting`` end a wait.
+    :param message_id: the message waited on; for a list, the wait's label.
     :param message: a sentence for the log, or the task's error.
-    :param statuses: every recipient of the message and its status as Kaleyra spelled it, once it answered.
-    :param failures: the chosen recipients that failed (:func:`failure_of`, with ``message_id`` for a list).
+    :param statuses: every recipient of the message and its status as Kaleyra spelled it.
+    :param failures: the chosen recipients that failed (:func:`failure_of`; for a list, with ``message_id``).
     :param counts: for a list, :meth:`CampaignWait.counts`.
     """
 
@@ -136,14 +135,7 @@ class DeliveryOutcome:
 
 
 class DeliveryRule:
-    """
-    The statuses that end a wait and how long a 404 is "not visible yet", each argument checked.
-
-    :param require: ``"all"`` or ``"any"`` of a message's chosen recipients.
-    :param delivered_statuses: status names that count as delivered.
-    :param failed_statuses: status names that count as a terminal failure (may be empty).
-    :param not_found_grace: seconds (or a ``timedelta``) into the wait during which a 404 means "not visible yet".
-    """
+    """What the statuses and a 404 mean for a wait; a ``ValueError`` names a bad argument (see the sensor's)."""
 
     def __init__(
         self,
@@ -192,14 +184,7 @@ class DeliveryRule:
 
 
 class MessageWait:
-    """
-    A wait on one message by a :class:`DeliveryRule`, polled through either hook.
-
-    :param message_id: the message.
-    :param rule: what its statuses mean.
-    :param recipients: the address, or addresses, to wait for; ``None`` means all of the message's.
-    :param started_at: when the wait began (seconds since the epoch); the 404 grace runs from there.
-    """
+    """A wait on one message's ``recipients`` (``None``: all) by ``rule``, polled through either hook."""
 
     def __init__(
         self, message_id: Any, rule: DeliveryRule, *, recipients: Any = None, started_at: float | None = None
@@ -270,7 +255,6 @@ async def alookups(hook: KaleyraEmailAsyncHook, ids: Iterable[str]) -> list[Any]
 
 def parse_statuses(value: Any, parameter: str, allow_empty: bool = False) -> frozenset[MessageStatus]:
     """Return the statuses ``value`` names (one or a list, any case); a ``ValueError`` names ``parameter``."""
-    # A typo such as "BOUNCED" is refused: ignored, it would make a bounce wait until the timeout.
     items = list(value) if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping) else [value]
     known = ", ".join(MessageStatus.__members__)
     if bad := [i for i in items if not isinstance(i, str) or i.strip().upper() not in MessageStatus.__members__]:

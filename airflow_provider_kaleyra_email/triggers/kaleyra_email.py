@@ -25,6 +25,7 @@ from airflow_provider_kaleyra_email.delivery import (
     DeliveryOutcome,
     DeliveryRule,
     parse_statuses,
+    text_of,
 )
 from airflow_provider_kaleyra_email.exceptions import KaleyraEmailAPIError
 from airflow_provider_kaleyra_email.hooks.kaleyra_email import KaleyraEmailAsyncHook
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 CLASSPATH = "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailMessageDeliveredTrigger"
 NEW_ROWS_CLASSPATH = "airflow_provider_kaleyra_email.triggers.kaleyra_email.KaleyraEmailNewLogRowsTrigger"
-#: What a watcher looks for by default: the statuses that mean the mail will never arrive.
 DEFAULT_WATCHED_STATUSES = tuple(status.value for status in DEFAULT_FAILED_STATUSES)
 
 
@@ -42,25 +42,21 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     """
     Poll a message, or a list of them, until delivered, failed, or time is up; fire one event.
 
-    Each poll is the sensor's (:mod:`~airflow_provider_kaleyra_email.delivery`), with ``asyncio.sleep``
-    between polls and one more at the deadline before ``timeout``. The event is a
-    :class:`~airflow_provider_kaleyra_email.delivery.DeliveryOutcome` as a plain JSON dict. It
-    carries the connection id, never the key.
+    Each poll is the sensor's, with ``asyncio.sleep`` between polls and one more at the deadline
+    before ``timeout``; the event is a :class:`~airflow_provider_kaleyra_email.delivery.DeliveryOutcome`
+    as a plain JSON dict. Its kwargs carry the connection id, never the key.
 
-    :param message_id: the message to wait for, as Kaleyra returned it on send, or a list of them:
-        one wait by the rule of :class:`~airflow_provider_kaleyra_email.campaign.CampaignWait`.
+    :param message_id: the message to wait for, or a list of them (one wait, counted by recipient).
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     :param recipients: the recipients to wait for (default: all of the message's).
     :param require: ``"all"`` or ``"any"`` of those recipients.
     :param delivered_statuses: statuses that count as delivered.
     :param failed_statuses: statuses that count as a terminal failure.
     :param poke_interval: seconds between polls.
-    :param started_at: when the wait began (seconds since the epoch), from which ``not_found_grace``
-        runs; default: when the trigger first runs.
+    :param started_at: when the wait began (seconds since the epoch; default: when the trigger runs).
     :param end_time: the deadline (seconds since the epoch); ``None`` waits for ever.
     :param not_found_grace: seconds after ``started_at`` during which HTTP 404 means "not visible yet".
-    :param first_poll_at: no poll before this time (seconds since the epoch): the sensor has just
-        checked. Default: poll at once.
+    :param first_poll_at: no poll before this time (seconds since the epoch): the sensor has just checked.
     :param min_delivered_fraction: for a list, the share of recipients to be delivered.
     :param max_failed_fraction: for a list, the share of recipients that may fail.
     :param search: for a list, terms that narrow its logs listing.
@@ -112,7 +108,7 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
         try:
             outcome = await self._poll_until_done(hook)
         except Exception as exc:
-            # A trigger that raises leaves the task to Airflow's generic "trigger failure".
+            # One error event: a trigger that raises leaves the task to Airflow's generic "trigger failure".
             text = f"The wait for {self.wait.label} failed: {type(exc).__name__}: {exc}"
             outcome = DeliveryOutcome("error", self.wait.label, hook.scrub(text))
         finally:
@@ -148,16 +144,14 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
     Watch the logs for new rows in the watched statuses; fire one event per batch of them (Airflow 3).
 
     For an ``AssetWatcher``: every ``poll_interval`` seconds it lists the days from ``days_back``
-    days ago to today, once per status, and fires the rows not fired before, remembered in the
-    triggerer's memory (a restart fires the watched days again: make the DAG idempotent). Sibling
-    watchers share one poll on Airflow 3.3+ (:meth:`shared_stream_key`). See ``docs/sensor.md``.
+    days ago to today, once per status, and fires the rows not fired before (remembered in memory:
+    a restart fires them again). Siblings share one poll on Airflow 3.3+. See ``docs/sensor.md``.
 
     :param kaleyra_email_conn_id: the Kaleyra Email connection.
     :param statuses: the statuses to watch (default: ``BOUNCE``, ``BLOCKED``, ``FAILED``, ``SUPPRESSED``).
     :param search: more terms every row must match, e.g. a sender or a template name.
     :param poll_interval: seconds between polls (default 60).
-    :param days_back: how many days before today (account time zone) to watch as well (default 1:
-        a bounce of yesterday's mail is often logged today).
+    :param days_back: days before today (account time zone) to watch as well: yesterday's mail bounces today.
     :param max_rows_per_event: most rows in one event; more new rows make more events.
     """
 
@@ -214,15 +208,13 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
         """Poll for ever; yield each poll's rows not yielded before, with the days they cover."""
         watcher = cls(**kwargs)
         hook = KaleyraEmailAsyncHook(watcher.kaleyra_email_conn_id)
-        seen: dict[date, set[tuple[Any, ...]]] = {}
+        seen: dict[tuple[Any, ...], date] = {}  # each row fired: the day it was submitted on
         try:
             tz = ZoneInfo((await hook.get_config()).timezone)
             while True:
-                polled_at = time.time()
-                today = datetime.now(tz).date()
+                polled_at, today = time.time(), datetime.now(tz).date()
                 first = today - timedelta(days=watcher.days_back)
-                for day in [day for day in seen if day < first]:
-                    del seen[day]  # no longer watched: its rows cannot come back
+                seen = {key: day for key, day in seen.items() if day >= first}  # what is still watched
                 try:
                     fresh = await watcher._new_rows(hook, first, today, seen)
                 except KaleyraEmailAPIError as error:  # the next poll tries again
@@ -250,18 +242,15 @@ class KaleyraEmailNewLogRowsTrigger(BaseEventTrigger):  # type: ignore[misc,vali
                 yield NewLogRowsEvent(payload=payload)
 
     async def _new_rows(
-        self, hook: KaleyraEmailAsyncHook, first: date, last: date, seen: dict[date, set[tuple[Any, ...]]]
+        self, hook: KaleyraEmailAsyncHook, first: date, last: date, seen: dict[tuple[Any, ...], date]
     ) -> list[dict[str, Any]]:
         fresh = []
         for status in self.statuses:
             async for page in hook.iter_log_rows(first, last, search=[status, *self.search]):
                 for row in page.rows:
-                    key = (row.get("message_id"), row.get("to_mail"), str(row.get("status") or "").upper())
-                    if key[2] != status:  # search also matches addresses and templates ("bounce@...")
-                        continue
-                    day = _row_day(row, default=last)
-                    if key not in seen.setdefault(day, set()):
-                        seen[day].add(key)
+                    key = (row.get("message_id"), row.get("to_mail"), text_of(row.get("status")).upper())
+                    if key[2] == status and key not in seen:  # search also matches addresses ("bounce@...")
+                        seen[key] = _row_day(row, default=last)
                         fresh.append(row)
         return fresh
 

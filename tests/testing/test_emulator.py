@@ -553,7 +553,7 @@ class TestTeardown:
         assert get(emulator, "stats").status_code == 200
         started = time.monotonic()
         emulator.stop()
-        assert time.monotonic() - started < 0.25
+        assert time.monotonic() - started < 2, "stop() waited for something (a handler, a 5 s trickle)"
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection((emulator.host, emulator.port), timeout=1).close()
 
@@ -564,7 +564,7 @@ class TestTeardown:
         assert response.status == 200
         started = time.monotonic()
         emulator.stop()
-        assert time.monotonic() - started < 0.25
+        assert time.monotonic() - started < 2, "stop() waited for the 5 s trickle"
         for thread in threads:
             thread.join(timeout=2)
             assert not thread.is_alive(), "the trickle gave up when the emulator stopped"

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 #: Airflow's deferral timeout only backs up the trigger's own, which a last check may exceed by a request timeout.
 DEFERRAL_TIMEOUT_MARGIN = 60.0
+#: What the end of a wait raises, but for success and a skip; an error or anything else is KaleyraEmailWaitError.
+_RAISED: dict[str, type[Exception]] = {"failure": AirflowFailException, "timeout": AirflowSensorTimeout}
 
 
 class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
@@ -179,11 +181,7 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
             return result
         if outcome.status in ("failure", "timeout") and (self.soft_fail or getattr(self, "never_fail", False)):
             raise AirflowSkipException(f"{outcome.message} Skipped: soft_fail is set.")
-        if outcome.status == "failure":
-            raise AirflowFailException(outcome.message)
-        if outcome.status == "timeout":
-            raise AirflowSensorTimeout(outcome.message)
-        raise KaleyraEmailWaitError(outcome.message)
+        raise _RAISED.get(outcome.status, KaleyraEmailWaitError)(outcome.message)
 
     def _campaign_result(self, outcome: DeliveryOutcome) -> dict[str, Any]:
         """Return a list's XCom result; write every failure to ``output_path``, if one is given."""

@@ -448,7 +448,8 @@ class TestDeferrableDirectly:
 
     def test_a_first_check_that_decides_does_not_defer(self, kaleyra_email_emulator):
         message_id = send(kaleyra_email_emulator, "x.block@example.com")
-        time.sleep(1.1)
+        later = datetime.now(timezone.utc) + timedelta(seconds=1.1)
+        kaleyra_email_emulator.dataset.clock = lambda: later  # blocked by then: no wall-clock wait
 
         with pytest.raises(AirflowFailException, match="BLOCKED"):
             sensor(message_id=message_id, deferrable=True).execute({})

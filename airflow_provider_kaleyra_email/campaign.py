@@ -52,6 +52,7 @@ MAX_FAILURE_LOOKUPS = 200
 def wait_for(
     message_id: Any,
     rule: DeliveryRule,
+    *,
     recipients: Any = None,
     search: Any = None,
     min_delivered_fraction: Any = None,
@@ -62,12 +63,14 @@ def wait_for(
     if not isinstance(message_id, list | tuple):
         if (min_delivered_fraction, max_failed_fraction) != (None, None):
             raise ValueError(
-                f"min_delivered_fraction and max_failed_fraction are for a list of message ids, not {message_id!r}."
+                "min_delivered_fraction and max_failed_fraction are for a list of message ids; "
+                f"message_id={message_id!r} is one (use recipients= and require= for its recipients)."
             )
         return MessageWait(message_id, rule, recipients=recipients, started_at=started_at)
     if recipients is not None or rule.require != "all":
         raise ValueError(
-            "recipients= and require= are for one message: with a list of message ids every recipient counts."
+            f"recipients={recipients!r} and require={rule.require!r} choose among one message's recipients; with a "
+            "list of message ids every recipient counts: use min_delivered_fraction or max_failed_fraction instead."
         )
     fractions = {"min_delivered_fraction": min_delivered_fraction, "max_failed_fraction": max_failed_fraction}
     return CampaignWait(message_id, rule, **fractions, started_at=started_at, search=validation.search_terms(search))
@@ -136,9 +139,10 @@ class CampaignWait:
                 self.record_listing_error(error)
                 ids = []
         self.record_answers(ids, lookups(hook, ids))
-        ids = self.undetailed(deadline)
+        ended = _passed(deadline)
+        ids = self.undetailed(ended)
         self.record_answers(ids, lookups(hook, ids), detail=True)
-        return self.outcome().timed_out(deadline, self.started_at)
+        return self.outcome().timed_out(ended, self.started_at)
 
     async def apoll(self, hook: KaleyraEmailAsyncHook, *, deadline: float | None = None) -> DeliveryOutcome:
         """Do what :meth:`poll` does, through the async hook: pages used as they come, ``stats/<id>`` at once."""
@@ -158,9 +162,10 @@ class CampaignWait:
                 self.record_listing_error(error)
                 ids = []
         self.record_answers(ids, await alookups(hook, ids))
-        ids = self.undetailed(deadline)
+        ended = _passed(deadline)
+        ids = self.undetailed(ended)
         self.record_answers(ids, await alookups(hook, ids), detail=True)
-        return self.outcome().timed_out(deadline, self.started_at)
+        return self.outcome().timed_out(ended, self.started_at)
 
     def record_answers(self, ids: Sequence[str], answers: Sequence[Any], *, detail: bool = False) -> None:
         """Note ``stats/<id>`` answers or their API errors; with ``detail``, an error keeps what the logs said."""
@@ -314,3 +319,8 @@ def _fraction(value: Any, parameter: str, *, zero: bool, one: bool) -> float | N
     if not ((number > 0 or (zero and number == 0)) and (number < 1 or (one and number == 1))):
         raise ValueError(f"{parameter}={value!r} is not a fraction in {'[' if zero else '('}0, 1{']' if one else ')'}.")
     return number
+
+
+def _passed(deadline: float | None) -> float | None:
+    """Return ``deadline`` once it has passed, else ``None``: read once per poll, so its parts cannot disagree."""
+    return deadline if deadline is not None and time.time() >= deadline else None

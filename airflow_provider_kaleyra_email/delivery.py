@@ -129,9 +129,11 @@ class DeliveryOutcome:
         status, message_id = data.get("status"), str(data.get("message_id") or "")
         if status not in ("success", "failure", "error", "timeout"):
             return cls("error", message_id, f"The trigger sent an event with no final status: {event!r}")
-        failures = tuple(dict(failure) for failure in data.get("failures") or ())
-        message = str(data.get("message") or status)
-        return cls(status, message_id, message, data.get("statuses"), failures, data.get("counts"))
+        failures = tuple(dict(failure) for failure in data.get("failures") or () if isinstance(failure, Mapping))
+        statuses, counts = (
+            data.get(name) if isinstance(data.get(name), Mapping) else None for name in ("statuses", "counts")
+        )
+        return cls(status, message_id, str(data.get("message") or status), statuses, failures, counts)
 
 
 class DeliveryRule:
@@ -139,6 +141,7 @@ class DeliveryRule:
 
     def __init__(
         self,
+        *,
         require: Any = "all",
         delivered_statuses: Any = DEFAULT_DELIVERED_STATUSES,
         failed_statuses: Any = DEFAULT_FAILED_STATUSES,
@@ -200,11 +203,13 @@ class MessageWait:
 
     def poll(self, hook: KaleyraEmailHook, *, deadline: float | None = None) -> DeliveryOutcome:
         """Poll through the sync hook; return the outcome, a timeout once ``deadline`` passed."""
-        return self.judge(*lookups(hook, [self.message_id])).timed_out(deadline, self.started_at)
+        (answer,) = lookups(hook, [self.message_id])
+        return self.judge(answer).timed_out(deadline, self.started_at)
 
     async def apoll(self, hook: KaleyraEmailAsyncHook, *, deadline: float | None = None) -> DeliveryOutcome:
         """Do what :meth:`poll` does, through the async hook."""
-        return self.judge(*await alookups(hook, [self.message_id])).timed_out(deadline, self.started_at)
+        (answer,) = await alookups(hook, [self.message_id])
+        return self.judge(answer).timed_out(deadline, self.started_at)
 
     def judge(self, answer: Mapping[str, Any] | KaleyraEmailAPIError) -> DeliveryOutcome:
         """Return what one ``stats/<message id>`` answer, or its API error, means for the wait."""

@@ -266,6 +266,12 @@ class TestOutcome:
         event = {"status": "success", "message_id": MID, "message": "reached", "statuses": {A: "OPEN"}, "failures": []}
         assert DeliveryOutcome.from_event(event) == DeliveryOutcome("success", MID, "reached", {A: "OPEN"})
 
+    def test_parts_of_an_event_that_are_not_objects_are_dropped_not_raised(self):
+        event = {"status": "failure", "message_id": MID, "message": "bounced", "statuses": ["a"], "counts": 3}
+        outcome = DeliveryOutcome.from_event({**event, "failures": ["junk", {"recipient": B}]})
+        assert (outcome.status, outcome.statuses, outcome.counts) == ("failure", None, None)
+        assert outcome.failures == ({"recipient": B},)
+
     @pytest.mark.parametrize(
         "event",
         [None, "success", {}, {"status": "waiting", "message_id": MID}, {"status": "delivered?"}, {"status": None}],

@@ -110,7 +110,15 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
         )
         self.kaleyra_email_conn_id, self.deferrable = kaleyra_email_conn_id, deferrable
         # What is not templated is checked at parse time, the rest once rendered (_start).
-        self._rule = DeliveryRule(require, delivered_statuses, failed_statuses, not_found_grace)
+        self._rule = DeliveryRule(
+            require=require,
+            delivered_statuses=delivered_statuses,
+            failed_statuses=failed_statuses,
+            not_found_grace=not_found_grace,
+        )
+        self.require, self.not_found_grace = self._rule.require, self._rule.not_found_grace
+        self.delivered_statuses = sorted(status.value for status in self._rule.delivered)
+        self.failed_statuses = sorted(status.value for status in self._rule.failed)
         if not self.poke_interval > 0:
             raise ValueError(f"poke_interval={self.poke_interval!r} must be positive: every poke is a request.")
         self._wait: MessageWait | CampaignWait | None = None
@@ -165,8 +173,15 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
             getter = getattr(ti, "get_first_reschedule_date", None)
             first = getter(context) if callable(getter) else getattr(ti, "start_date", None)
             started_at = first.timestamp() if isinstance(first, datetime) else started_at
-        fractions = (self.min_delivered_fraction, self.max_failed_fraction)
-        self._wait = wait_for(self.message_id, self._rule, self.recipients, self.search, *fractions, started_at)
+        self._wait = wait_for(
+            self.message_id,
+            self._rule,
+            recipients=self.recipients,
+            search=self.search,
+            min_delivered_fraction=self.min_delivered_fraction,
+            max_failed_fraction=self.max_failed_fraction,
+            started_at=started_at,
+        )
         if isinstance(self._wait, CampaignWait) and self.output_path:
             self._failures_path = output.object_path(
                 self.output_path, conn_id=self.output_conn_id, from_date=None, to_date=None, example="failures.jsonl"

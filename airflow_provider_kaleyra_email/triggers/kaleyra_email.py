@@ -83,9 +83,14 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     ) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.kaleyra_email_conn_id = kaleyra_email_conn_id
-        rule = DeliveryRule(require, delivered_statuses, failed_statuses, not_found_grace)
-        fractions = (min_delivered_fraction, max_failed_fraction)
-        self.wait = wait_for(message_id, rule, recipients, search, *fractions, started_at)
+        rule = DeliveryRule(
+            require=require,
+            delivered_statuses=delivered_statuses,
+            failed_statuses=failed_statuses,
+            not_found_grace=not_found_grace,
+        )
+        fractions = {"min_delivered_fraction": min_delivered_fraction, "max_failed_fraction": max_failed_fraction}
+        self.wait = wait_for(message_id, rule, recipients=recipients, search=search, **fractions, started_at=started_at)
         self.poke_interval = validation.positive_number(poke_interval, parameter="poke_interval")
         self.started_at, self.end_time, self.first_poll_at = (
             None if moment is None else float(moment) for moment in (started_at, end_time, first_poll_at)

@@ -284,6 +284,11 @@ class TestArguments:
         with pytest.raises(ValueError, match=match):
             sensor(**kwargs)
 
+    def test_the_arguments_stay_readable_as_attributes_normalised(self):
+        made = sensor(require="any", delivered_statuses=[" open"], failed_statuses=("bounce",), not_found_grace=30)
+        assert (made.require, made.delivered_statuses, made.failed_statuses) == ("any", ["OPEN"], ["BOUNCE"])
+        assert made.not_found_grace == 30.0
+
     @pytest.mark.parametrize(
         ("kwargs", "match"),
         [

@@ -171,9 +171,15 @@ def test_a_deferred_list_times_out_with_its_counts(kaleyra_email_emulator):
     [
         ({"message_id": []}, r"message_id=\[\] is empty"),
         ({"message_id": ["abc:1", "a b"]}, r"message_id\[1\]='a b'"),
-        ({"message_id": ["abc:1"], "recipients": "a@example.com"}, "with a list of message ids every recipient"),
-        ({"message_id": ["abc:1"], "require": "any"}, "with a list of message ids every recipient"),
-        ({"message_id": "abc:1", "max_failed_fraction": 0.1}, "are for a list of message ids"),
+        (
+            {"message_id": ["abc:1"], "recipients": "a@example.com"},
+            r"recipients='a@example.com' and require='all' .* every recipient counts: use min_delivered_fraction",
+        ),
+        ({"message_id": ["abc:1"], "require": "any"}, r"recipients=None and require='any' choose among one message"),
+        (
+            {"message_id": "abc:1", "max_failed_fraction": 0.1},
+            r"are for a list of message ids; message_id='abc:1' is one \(use recipients= and require=",
+        ),
         ({"message_id": ["abc:1"], "max_failed_fraction": 1}, r"max_failed_fraction=1 is not a fraction in \[0, 1\)"),
         ({"message_id": ["abc:1"], "min_delivered_fraction": 0}, r"min_delivered_fraction=0 is not a fraction"),
         ({"message_id": ["abc:1"], "min_delivered_fraction": "most"}, r"min_delivered_fraction='most'"),

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -94,6 +95,10 @@ def _ignored(unknown: tuple[str, ...]) -> str:
     return f"ignored unknown extra field(s) {names} (known: {', '.join(KNOWN_EXTRAS)})" if unknown else ""
 
 
+#: The user information of a host given as ``[scheme://]user:password@host``.
+_CREDENTIALS = re.compile(r"^((?:[^:/@]+://)?)[^/@]*@")
+
+
 def _base_url(conn: Any, region: Any, *, allow_insecure_http: bool) -> str:
     """Return the connection's host (a bare name takes ``schema``, default https), else its region's URL."""
     region_key = region.strip().lower() if isinstance(region, str) else region
@@ -101,6 +106,7 @@ def _base_url(conn: Any, region: Any, *, allow_insecure_http: bool) -> str:
         known = ", ".join(repr(name) for name in api_facts.REGION_BASE_URLS)
         raise ValueError(f"Connection extra region={region!r} is not a Kaleyra region; use one of {known}.")
     host = (conn.host or "").strip()
+    shown = _CREDENTIALS.sub(r"\1***@", host)  # what an error may quote: a password in the host stays out
     if not host:
         url = api_facts.REGION_BASE_URLS[region_key] if region_key else api_facts.DEFAULT_BASE_URL
     else:
@@ -109,12 +115,12 @@ def _base_url(conn: Any, region: Any, *, allow_insecure_http: bool) -> str:
         parts = urlsplit(url)
         url_port = parts.port
     except ValueError:
-        raise ValueError(f"Connection host={host!r} is not a valid URL.") from None
+        raise ValueError(f"Connection host={shown!r} is not a valid URL.") from None
     if conn.port and url_port is None:
         url = f"{parts.scheme}://{parts.netloc}:{conn.port}{parts.path}"
         parts = urlsplit(url)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"Connection host={host!r} is not an http(s) URL; use e.g. {api_facts.DEFAULT_BASE_URL!r}.")
+        raise ValueError(f"Connection host={shown!r} is not an http(s) URL; use e.g. {api_facts.DEFAULT_BASE_URL!r}.")
     if parts.username or parts.password:
         raise ValueError("Connection host must not carry credentials: the SID goes in login, the API key in password.")
     if parts.query or parts.fragment:

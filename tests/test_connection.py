@@ -71,6 +71,11 @@ def test_plain_http_is_fine_on_loopback(host):
         ({"password": None}, "no API key"),
         ({"host": "ftp://files.example.com"}, "not an http(s) URL"),
         ({"host": "https://user:pw@api.kaleyra.io"}, "must not carry credentials"),
+        (
+            {"host": "https://user:s3cret@api.kaleyra.io:99999"},
+            "host='https://***@api.kaleyra.io:99999' is not a valid",
+        ),
+        ({"host": "ftp://user:s3cret@files.example.com"}, "host='ftp://***@files.example.com' is not an http(s)"),
         ({"extra": {"region": "us"}}, "region='us'"),
         ({"extra": {"timezone": "IST"}}, "timezone='IST'"),
         ({"extra": {"page_size": "500"}}, "page_size='500'"),
@@ -93,6 +98,7 @@ def test_bad_connections_are_named(fields, fragment):
     with pytest.raises(ValueError, match=re.escape(fragment)) as error:
         config_from_connection(**arguments)
     assert KEY not in str(error.value)
+    assert "s3cret" not in str(error.value)
 
 
 def test_extras_from_a_uri_are_strings_and_form_fields_may_be_prefixed():

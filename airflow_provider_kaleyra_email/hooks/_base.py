@@ -34,7 +34,7 @@ class _KaleyraEmailBaseHook(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kaleyra_email_conn_id={self.kaleyra_email_conn_id!r})"
 
-    def _attempts(self, config: ConnectionConfig, endpoint: str, idempotent: bool = True) -> _api.Attempts:
+    def _attempts(self, config: ConnectionConfig, endpoint: str, *, idempotent: bool = True) -> _api.Attempts:
         return _api.Attempts(
             endpoint=endpoint,
             max_retries=config.max_retries,

@@ -255,9 +255,11 @@ class Listing:
 
     def allowed(self) -> int:
         """Return the highest page there is evidence (or, within ``lookahead``, a total) to ask for."""
+        if not self.more:
+            return self.last_page
         evidence = self.last_page + 1
-        if not self.more or self.total is None:
-            return evidence if self.more else self.last_page
+        if self.total is None:
+            return evidence
         planned = -(-max(self.said_totals) // self.page_size)  # whole numbers: no float to overflow
         return max(evidence, min(evidence + self.lookahead - 1, planned))
 
@@ -287,7 +289,15 @@ class Listing:
         # ``total`` grew by a page or more meanwhile. That is sliding, not an end, for a few pages at most.
         slid = not fresh and self._grew_since(page, self.last_page) and self._fruitless + 1 < MAX_FRUITLESS_PAGES
         reached_total = bool(self.said_totals) and self.rows >= max(self.said_totals)
-        return Verdict(page.number, len(page.rows), self.page_size, fresh, repeat_of, slid, reached_total)
+        return Verdict(
+            number=page.number,
+            rows=len(page.rows),
+            limit=self.page_size,
+            fresh=fresh,
+            repeat_of=repeat_of,
+            slid=slid,
+            reached_total=reached_total,
+        )
 
     def repair(self, fetch: Callable[[int], Page]) -> Iterator[list[Any]]:
         """Yield the rows that slid past pages already fetched while mail arrived, fetched again where they are now."""
@@ -430,7 +440,8 @@ class SnapshotCoverage:
         if page_total is not None:
             self.shift = page_total - self.total
         start = (page - 1) * self.page_size - self.shift
-        end, start = min(self.total, start + rows), max(0, start)
+        end = min(self.total, start + rows)
+        start = max(0, start)
         if start >= end:
             return
         if self._covered and self._covered[-1][0] <= start <= self._covered[-1][1]:  # the usual next page

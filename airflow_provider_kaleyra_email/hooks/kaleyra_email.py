@@ -79,8 +79,13 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         retry_wait_max: float = 60.0,
         **kwargs: Any,
     ) -> None:
-        overrides = {"timeout": timeout, "max_retries": max_retries, "page_size": page_size}
-        overrides |= {"max_concurrency": max_concurrency, "max_response_bytes": max_response_bytes}
+        overrides = {
+            "timeout": timeout,
+            "max_retries": max_retries,
+            "page_size": page_size,
+            "max_concurrency": max_concurrency,
+            "max_response_bytes": max_response_bytes,
+        }
         super().__init__(kaleyra_email_conn_id, overrides, retry_wait_initial, retry_wait_max, **kwargs)
 
     @classmethod
@@ -159,8 +164,14 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         :param text_body: the plain-text body.
         :param message_type: Kaleyra's ``type`` of the message (e.g. ``"MKT"``), sent only when given.
         """
-        fields = {"from_email": from_email, "to": to, "subject": subject, "html_body": html_body}
-        body = validation.send_body(**fields, text_body=text_body, message_type=message_type)
+        body = validation.send_body(
+            from_email=from_email,
+            to=to,
+            subject=subject,
+            html_body=html_body,
+            text_body=text_body,
+            message_type=message_type,
+        )
         path = api_facts.send_path(self.config.sid)
         entries = _api.data_of(self._call("POST", path, json_body=body, idempotent=False), endpoint=f"POST {path}")
         found = [entry.get("message_id") if isinstance(entry, Mapping) else None for entry in entries]
@@ -203,13 +214,16 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         :param allow_count_mismatch: log a warning instead of failing when the counts do not add
             up, for listings that can legitimately move while read (a status search over a live day).
         """
-        filters: dict[str, Any] = {
-            "to_mail": to_mail,
-            "message_id": message_id,
-            "search": search,
-            "page_size": page_size,
-        }
-        return self.iter_log_pages(from_date, to_date, **filters, allow_count_mismatch=allow_count_mismatch).rows()
+        pages = self.iter_log_pages(
+            from_date,
+            to_date,
+            to_mail=to_mail,
+            message_id=message_id,
+            search=search,
+            page_size=page_size,
+            allow_count_mismatch=allow_count_mismatch,
+        )
+        return pages.rows()
 
     def iter_log_pages(
         self,
@@ -306,9 +320,10 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
         target = _api.page_target(
             api_facts.summary_stats_path(config.sid), _api.date_params(today, today).items(), 1, 1
         )
+        ok = False
         try:
             self._send_once("GET", target)
-            message = f"Connected to {config.base_url} as account {config.sid}, {self.network.describe()}."
+            ok, message = True, f"Connected to {config.base_url} as account {config.sid}, {self.network.describe()}."
         except KaleyraEmailAPIError as exc:
             message = str(exc)
             if exc.status_code in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
@@ -322,7 +337,6 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
                 message = f"Timed out: {config.base_url} did not answer within {config.timeout:g} s."
             elif exc.kind == "connection":
                 message = f"Cannot reach {config.base_url}: {exc.description}."
-        ok = message.startswith("Connected")
         if not ok:  # the way there often explains a failure: a proxy, a CA bundle
             message = f"{message.rstrip('.')} (tried {self.network.describe()})."
         ignored = config.ignored_extras()  # a misspelled extra (time_zone) often explains a failure
@@ -365,9 +379,8 @@ class KaleyraEmailHook(_KaleyraEmailBaseHook):
     ) -> Any:
         """Send one request to ``target`` (path and query), retried as worth it; setting ``cancel`` ends the retries."""
         once = partial(self._send_once, method, target, json_body=json_body, page=page)
-        return self._attempts(self.config, f"{method} {target}", idempotent).call(
-            once, cancel=cancel or threading.Event()
-        )
+        attempts = self._attempts(self.config, f"{method} {target}", idempotent=idempotent)
+        return attempts.call(once, cancel=cancel or threading.Event())
 
     def _send_once(self, method: str, target: str, *, json_body: Any = None, page: int | None = None) -> Any:
         """Send one request to ``target``, without retries; return what :func:`interpret_response` reads."""

@@ -55,18 +55,22 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
 
     :param message_id: the message to wait for, or a list of them (templated), e.g. ``send.output``.
     :param recipients: the recipients of one message to wait for (templated; default: all of them).
-    :param require: ``"all"`` (default) must be delivered, one failing fails; or ``"any"``, all failing fails.
+    :param require: ``"all"`` (default): every chosen recipient must be delivered, and one failure fails the
+        wait; ``"any"``: one delivered recipient is enough, and the wait fails when all have failed.
     :param min_delivered_fraction: for a list, the share of recipients to be delivered (default
         ``1 - max_failed_fraction``, else 1).
     :param max_failed_fraction: for a list, the share of recipients that may fail (default
         ``1 - min_delivered_fraction``, else 0).
     :param search: for a list, terms that narrow the logs listing (templated), e.g. the sender.
-    :param max_failures_in_xcom: for a list, the most failures in the XCom result.
+    :param max_failures_in_xcom: for a list, the most failures in the XCom result (default 100).
     :param output_path: for a list, an object URL (templated) to write every failure to, as JSON Lines.
     :param output_conn_id: the connection of ``output_path``'s file system (templated).
-    :param delivered_statuses: statuses that count as delivered (``["OPEN"]`` waits for the open).
-    :param failed_statuses: statuses that end the wait as failed; any other is still in flight.
-    :param not_found_grace: seconds (or a ``timedelta``) into the wait during which HTTP 404 means "not visible yet".
+    :param delivered_statuses: statuses that count as delivered (default ``DELIVERED``, ``OPEN``;
+        ``["OPEN"]`` waits for the open).
+    :param failed_statuses: statuses that end the wait as failed (default ``BOUNCE``, ``BLOCKED``, ``FAILED``,
+        ``SUPPRESSED``); any other is still in flight.
+    :param not_found_grace: seconds (or a ``timedelta``) into the wait during which HTTP 404 means "not
+        visible yet" (default 120).
     :param kaleyra_email_conn_id: the Kaleyra Email connection (templated).
     :param deferrable: wait on the triggerer (default: Airflow's ``[operators] default_deferrable``).
     """

@@ -56,7 +56,8 @@ class KaleyraEmailMessageDeliveredTrigger(BaseTrigger):
     :param started_at: when the wait began (seconds since the epoch; default: when the trigger runs).
     :param end_time: the deadline (seconds since the epoch); ``None`` waits for ever.
     :param not_found_grace: seconds after ``started_at`` during which HTTP 404 means "not visible yet".
-    :param first_poll_at: no poll before this time (seconds since the epoch): the sensor has just checked.
+    :param first_poll_at: no poll before this time (seconds since the epoch), as the sensor has just checked;
+        default: poll at once.
     :param min_delivered_fraction: for a list, the share of recipients to be delivered.
     :param max_failed_fraction: for a list, the share of recipients that may fail.
     :param search: for a list, terms that narrow its logs listing.

@@ -31,13 +31,21 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
 
 FAILURE_STATUSES = tuple(status.value for status in DEFAULT_FAILED_STATUSES)
-#: Rate name -> (the summary stats metric it counts, the metric it is a share of, its colour in the chart).
+#: Rate name -> (the summary stats metric it counts, the metric it is a share of).
 RATES = {
-    "delivered": ("delivered", "accepted", "#2e7d32"),
-    "opened": ("opens", "delivered", "#1565c0"),
-    "opened_of_accepted": ("opens", "accepted", "#90caf9"),
-    "bounced": ("bounces", "accepted", "#ef6c00"),
-    "blocked": ("blocks", "accepted", "#c62828"),
+    "delivered": ("delivered", "accepted"),
+    "opened": ("opens", "delivered"),
+    "opened_of_accepted": ("opens", "accepted"),
+    "bounced": ("bounces", "accepted"),
+    "blocked": ("blocks", "accepted"),
+}
+#: How each rate is drawn: the chart's business, not the figures'.
+_COLORS = {
+    "delivered": "#2e7d32",
+    "opened": "#1565c0",
+    "opened_of_accepted": "#90caf9",
+    "bounced": "#ef6c00",
+    "blocked": "#c62828",
 }
 NO_REASON = "(no reason given)"
 
@@ -137,7 +145,7 @@ def _day(value: Any) -> date | None:
 
 
 def _rate(metrics: Mapping[str, float], name: str) -> float | None:
-    metric, of, _ = RATES[name]
+    metric, of = RATES[name]
     whole = metrics.get(of) or 0
     return metrics[metric] / whole if metric in metrics and whole > 0 else None
 
@@ -148,7 +156,7 @@ def percent(rate: float | None) -> str:
 
 def formula(name: str) -> str:
     """Return what a rate divides, e.g. ``opens ÷ delivered``."""
-    return " ÷ ".join(RATES[name][:2])
+    return " ÷ ".join(RATES[name])
 
 
 def _figure(width: float, height: float) -> Any:
@@ -205,7 +213,7 @@ def _plot_rates(axes: Any, report: Report, names: Sequence[str]) -> None:
             values = [math.nan if (rate := _rate(metrics, name)) is None else rate for _, metrics in report.days]
             label = f"{name.replace('_', ' ')}: {formula(name)}\n{percent(report.rates[name])} overall"
             style = "--" if name == "opened_of_accepted" else "-"
-            axes.plot(days, values, style, marker="o", markersize=3, color=RATES[name][2], label=label)
+            axes.plot(days, values, style, marker="o", markersize=3, color=_COLORS[name], label=label)
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)

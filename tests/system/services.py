@@ -73,6 +73,23 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between
 DIE_WITH_PARENT = _die_with_parent if sys.platform.startswith("linux") else None
 
 
+def spawn(name: str, argv: list[str], *, cwd: Path, logs: Path, env: dict[str, str] | None = None) -> Service:
+    """Start ``argv`` in its own process group (stopped by its pid), its output in ``logs/<name>.log``."""
+    log_path = logs / f"{name}.log"
+    log_file = log_path.open("wb")
+    process = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=DIE_WITH_PARENT,
+    )
+    return Service(name, process, log_path, log_file)
+
+
 def free_port() -> int:
     """A loopback port that nothing listened on a moment ago (and nothing listens on now)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -164,19 +181,7 @@ class AirflowStack:
         return self.client
 
     def start_service(self, name: str, *args: str, env: dict[str, str] | None = None) -> Service:
-        log_path = self.logs / f"{name}.log"
-        log_file = log_path.open("wb")
-        process = subprocess.Popen(
-            [sys.executable, *args],
-            cwd=self.root,
-            env=env or self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, stopped by the pid
-            preexec_fn=DIE_WITH_PARENT,
-        )
-        service = Service(name, process, log_path, log_file)
+        service = spawn(name, [sys.executable, *args], cwd=self.root, logs=self.logs, env=env or self.env)
         self.services[name] = service
         return service
 
@@ -221,10 +226,9 @@ def base_env(home: Path) -> dict[str, str]:
 def start_emulator(stack_root: Path, logs: Path, env: dict[str, str], today: date) -> tuple[Service, Emulator]:
     """Start ``python -m airflow_provider_kaleyra_email.testing`` on a free port; read what it printed."""
     first_day = today - timedelta(days=DATASET_DAYS - 1)
-    log_path = logs / "emulator.log"
-    log_file = log_path.open("wb")
     api_key = "system-test-" + secrets.token_hex(12)
-    process = subprocess.Popen(
+    service = spawn(
+        "emulator",
         [
             sys.executable,
             "-m",
@@ -243,17 +247,12 @@ def start_emulator(stack_root: Path, logs: Path, env: dict[str, str], today: dat
             str(DELIVERY_SECONDS),
         ],
         cwd=stack_root,
+        logs=logs,
         env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=DIE_WITH_PARENT,
     )
-    service = Service("emulator", process, log_path, log_file)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for line in log_path.read_text(errors="replace").splitlines():
+        for line in service.log().splitlines():
             if line.startswith("{"):
                 info = json.loads(line)
                 return service, Emulator(
@@ -264,11 +263,11 @@ def start_emulator(stack_root: Path, logs: Path, env: dict[str, str], today: dat
                     last_day=date.fromisoformat(info["last_day"]),
                     rows_per_day=int(info["rows_per_day"]),
                 )
-        if process.poll() is not None:
+        if not service.running():
             break
         time.sleep(0.1)
     service.stop()
-    raise RuntimeError(f"the emulator did not start:\n{log_path.read_text(errors='replace')}")
+    raise RuntimeError(f"the emulator did not start:\n{service.log()}")
 
 
 def airflow_env(base: dict[str, str], home: Path, lake: Path, api_port: int, emulator: Emulator) -> dict[str, str]:

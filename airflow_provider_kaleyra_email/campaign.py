@@ -140,9 +140,11 @@ class CampaignWait:
                 ids = []
         self.record_answers(ids, lookups(hook, ids))
         ended = _passed(deadline)
-        ids = self.undetailed(ended)
-        self.record_answers(ids, lookups(hook, ids), detail=True)
-        return self.outcome().timed_out(ended, self.started_at)
+        outcome = self.outcome().timed_out(ended, self.started_at)
+        if ids := self.undetailed(outcome):
+            self.record_answers(ids, lookups(hook, ids), detail=True)
+            outcome = self.outcome().timed_out(ended, self.started_at)
+        return outcome
 
     async def apoll(self, hook: KaleyraEmailAsyncHook, *, deadline: float | None = None) -> DeliveryOutcome:
         """Do what :meth:`poll` does, through the async hook: pages used as they come, ``stats/<id>`` at once."""
@@ -163,9 +165,11 @@ class CampaignWait:
                 ids = []
         self.record_answers(ids, await alookups(hook, ids))
         ended = _passed(deadline)
-        ids = self.undetailed(ended)
-        self.record_answers(ids, await alookups(hook, ids), detail=True)
-        return self.outcome().timed_out(ended, self.started_at)
+        outcome = self.outcome().timed_out(ended, self.started_at)
+        if ids := self.undetailed(outcome):
+            self.record_answers(ids, await alookups(hook, ids), detail=True)
+            outcome = self.outcome().timed_out(ended, self.started_at)
+        return outcome
 
     def record_answers(self, ids: Sequence[str], answers: Sequence[Any], *, detail: bool = False) -> None:
         """Note ``stats/<id>`` answers or their API errors; with ``detail``, an error keeps what the logs said."""
@@ -177,9 +181,9 @@ class CampaignWait:
             else:
                 self.record_stats(message_id, answer)
 
-    def undetailed(self, deadline: float | None = None) -> list[str]:
-        """Return, once the wait ends, the first ``MAX_FAILURE_LOOKUPS`` messages failed only in the logs."""
-        if self.error is not None or not self.outcome().timed_out(deadline, self.started_at).done:
+    def undetailed(self, outcome: DeliveryOutcome) -> list[str]:
+        """Return, once ``outcome`` ends the wait, the first ``MAX_FAILURE_LOOKUPS`` messages failed only in logs."""
+        if self.error is not None or not outcome.done:
             return []
         ids = (m for m in self.message_ids if m in self.from_logs)
         failed = (m for m in ids if any(self._state(row) == "failed" for row in self.statuses[m].values()))

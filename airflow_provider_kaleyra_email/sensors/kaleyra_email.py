@@ -120,9 +120,9 @@ class KaleyraEmailMessageDeliveredSensor(BaseSensorOperator):
             failed_statuses=failed_statuses,
             not_found_grace=not_found_grace,
         )
-        self.require, self.not_found_grace = self._rule.require, self._rule.not_found_grace
-        self.delivered_statuses = sorted(status.value for status in self._rule.delivered)
-        self.failed_statuses = sorted(status.value for status in self._rule.failed)
+        rule = self._rule.serialize()  # the arguments, normalised, as the trigger gets them
+        self.require, self.not_found_grace = rule["require"], rule["not_found_grace"]
+        self.delivered_statuses, self.failed_statuses = rule["delivered_statuses"], rule["failed_statuses"]
         if not self.poke_interval > 0:
             raise ValueError(f"poke_interval={self.poke_interval!r} must be positive: every poke is a request.")
         self._wait: MessageWait | CampaignWait | None = None
